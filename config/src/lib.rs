@@ -1,1 +1,550 @@
-//! Placeholder.
+//! The Dreamer run configuration: TOML presets embedded in the binary, overrides
+//! (`section.key=value`) applied on top, and the fully resolved [`Config`] that a checkpoint
+//! stores as `config.toml`.
+//!
+//! Every preset is a complete configuration; an override may only replace an existing key with
+//! a value of the same TOML type (an integer is accepted where a float is expected). An unknown
+//! or ill-typed key is an error that lists the valid keys.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Preset names and their TOML text, embedded from `presets/`.
+pub const PRESETS: [(&str, &str); 3] = [
+    ("paper", include_str!("../../presets/paper.toml")),
+    ("cpu-state", include_str!("../../presets/cpu-state.toml")),
+    ("cpu-pixels", include_str!("../../presets/cpu-pixels.toml")),
+];
+
+/// The preset `dreamer train` uses when none is named.
+pub const DEFAULT_PRESET: &str = "cpu-state";
+
+/// File name of the resolved configuration inside a checkpoint folder.
+pub const CONFIG_FILE: &str = "config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown preset `{name}`; presets: {}", PRESETS.map(|p| p.0).join(", "))]
+    UnknownPreset { name: String },
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{source_name}: invalid TOML: {message}")]
+    Syntax {
+        source_name: String,
+        message: String,
+    },
+    #[error("override `{text}` is not of the form section.key=value")]
+    OverrideSyntax { text: String },
+    #[error("{source_name}: unknown key `{key}`; valid keys: {}", valid.join(", "))]
+    UnknownKey {
+        source_name: String,
+        key: String,
+        valid: Vec<String>,
+    },
+    #[error(
+        "{source_name}: key `{key}` expects a {expected}, got {found} `{value}`; valid keys: {}",
+        valid.join(", ")
+    )]
+    WrongType {
+        source_name: String,
+        key: String,
+        expected: String,
+        found: String,
+        value: String,
+        valid: Vec<String>,
+    },
+    #[error("{source_name}: {message}; valid keys: {}", valid.join(", "))]
+    Schema {
+        source_name: String,
+        message: String,
+        valid: Vec<String>,
+    },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Which observations the agent sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObsMode {
+    State,
+    Pixels,
+    Both,
+}
+
+impl ObsMode {
+    pub fn uses_state(self) -> bool {
+        matches!(self, ObsMode::State | ObsMode::Both)
+    }
+    pub fn uses_pixels(self) -> bool {
+        matches!(self, ObsMode::Pixels | ObsMode::Both)
+    }
+}
+
+impl fmt::Display for ObsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObsMode::State => "state",
+            ObsMode::Pixels => "pixels",
+            ObsMode::Both => "both",
+        })
+    }
+}
+
+/// The task and the length of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Task name understood by `dreamer_tasks::make`.
+    pub task: String,
+    pub obs_mode: ObsMode,
+    /// Environment steps per agent decision (rewards summed).
+    pub action_repeat: u32,
+    pub seed: u64,
+    /// Total environment steps of training (prefill included).
+    pub steps: u64,
+    /// Environments stepped in parallel for collection.
+    pub envs: usize,
+}
+
+/// Data collection and the training schedule, in environment steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectConfig {
+    /// Environment steps of uniform random actions before training starts.
+    pub prefill: u64,
+    /// Updates run once right after the prefill.
+    pub pretrain: u64,
+    /// Run `train_steps` updates after every `train_every` environment steps.
+    pub train_every: u64,
+    pub train_steps: u64,
+    /// Std of the Gaussian noise added to the actions while collecting.
+    pub expl_noise: f64,
+}
+
+/// Network sizes (symbols of docs/checkpoint-format.md in the comments).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// D: GRU state.
+    pub deter: i64,
+    /// S: stochastic state.
+    pub stoch: i64,
+    /// H: RSSM hidden width.
+    pub hidden: i64,
+    /// U: MLP width of heads and of the state encoder/decoder.
+    pub units: i64,
+    /// C: conv depth multiplier.
+    pub cnn_depth: i64,
+    pub min_std: f64,
+    /// Learn a continuation (discount) head.
+    pub pcont: bool,
+}
+
+/// Losses and optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Sequences per batch.
+    pub batch: i64,
+    /// Steps per sequence.
+    pub length: i64,
+    /// Imagination horizon.
+    pub horizon: i64,
+    pub gamma: f64,
+    pub lambda: f64,
+    pub free_nats: f64,
+    pub kl_scale: f64,
+    pub pcont_scale: f64,
+    /// Factor applied to environment rewards before the model learns them.
+    pub reward_scale: f64,
+    pub model_lr: f64,
+    pub value_lr: f64,
+    pub actor_lr: f64,
+    /// Adam epsilon, added to sqrt(v) as in TensorFlow's Adam.
+    pub adam_eps: f64,
+    /// Global gradient-norm clip, per optimiser.
+    pub grad_clip: f64,
+    /// Half-precision autocast of the forward passes on CUDA (ignored on CPU).
+    pub mixed_precision: bool,
+}
+
+/// Noise-free evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Environment steps between evaluations (0: only at the end).
+    pub every: u64,
+    pub episodes: usize,
+}
+
+/// Logging and checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Environment steps between metric records.
+    pub every: u64,
+    /// Environment steps between checkpoints (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Environment steps between open-loop video predictions on pixel tasks (0: never).
+    pub openloop_every: u64,
+}
+
+/// A complete run configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub run: RunConfig,
+    pub collect: CollectConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// A named preset, unmodified.
+    pub fn preset(name: &str) -> Result<Config, ConfigError> {
+        let table = preset_table(name)?;
+        from_table(table, &format!("preset {name}"))
+    }
+
+    /// Resolve a configuration: `preset`, then the keys of an optional TOML file, then the
+    /// `section.key=value` overrides, in that order. Every key must exist in the preset.
+    pub fn resolve(
+        preset: &str,
+        file: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut table = preset_table(preset)?;
+        if let Some(path) = file {
+            let text = read(path)?;
+            apply_file(&mut table, &text, &path.display().to_string())?;
+        }
+        apply_overrides(&mut table, overrides)?;
+        from_table(table, "configuration")
+    }
+
+    /// Parse a complete configuration (e.g. a checkpoint's `config.toml`).
+    pub fn from_toml_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })?;
+        check_keys(&table, source_name)?;
+        from_table(table, source_name)
+    }
+
+    /// Read a complete configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read(path)?;
+        Config::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// This configuration with `section.key=value` overrides applied.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Config, ConfigError> {
+        let mut table = self.to_table();
+        apply_overrides(&mut table, overrides)?;
+        from_table(table, "configuration")
+    }
+
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).expect("a Config always serialises to TOML")
+    }
+
+    fn to_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("a Config always serialises to a TOML table")
+    }
+
+    /// Check value ranges that the types alone do not express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        let positive = [
+            ("model.deter", self.model.deter),
+            ("model.stoch", self.model.stoch),
+            ("model.hidden", self.model.hidden),
+            ("model.units", self.model.units),
+            ("model.cnn_depth", self.model.cnn_depth),
+            ("train.batch", self.train.batch),
+            ("train.horizon", self.train.horizon),
+        ];
+        for (key, value) in positive {
+            if value < 1 {
+                return invalid(key, &format!("must be at least 1, got {value}"));
+            }
+        }
+        if self.train.length < 2 {
+            return invalid("train.length", "must be at least 2");
+        }
+        if self.train.horizon < 2 {
+            return invalid("train.horizon", "must be at least 2");
+        }
+        if self.run.action_repeat < 1 {
+            return invalid("run.action_repeat", "must be at least 1");
+        }
+        if self.run.envs < 1 {
+            return invalid("run.envs", "must be at least 1");
+        }
+        if self.collect.train_every < 1 {
+            return invalid("collect.train_every", "must be at least 1");
+        }
+        if self.eval.episodes < 1 {
+            return invalid("eval.episodes", "must be at least 1");
+        }
+        for (key, value) in [
+            ("train.gamma", self.train.gamma),
+            ("train.lambda", self.train.lambda),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return invalid(key, &format!("must lie in [0, 1], got {value}"));
+            }
+        }
+        for (key, value) in [
+            ("train.model_lr", self.train.model_lr),
+            ("train.value_lr", self.train.value_lr),
+            ("train.actor_lr", self.train.actor_lr),
+            ("train.adam_eps", self.train.adam_eps),
+            ("train.grad_clip", self.train.grad_clip),
+            ("model.min_std", self.model.min_std),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return invalid(key, &format!("must be a positive number, got {value}"));
+            }
+        }
+        for (key, value) in [
+            ("collect.expl_noise", self.collect.expl_noise),
+            ("train.free_nats", self.train.free_nats),
+            ("train.kl_scale", self.train.kl_scale),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return invalid(key, &format!("must be a non-negative number, got {value}"));
+            }
+        }
+        if !self.train.reward_scale.is_finite() || self.train.reward_scale == 0.0 {
+            return invalid("train.reward_scale", "must be a finite non-zero number");
+        }
+        Ok(())
+    }
+}
+
+/// Every `section.key` of the configuration, sorted.
+pub fn valid_keys() -> Vec<String> {
+    let table = preset_table(DEFAULT_PRESET).expect("the default preset exists");
+    let mut keys = Vec::new();
+    for (section, value) in &table {
+        if let toml::Value::Table(inner) = value {
+            for key in inner.keys() {
+                keys.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    keys.sort();
+    keys
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn preset_table(name: &str) -> Result<toml::Table, ConfigError> {
+    let text = PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| ConfigError::UnknownPreset {
+            name: name.to_string(),
+        })?;
+    Ok(toml::from_str(text).expect("embedded presets are valid TOML"))
+}
+
+fn from_table(table: toml::Table, source_name: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Schema {
+            source_name: source_name.to_string(),
+            message: e.message().to_string(),
+            valid: valid_keys(),
+        })?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Reject keys that are not `section.key` of the schema (missing keys are caught when the
+/// table is deserialised).
+fn check_keys(table: &toml::Table, source_name: &str) -> Result<(), ConfigError> {
+    let valid = valid_keys();
+    for (section, value) in table {
+        let toml::Value::Table(inner) = value else {
+            return Err(ConfigError::UnknownKey {
+                source_name: source_name.to_string(),
+                key: section.clone(),
+                valid,
+            });
+        };
+        for key in inner.keys() {
+            let full = format!("{section}.{key}");
+            if !valid.contains(&full) {
+                return Err(ConfigError::UnknownKey {
+                    source_name: source_name.to_string(),
+                    key: full,
+                    valid,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_file(base: &mut toml::Table, text: &str, source_name: &str) -> Result<(), ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        source_name: source_name.to_string(),
+        message: e.to_string(),
+    })?;
+    check_keys(&table, source_name)?;
+    for (section, value) in table {
+        let toml::Value::Table(inner) = value else {
+            unreachable!("check_keys accepts only tables at the top level")
+        };
+        for (key, value) in inner {
+            set_key(base, &format!("{section}.{key}"), value, source_name)?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<(), ConfigError> {
+    for text in overrides {
+        let (key, raw) = text
+            .split_once('=')
+            .ok_or_else(|| ConfigError::OverrideSyntax { text: text.clone() })?;
+        let key = key.trim();
+        let raw = raw.trim();
+        // A TOML literal (number, bool, quoted string); anything else is a bare string.
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        set_key(base, key, value, &format!("override `{text}`"))?;
+    }
+    Ok(())
+}
+
+/// Replace `section.key` in `base` with `value`, which must have the existing value's type.
+fn set_key(
+    base: &mut toml::Table,
+    key: &str,
+    value: toml::Value,
+    source_name: &str,
+) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::UnknownKey {
+        source_name: source_name.to_string(),
+        key: key.to_string(),
+        valid: valid_keys(),
+    };
+    let (section, name) = key.split_once('.').ok_or_else(unknown)?;
+    let slot = base
+        .get_mut(section)
+        .and_then(|s| s.as_table_mut())
+        .and_then(|s| s.get_mut(name))
+        .ok_or_else(unknown)?;
+    let value = match (&*slot, value) {
+        (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+        (old, new) if old.same_type(&new) => new,
+        (old, new) => {
+            return Err(ConfigError::WrongType {
+                source_name: source_name.to_string(),
+                key: key.to_string(),
+                expected: old.type_str().to_string(),
+                found: new.type_str().to_string(),
+                value: new.to_string(),
+                valid: valid_keys(),
+            });
+        }
+    };
+    *slot = value;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses_and_validates() {
+        for (name, _) in PRESETS {
+            let config = Config::preset(name).unwrap();
+            let text = config.to_toml_string();
+            assert_eq!(Config::from_toml_str(&text, name).unwrap(), config);
+        }
+    }
+
+    #[test]
+    fn overrides_replace_values() {
+        let sets = vec![
+            "train.batch=4".to_string(),
+            "train.model_lr=1".to_string(),
+            "run.task=cartpole-balance".to_string(),
+            "run.obs_mode=\"both\"".to_string(),
+        ];
+        let config = Config::resolve("cpu-state", None, &sets).unwrap();
+        assert_eq!(config.train.batch, 4);
+        assert_eq!(config.train.model_lr, 1.0);
+        assert_eq!(config.run.task, "cartpole-balance");
+        assert_eq!(config.run.obs_mode, ObsMode::Both);
+    }
+
+    #[test]
+    fn unknown_key_lists_valid_keys() {
+        let err = Config::resolve("paper", None, &["train.batchsize=3".to_string()]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("train.batchsize"), "{text}");
+        assert!(text.contains("train.batch,"), "{text}");
+        assert!(text.contains("model.deter"), "{text}");
+    }
+
+    #[test]
+    fn ill_typed_key_is_an_error() {
+        let err = Config::resolve("paper", None, &["train.batch=many".to_string()]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::WrongType { ref key, .. } if key == "train.batch"),
+            "{err}"
+        );
+        let err = Config::resolve("paper", None, &["train.batch=1.5".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("expects a integer"), "{err}");
+        let err = Config::resolve("paper", None, &["run.obs_mode=rgb".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("rgb"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_is_an_error() {
+        let err = Config::resolve("paper", None, &["train.gamma=2".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("train.gamma"), "{err}");
+        assert!(Config::resolve("nope", None, &[]).is_err());
+        assert!(Config::resolve("paper", None, &["batch".to_string()]).is_err());
+    }
+
+    #[test]
+    fn incomplete_or_unknown_file_is_an_error() {
+        let err = Config::from_toml_str("[run]\ntask = \"pendulum\"\n", "x.toml").unwrap_err();
+        assert!(err.to_string().contains("x.toml"), "{err}");
+        let mut text = Config::preset("paper").unwrap().to_toml_string();
+        text.push_str("\n[extra]\nfoo = 1\n");
+        let err = Config::from_toml_str(&text, "y.toml").unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+    }
+}
