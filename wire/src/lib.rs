@@ -1,1 +1,30 @@
-//! Placeholder.
+//! Wire protocol between the firmware and the runtime.
+//!
+//! Every message is one frame: `COBS(postcard(message) ++ crc32_le(postcard(message))) ++ 0x00`.
+//! All buffers are fixed-size arrays whose lengths derive from postcard's [`MaxSize`], so
+//! neither side allocates. [`FrameDecoder`] turns a byte stream into messages and counts
+//! every kind of corruption (bad COBS, bad CRC, wrong length, unknown message, sequence
+//! gaps). With the `std` feature, [`FrameReader`] does the same over any `std::io::Read`.
+//!
+//! The byte layout, message types and handshake are described in `docs/firmware.md`.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+
+mod cobs;
+mod frame;
+mod message;
+#[cfg(feature = "std")]
+mod reader;
+
+pub use cobs::{CobsError, cobs_decode, cobs_encode, cobs_max_encoded_len};
+pub use frame::{
+    Frame, FrameDecoder, FrameError, LinkCounters, MAX_FRAME, MAX_PAYLOAD, MAX_RAW, SequenceGap,
+    SequenceTracker, decode_frame, encode_frame,
+};
+pub use message::{
+    Action, FaultKind, FaultReport, HandshakeResult, Heartbeat, Hello, HelloAck, Layout,
+    MAX_ACTION, MAX_OBSERVATION, MAX_TASK_NAME, MESSAGE_KINDS, Message, Mode, Observation,
+    PROTOCOL_VERSION, fields_fingerprint,
+};
+pub use postcard::experimental::max_size::MaxSize;
+#[cfg(feature = "std")]
+pub use reader::{FrameReader, write_message};
