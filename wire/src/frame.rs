@@ -343,7 +343,13 @@ mod tests {
 
     #[test]
     fn sizes_are_derived_from_max_size() {
-        assert!(MAX_PAYLOAD >= 1 + 5 + 10 + 1 + 4 * MAX_OBSERVATION);
+        let largest = Message::Observation(Observation {
+            seq: u32::MAX,
+            timestamp_us: u64::MAX,
+            values: heapless::Vec::from_slice(&[f32::MAX; MAX_OBSERVATION]).unwrap(),
+        });
+        let mut buf = [0u8; 256];
+        assert!(postcard::to_slice(&largest, &mut buf).unwrap().len() <= MAX_PAYLOAD);
         assert_eq!(MAX_RAW, MAX_PAYLOAD + 4);
         assert_eq!(MAX_FRAME, MAX_RAW + MAX_RAW / 254 + 2);
     }
