@@ -1,1 +1,22 @@
-//! Placeholder.
+//! The on-device Dreamer policy: a lean ONNX Runtime agent for real-time latent-state control.
+//!
+//! [`Agent`] loads a model bundle (see `dreamer-bundle`), keeps the recurrent latent state
+//! (h, s, previous action) inside, and turns one observation into one action per control step
+//! without heap allocation. [`control`] drives it at a fixed rate with latency statistics.
+//!
+//! This crate never links libtorch: ONNX Runtime is loaded at run time (`load-dynamic`), see
+//! [`ortlib`] for where the library is looked for.
+
+pub mod agent;
+pub mod control;
+mod graph;
+pub mod ortlib;
+pub mod provider;
+
+pub use agent::{
+    Agent, AgentOptions, GraphMode, LoadError, Noise, Observation, SafeAction, StepCounters,
+    StepError,
+};
+pub use control::{LatencySummary, LoopOptions, RateDriver, RealtimeReport};
+pub use graph::GraphBench;
+pub use provider::{DeviceOptions, GraphPlacement, Provider};
