@@ -1,0 +1,410 @@
+//! The firmware core: a fixed-rate control loop over embedded-hal peripherals and an
+//! `embedded-io` serial port. No allocation, no std: every buffer is a fixed array or a
+//! `heapless` container.
+//!
+//! Each tick: sample the sensors, send an observation, wait until the deadline for the
+//! action that answers it and apply it; without one, hold the previous action. After
+//! `max_missed` missed deadlines in a row the motor is switched off and a fault is reported
+//! (safe mode); the first on-time valid action afterwards clears the fault and drives again.
+
+mod motor;
+mod sensors;
+
+pub use motor::{ActuatorError, Motor};
+pub use sensors::{
+    COUNTER_READ, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, ENCODER_COUNTS, SensorError,
+    Sensors, TaskLayout,
+};
+
+use dreamer_wire::{
+    Action, FaultKind, FaultReport, FrameDecoder, HandshakeResult, Heartbeat, Hello, HelloAck,
+    LinkCounters, MAX_ACTION, MAX_FRAME, MAX_TASK_NAME, Message, Mode, Observation,
+    PROTOCOL_VERSION, encode_frame,
+};
+use embedded_hal::delay::DelayNs;
+use embedded_hal::digital::OutputPin;
+use embedded_hal::i2c::I2c;
+use embedded_hal::pwm::SetDutyCycle;
+use embedded_hal::spi::SpiDevice;
+use embedded_io::{Read, ReadReady, Write};
+use heapless::{String, Vec};
+use serde::Serialize;
+
+/// A monotonic microsecond clock (a hardware timer on a microcontroller).
+pub trait Clock {
+    fn now_us(&mut self) -> u64;
+}
+
+/// Firmware settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Task name reported in the handshake (`dreamer-tasks` name).
+    pub task: String<MAX_TASK_NAME>,
+    /// Control tick period.
+    pub period_us: u32,
+    /// How long after the tick start an action still counts; at most `period_us`.
+    pub deadline_us: u32,
+    /// Missed deadlines in a row that trigger the safe state (at least 1).
+    pub max_missed: u16,
+    /// A heartbeat every this many ticks (0: never).
+    pub heartbeat_every: u32,
+    /// Serial polling interval while waiting.
+    pub poll_interval_us: u32,
+}
+
+/// What the firmware counted since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub ticks: u32,
+    pub observations_sent: u32,
+    pub actions_applied: u32,
+    /// Ticks in a session whose observation got no valid action before the deadline.
+    pub deadline_misses: u32,
+    /// Actions for the current observation that arrived after its deadline.
+    pub late_actions: u32,
+    /// Actions for another observation than the current one.
+    pub stale_actions: u32,
+    /// Actions of the wrong length or with non-finite values (not applied).
+    pub invalid_actions: u32,
+    /// Applied actions that had a value outside [-1, 1] (clamped).
+    pub clamped_actions: u32,
+    /// Entries into the safe state.
+    pub faults: u32,
+    /// Returns from the safe state.
+    pub recoveries: u32,
+    pub sensor_errors: u32,
+    pub actuator_errors: u32,
+    pub serial_errors: u32,
+    /// Ticks that started late by more than a period (the loop skipped ahead).
+    pub overruns: u32,
+    pub handshakes_accepted: u32,
+    pub handshakes_rejected: u32,
+    /// Messages only the firmware sends (observations, acks, heartbeats, faults) received.
+    pub unexpected_messages: u32,
+}
+
+/// The firmware: sensors, motor and serial port of one task.
+pub struct Firmware<I2C, SPI, PWM, DIR, SER> {
+    config: Config,
+    sensors: Sensors<I2C, SPI>,
+    motor: Motor<PWM, DIR>,
+    serial: SER,
+    decoder: FrameDecoder,
+    mode: Mode,
+    /// Sequence number of the latest observation.
+    seq: u32,
+    /// Start and deadline of the current tick.
+    tick_start_us: u64,
+    deadline_us: u64,
+    /// When the next tick starts, once the first one ran.
+    next_tick_us: Option<u64>,
+    /// The current observation went out and no valid action answered it yet.
+    awaiting_action: bool,
+    consecutive_misses: u16,
+    /// The fault that put the firmware in safe mode.
+    fault: Option<FaultKind>,
+    /// Last applied command (held on a missed deadline); zero in safe mode.
+    command: Vec<f32, MAX_ACTION>,
+    stats: Stats,
+}
+
+impl<I2C, SPI, PWM, DIR, SER> Firmware<I2C, SPI, PWM, DIR, SER>
+where
+    I2C: I2c,
+    SPI: SpiDevice,
+    PWM: SetDutyCycle,
+    DIR: OutputPin,
+    SER: Read + ReadReady + Write,
+{
+    /// Starts with the motor off, waiting for a handshake.
+    pub fn new(config: Config, sensors: Sensors<I2C, SPI>, motor: Motor<PWM, DIR>, serial: SER) -> Self {
+        let mut firmware = Self {
+            config,
+            sensors,
+            motor,
+            serial,
+            decoder: FrameDecoder::new(),
+            mode: Mode::AwaitingHandshake,
+            seq: 0,
+            tick_start_us: 0,
+            deadline_us: 0,
+            next_tick_us: None,
+            awaiting_action: false,
+            consecutive_misses: 0,
+            fault: None,
+            command: Vec::new(),
+            stats: Stats::default(),
+        };
+        firmware.motor_off();
+        firmware
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Frame outcomes of everything received.
+    pub fn link(&self) -> &LinkCounters {
+        self.decoder.counters()
+    }
+
+    /// The command the motor is driven with (empty before the first action and in safe mode).
+    pub fn command(&self) -> &[f32] {
+        &self.command
+    }
+
+    pub fn motor_mut(&mut self) -> &mut Motor<PWM, DIR> {
+        &mut self.motor
+    }
+
+    /// Runs one control tick: waits for its start, samples, sends, waits for the action
+    /// until the deadline, then keeps serving the serial port until the next tick is due.
+    pub fn tick(&mut self, clock: &mut impl Clock, delay: &mut impl DelayNs) {
+        let now = clock.now_us();
+        let start = match self.next_tick_us {
+            Some(due) if now > due + u64::from(self.config.period_us) => {
+                // More than a whole period late: skip ahead instead of bursting.
+                self.stats.overruns += 1;
+                now
+            }
+            Some(due) => {
+                self.serve_until(due, clock, delay);
+                due
+            }
+            None => now,
+        };
+        self.next_tick_us = Some(start + u64::from(self.config.period_us));
+        self.begin_tick(start);
+        self.deadline_us = start + u64::from(self.config.deadline_us.min(self.config.period_us));
+        while self.awaiting_action {
+            let now = clock.now_us();
+            self.poll(now);
+            if !self.awaiting_action || now >= self.deadline_us {
+                break;
+            }
+            delay.delay_us(self.config.poll_interval_us);
+        }
+        self.end_tick();
+    }
+
+    /// Polls the serial port until `until_us`.
+    fn serve_until(&mut self, until_us: u64, clock: &mut impl Clock, delay: &mut impl DelayNs) {
+        loop {
+            let now = clock.now_us();
+            self.poll(now);
+            if now >= until_us {
+                return;
+            }
+            let wait = (until_us - now).min(u64::from(self.config.poll_interval_us));
+            delay.delay_us(wait as u32);
+        }
+    }
+
+    /// Samples the sensors and sends the observation (in a session) and the heartbeat.
+    fn begin_tick(&mut self, now: u64) {
+        self.stats.ticks += 1;
+        self.tick_start_us = now;
+        // Sampled in every mode so velocity estimates are valid right after a handshake.
+        let sample = self.sensors.sample(now);
+        if self.mode != Mode::AwaitingHandshake {
+            self.seq = self.seq.wrapping_add(1);
+            // A tick without an observation cannot be answered: it counts as a miss.
+            self.awaiting_action = true;
+            match sample {
+                Ok(values) => {
+                    self.send(&Message::Observation(Observation {
+                        seq: self.seq,
+                        timestamp_us: now,
+                        values,
+                    }));
+                    self.stats.observations_sent += 1;
+                }
+                Err(_) => {
+                    self.stats.sensor_errors += 1;
+                    self.report(FaultKind::SensorRead, true);
+                }
+            }
+        }
+        let every = self.config.heartbeat_every;
+        if every > 0 && self.stats.ticks % every == 0 {
+            self.send(&Message::Heartbeat(Heartbeat {
+                tick: self.stats.ticks,
+                mode: self.mode,
+                deadline_misses: self.stats.deadline_misses,
+                faults: self.stats.faults,
+                clamped_actions: self.stats.clamped_actions,
+                frame_errors: self.decoder.counters().errors(),
+            }));
+        }
+    }
+
+    /// Counts a miss when the observation went unanswered; enters safe mode after K in a row.
+    fn end_tick(&mut self) {
+        if !self.awaiting_action {
+            return;
+        }
+        self.awaiting_action = false;
+        self.stats.deadline_misses += 1;
+        self.consecutive_misses = self.consecutive_misses.saturating_add(1);
+        if self.mode == Mode::Running && self.consecutive_misses >= self.config.max_missed.max(1) {
+            self.enter_safe(FaultKind::DeadlineMissed);
+        }
+    }
+
+    fn enter_safe(&mut self, kind: FaultKind) {
+        self.motor_off();
+        self.mode = Mode::Safe;
+        self.fault = Some(kind);
+        self.stats.faults += 1;
+        self.report(kind, true);
+    }
+
+    fn motor_off(&mut self) {
+        self.command.clear();
+        if self.motor.off().is_err() {
+            self.stats.actuator_errors += 1;
+        }
+    }
+
+    /// Reads whatever the serial port holds and handles every complete message.
+    fn poll(&mut self, now: u64) {
+        let mut buf = [0u8; 64];
+        loop {
+            match self.serial.read_ready() {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    self.stats.serial_errors += 1;
+                    return;
+                }
+            }
+            let n = match self.serial.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(_) => {
+                    self.stats.serial_errors += 1;
+                    return;
+                }
+            };
+            for &byte in &buf[..n] {
+                if let Some(Ok(frame)) = self.decoder.push(byte) {
+                    self.handle(frame.message, now);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, message: Message, now: u64) {
+        match message {
+            Message::Hello(hello) => self.handshake(&hello),
+            Message::Action(action) => self.on_action(&action, now),
+            Message::HelloAck(_) | Message::Observation(_) | Message::Heartbeat(_) | Message::Fault(_) => {
+                self.stats.unexpected_messages += 1;
+            }
+        }
+    }
+
+    fn handshake(&mut self, hello: &Hello) {
+        let layout = self.sensors.layout().wire_layout();
+        let result = if hello.protocol_version != PROTOCOL_VERSION {
+            HandshakeResult::VersionMismatch
+        } else if hello.task != self.config.task {
+            HandshakeResult::TaskMismatch
+        } else if hello.layout != layout {
+            HandshakeResult::LayoutMismatch
+        } else {
+            HandshakeResult::Accepted
+        };
+        if result == HandshakeResult::Accepted {
+            self.stats.handshakes_accepted += 1;
+            // A fault stays active across a new session until actions return.
+            if self.mode == Mode::AwaitingHandshake {
+                self.mode = Mode::Running;
+                self.consecutive_misses = 0;
+            }
+        } else {
+            self.stats.handshakes_rejected += 1;
+        }
+        self.send(&Message::HelloAck(HelloAck {
+            result,
+            protocol_version: PROTOCOL_VERSION,
+            task: self.config.task.clone(),
+            layout,
+        }));
+    }
+
+    fn on_action(&mut self, action: &Action, now: u64) {
+        if self.mode == Mode::AwaitingHandshake || action.seq != self.seq {
+            self.stats.stale_actions += 1;
+            return;
+        }
+        if !self.awaiting_action || now > self.deadline_us {
+            self.stats.late_actions += 1;
+            return;
+        }
+        let expected = self.sensors.layout().action_size();
+        if action.values.len() != expected || action.values.iter().any(|v| !v.is_finite()) {
+            self.stats.invalid_actions += 1;
+            return;
+        }
+        let mut command: Vec<f32, MAX_ACTION> = Vec::new();
+        let mut clamped = false;
+        for &value in &action.values {
+            let limited = value.clamp(-1.0, 1.0);
+            clamped |= limited != value;
+            // Cannot fail: the length was checked against the layout, which fits MAX_ACTION.
+            let _ = command.push(limited);
+        }
+        if clamped {
+            self.stats.clamped_actions += 1;
+        }
+        if self.motor.apply(command[0]).is_err() {
+            self.stats.actuator_errors += 1;
+            self.awaiting_action = false;
+            if self.mode == Mode::Running {
+                self.enter_safe(FaultKind::Actuator);
+            }
+            return;
+        }
+        self.command = command;
+        self.awaiting_action = false;
+        self.consecutive_misses = 0;
+        self.stats.actions_applied += 1;
+        if self.mode == Mode::Safe {
+            self.mode = Mode::Running;
+            self.stats.recoveries += 1;
+            let kind = self.fault.take().unwrap_or(FaultKind::DeadlineMissed);
+            self.report(kind, false);
+        }
+    }
+
+    fn report(&mut self, kind: FaultKind, active: bool) {
+        self.send(&Message::Fault(FaultReport {
+            seq: self.seq,
+            kind,
+            active,
+            consecutive_misses: self.consecutive_misses,
+        }));
+    }
+
+    fn send(&mut self, message: &Message) {
+        let mut buf = [0u8; MAX_FRAME];
+        let frame = encode_frame(message, &mut buf);
+        if self.serial.write_all(frame).and_then(|()| self.serial.flush()).is_err() {
+            self.stats.serial_errors += 1;
+        }
+    }
+
+    /// Switches the motor off and hands the peripherals back.
+    pub fn shutdown(mut self) -> (Sensors<I2C, SPI>, Motor<PWM, DIR>, SER) {
+        self.motor_off();
+        (self.sensors, self.motor, self.serial)
+    }
+}
+
+#[cfg(test)]
+mod tests;
