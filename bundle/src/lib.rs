@@ -40,9 +40,13 @@ pub enum BundleError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{path}: manifest format version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    #[error(
+        "{path}: manifest format version {found} is not supported (this build reads {FORMAT_VERSION})"
+    )]
     Version { path: PathBuf, found: u32 },
-    #[error("{file}: sha256 is {actual}, the manifest says {expected}: the bundle was modified or is incomplete")]
+    #[error(
+        "{file}: sha256 is {actual}, the manifest says {expected}: the bundle was modified or is incomplete"
+    )]
     Checksum {
         file: PathBuf,
         expected: String,
@@ -189,6 +193,10 @@ pub struct VerificationInfo {
     pub trajectory_step_max_abs_err: Option<f64>,
     /// Largest absolute difference of the latent state at the end of that trajectory.
     pub trajectory_final_latent_max_abs_err: Option<f64>,
+    /// Largest difference of the per-step surprise along that trajectory, absolute below
+    /// magnitude 1 and relative above (`|a - b| / max(1, |b|)`): a sum of `S` KL terms.
+    #[serde(default)]
+    pub trajectory_surprise_max_rel_err: Option<f64>,
     pub trajectory_steps: u32,
     pub onnxruntime_version: String,
 }

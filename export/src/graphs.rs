@@ -1,0 +1,327 @@
+//! The five bundle graphs, built op for op from the equations of docs/checkpoint-format.md.
+//!
+//! Each model part (encoder, RSSM steps, actor, KL) is a function that adds its nodes to a
+//! [`GraphBuilder`] and returns the names of its results, so `policy_step` is the same parts
+//! wired together and cannot drift from the separate graphs.
+
+use dreamer_bundle::names;
+
+use crate::checkpoint::{Checkpoint, PIXEL_CHANNELS, PIXEL_HW};
+use crate::onnx::{ElemType, GraphBuilder, Port, Precision};
+
+/// The actor's std offset `ln(e^5 - 1)` = 4.99323925..., so that a zero output gives
+/// std = 5 + 1e-4.
+fn actor_std_shift() -> f64 {
+    (5.0f64.exp() - 1.0).ln()
+}
+/// The actor's mean is squashed into `[-5, 5]` before the tanh.
+const ACTOR_MEAN_SCALE: f32 = 5.0;
+const ACTOR_MIN_STD: f32 = 1e-4;
+
+/// One serialised graph with its declared inputs and outputs.
+pub struct BuiltGraph {
+    pub role: &'static str,
+    pub bytes: Vec<u8>,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+}
+
+/// Builds every graph of the bundle for a static batch size.
+pub fn build_all<'c>(
+    ckpt: &'c Checkpoint,
+    batch: usize,
+    precision: Precision,
+) -> Result<Vec<BuiltGraph>, protobuf::Error> {
+    let net = Net {
+        ckpt,
+        batch: batch as i64,
+    };
+    let builders: [(&'static str, BuildFn<'c>); 5] = [
+        (dreamer_bundle::ENCODER, Net::encoder_graph),
+        (dreamer_bundle::RSSM_OBS_STEP, Net::obs_step_graph),
+        (dreamer_bundle::RSSM_IMG_STEP, Net::img_step_graph),
+        (dreamer_bundle::ACTOR, Net::actor_graph),
+        (dreamer_bundle::POLICY_STEP, Net::policy_step_graph),
+    ];
+    builders
+        .into_iter()
+        .map(|(role, build)| {
+            let mut g = GraphBuilder::new(role, precision);
+            build(&net, &mut g);
+            Ok(BuiltGraph {
+                role,
+                bytes: g.to_bytes(&format!("Dreamer {role}, task {}", ckpt.task_name))?,
+                inputs: g.inputs().to_vec(),
+                outputs: g.outputs().to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// Adds one graph's inputs, nodes and outputs.
+type BuildFn<'c> = fn(&Net<'c>, &mut GraphBuilder);
+
+struct Net<'a> {
+    ckpt: &'a Checkpoint,
+    batch: i64,
+}
+
+impl Net<'_> {
+    fn dims(&self, width: usize) -> [i64; 2] {
+        [self.batch, width as i64]
+    }
+
+    fn weight(&self, g: &mut GraphBuilder, name: &str) -> String {
+        let t = self.ckpt.tensor(name);
+        g.weight(name, &t.shape, &t.data)
+    }
+
+    /// `x W^T + b` for the checkpoint layer `prefix`. x: [B, in] -> [B, out].
+    fn linear(&self, g: &mut GraphBuilder, prefix: &str, x: &str) -> String {
+        let w = self.weight(g, &format!("{prefix}.weight"));
+        let b = self.weight(g, &format!("{prefix}.bias"));
+        g.gemm(x, &w, &b)
+    }
+
+    fn linear_elu(&self, g: &mut GraphBuilder, prefix: &str, x: &str) -> String {
+        let y = self.linear(g, prefix, x);
+        g.elu(&y)
+    }
+
+    // ---- graph inputs ----------------------------------------------------------------
+
+    /// The observation inputs in use: (pixels u8 [B, 64, 64, 3], state [B, O]).
+    fn observation_inputs(&self, g: &mut GraphBuilder) -> (Option<String>, Option<String>) {
+        let pixels = self.ckpt.obs.pixels.then(|| {
+            let hw = PIXEL_HW as i64;
+            g.input(
+                names::OBS_PIXELS,
+                ElemType::Uint8,
+                &[self.batch, hw, hw, PIXEL_CHANNELS as i64],
+            )
+        });
+        let state = self
+            .ckpt
+            .sizes
+            .obs_state
+            .map(|o| g.input(names::OBS_STATE, ElemType::Float32, &self.dims(o)));
+        (pixels, state)
+    }
+
+    fn f32_input(&self, g: &mut GraphBuilder, name: &str, width: usize) -> String {
+        g.input(name, ElemType::Float32, &self.dims(width))
+    }
+
+    // ---- model parts -----------------------------------------------------------------
+
+    /// Observation -> embedding [B, E]: conv stack on the preprocessed pixels, MLP on the
+    /// state, concatenated pixels first.
+    fn encoder(&self, g: &mut GraphBuilder, pixels: Option<&str>, state: Option<&str>) -> String {
+        let mut parts = Vec::new();
+        if let Some(pixels) = pixels {
+            // u8 [B, 64, 64, 3] -> f32 / 255 - 0.5 -> [B, 3, 64, 64]
+            let x = g.cast_to_f32(pixels);
+            let scale = g.scalar(255.0);
+            let x = g.binary("Div", &x, &scale);
+            let shift = g.scalar(0.5);
+            let x = g.binary("Sub", &x, &shift);
+            let mut x = g.transpose(&x, &[0, 3, 1, 2]);
+            for i in 0..4 {
+                let w = self.weight(g, &format!("encoder.pixels.conv{i}.weight"));
+                let b = self.weight(g, &format!("encoder.pixels.conv{i}.bias"));
+                let y = g.conv(&x, &w, &b, 4, 2);
+                x = g.unary("Relu", &y);
+            }
+            // [B, 8C, 2, 2] -> [B, 32C], CHW order
+            parts.push(g.flatten(&x));
+        }
+        if let Some(state) = state {
+            let x = self.linear_elu(g, "encoder.state.l0", state);
+            parts.push(self.linear_elu(g, "encoder.state.l1", &x));
+        }
+        if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            g.concat(&refs)
+        }
+    }
+
+    /// The deterministic transition: (h [B, D], s [B, S], a [B, A]) -> h' [B, D], a GRU cell
+    /// with torch's gate layout (row blocks r | z | n, reset applied after the hidden matmul).
+    fn transition(&self, g: &mut GraphBuilder, h: &str, s: &str, a: &str) -> String {
+        let sa = g.concat(&[s, a]);
+        let x = self.linear_elu(g, "rssm.img_in", &sa);
+        let d = self.ckpt.sizes.deter as i64;
+        let w_ih = self.weight(g, "rssm.gru.weight_ih");
+        let b_ih = self.weight(g, "rssm.gru.bias_ih");
+        let w_hh = self.weight(g, "rssm.gru.weight_hh");
+        let b_hh = self.weight(g, "rssm.gru.bias_hh");
+        let gi = g.gemm(&x, &w_ih, &b_ih);
+        let gh = g.gemm(h, &w_hh, &b_hh);
+        let gi = g.split(&gi, &[d, d, d]);
+        let gh = g.split(&gh, &[d, d, d]);
+        let r = g.binary("Add", &gi[0], &gh[0]);
+        let r = g.unary("Sigmoid", &r);
+        let z = g.binary("Add", &gi[1], &gh[1]);
+        let z = g.unary("Sigmoid", &z);
+        let rn = g.binary("Mul", &r, &gh[2]);
+        let n = g.binary("Add", &gi[2], &rn);
+        let n = g.unary("Tanh", &n);
+        // (1 - z) * n + z * h, written as torch's kernel evaluates it: (h - n) * z + n.
+        let hn = g.binary("Sub", h, &n);
+        let hnz = g.binary("Mul", &hn, &z);
+        g.binary("Add", &hnz, &n)
+    }
+
+    /// A Normal from a `[B, 2S]` layer output: (mean, softplus(raw) + min_std).
+    fn gaussian(&self, g: &mut GraphBuilder, prefix: &str, y: &str) -> (String, String) {
+        let s = self.ckpt.sizes.stoch as i64;
+        let out = self.linear(g, prefix, y);
+        let mut parts = g.split(&out, &[s, s]);
+        let raw = parts.pop().unwrap_or_default();
+        let mean = parts.pop().unwrap_or_default();
+        let sp = g.softplus(&raw);
+        let min_std = g.scalar(self.ckpt.min_std);
+        let std = g.binary("Add", &sp, &min_std);
+        (mean, std)
+    }
+
+    /// Prior from h' [B, D] -> (mean, std) [B, S].
+    fn prior(&self, g: &mut GraphBuilder, h_next: &str) -> (String, String) {
+        let y = self.linear_elu(g, "rssm.img_out", h_next);
+        self.gaussian(g, "rssm.img_dist", &y)
+    }
+
+    /// Posterior from h' [B, D] and embedding [B, E] -> (mean, std) [B, S].
+    fn posterior(&self, g: &mut GraphBuilder, h_next: &str, embed: &str) -> (String, String) {
+        let he = g.concat(&[h_next, embed]);
+        let y = self.linear_elu(g, "rssm.obs_out", &he);
+        self.gaussian(g, "rssm.obs_dist", &y)
+    }
+
+    /// `mean + std * noise`, [B, S] each.
+    fn sample(&self, g: &mut GraphBuilder, mean: &str, std: &str, noise: &str) -> String {
+        let scaled = g.binary("Mul", std, noise);
+        g.binary("Add", mean, &scaled)
+    }
+
+    /// Features [B, F] -> (action, mean, std) [B, A] of the tanh-Normal policy.
+    fn actor(&self, g: &mut GraphBuilder, feat: &str, noise: &str) -> (String, String, String) {
+        let mut x = feat.to_string();
+        for i in 0..4 {
+            x = self.linear_elu(g, &format!("actor.l{i}"), &x);
+        }
+        let a = self.ckpt.sizes.action as i64;
+        let out = self.linear(g, "actor.out", &x);
+        let parts = g.split(&out, &[a, a]);
+        let scale = g.scalar(ACTOR_MEAN_SCALE);
+        let m = g.binary("Div", &parts[0], &scale);
+        let m = g.unary("Tanh", &m);
+        let mean = g.binary("Mul", &m, &scale);
+        let shift = g.scalar(actor_std_shift() as f32);
+        let raw = g.binary("Add", &parts[1], &shift);
+        let sp = g.softplus(&raw);
+        let min_std = g.scalar(ACTOR_MIN_STD);
+        let std = g.binary("Add", &sp, &min_std);
+        let pre = self.sample(g, &mean, &std, noise);
+        let action = g.unary("Tanh", &pre);
+        (action, mean, std)
+    }
+
+    /// `KL(N(mq, sq) || N(mp, sp))` summed over S -> [B].
+    fn kl(&self, g: &mut GraphBuilder, mq: &str, sq: &str, mp: &str, sp: &str) -> String {
+        let ratio = g.binary("Div", sp, sq);
+        let log_ratio = g.unary("Log", &ratio);
+        let var_q = g.binary("Mul", sq, sq);
+        let diff = g.binary("Sub", mq, mp);
+        let diff2 = g.binary("Mul", &diff, &diff);
+        let num = g.binary("Add", &var_q, &diff2);
+        let var_p = g.binary("Mul", sp, sp);
+        let two = g.scalar(2.0);
+        let den = g.binary("Mul", &two, &var_p);
+        let frac = g.binary("Div", &num, &den);
+        let terms = g.binary("Add", &log_ratio, &frac);
+        let half = g.scalar(0.5);
+        let terms = g.binary("Sub", &terms, &half);
+        g.sum_axis1(&terms)
+    }
+
+    // ---- graphs ----------------------------------------------------------------------
+
+    fn encoder_graph(&self, g: &mut GraphBuilder) {
+        let (pixels, state) = self.observation_inputs(g);
+        let embed = self.encoder(g, pixels.as_deref(), state.as_deref());
+        g.output(&embed, names::EMBED, &self.dims(self.ckpt.sizes.embed()));
+    }
+
+    fn obs_step_graph(&self, g: &mut GraphBuilder) {
+        let sz = self.ckpt.sizes;
+        let h = self.f32_input(g, names::H, sz.deter);
+        let s = self.f32_input(g, names::S, sz.stoch);
+        let a = self.f32_input(g, names::PREV_ACTION, sz.action);
+        let e = self.f32_input(g, names::EMBED, sz.embed());
+        let noise = self.f32_input(g, names::NOISE, sz.stoch);
+        let h_next = self.transition(g, &h, &s, &a);
+        let (prior_mean, prior_std) = self.prior(g, &h_next);
+        let (mean, std) = self.posterior(g, &h_next, &e);
+        let s_next = self.sample(g, &mean, &std, &noise);
+        let ds = self.dims(sz.deter);
+        let ss = self.dims(sz.stoch);
+        g.output(&h_next, names::H_NEXT, &ds);
+        g.output(&s_next, names::S_NEXT, &ss);
+        g.output(&mean, names::MEAN, &ss);
+        g.output(&std, names::STD, &ss);
+        g.output(&prior_mean, names::PRIOR_MEAN, &ss);
+        g.output(&prior_std, names::PRIOR_STD, &ss);
+    }
+
+    fn img_step_graph(&self, g: &mut GraphBuilder) {
+        let sz = self.ckpt.sizes;
+        let h = self.f32_input(g, names::H, sz.deter);
+        let s = self.f32_input(g, names::S, sz.stoch);
+        let a = self.f32_input(g, names::ACTION, sz.action);
+        let noise = self.f32_input(g, names::NOISE, sz.stoch);
+        let h_next = self.transition(g, &h, &s, &a);
+        let (mean, std) = self.prior(g, &h_next);
+        let s_next = self.sample(g, &mean, &std, &noise);
+        let ss = self.dims(sz.stoch);
+        g.output(&h_next, names::H_NEXT, &self.dims(sz.deter));
+        g.output(&s_next, names::S_NEXT, &ss);
+        g.output(&mean, names::MEAN, &ss);
+        g.output(&std, names::STD, &ss);
+    }
+
+    fn actor_graph(&self, g: &mut GraphBuilder) {
+        let sz = self.ckpt.sizes;
+        let feat = self.f32_input(g, names::FEAT, sz.feat());
+        let noise = self.f32_input(g, names::ACTION_NOISE, sz.action);
+        let (action, mean, std) = self.actor(g, &feat, &noise);
+        let aa = self.dims(sz.action);
+        g.output(&action, names::ACTION, &aa);
+        g.output(&mean, names::MEAN, &aa);
+        g.output(&std, names::STD, &aa);
+    }
+
+    fn policy_step_graph(&self, g: &mut GraphBuilder) {
+        let sz = self.ckpt.sizes;
+        let (pixels, state) = self.observation_inputs(g);
+        let h = self.f32_input(g, names::H, sz.deter);
+        let s = self.f32_input(g, names::S, sz.stoch);
+        let a = self.f32_input(g, names::PREV_ACTION, sz.action);
+        let noise = self.f32_input(g, names::NOISE, sz.stoch);
+        let action_noise = self.f32_input(g, names::ACTION_NOISE, sz.action);
+        let embed = self.encoder(g, pixels.as_deref(), state.as_deref());
+        let h_next = self.transition(g, &h, &s, &a);
+        let (prior_mean, prior_std) = self.prior(g, &h_next);
+        let (mean, std) = self.posterior(g, &h_next, &embed);
+        let s_next = self.sample(g, &mean, &std, &noise);
+        let surprise = self.kl(g, &mean, &std, &prior_mean, &prior_std);
+        let feat = g.concat(&[&h_next, &s_next]);
+        let (action, _, _) = self.actor(g, &feat, &action_noise);
+        g.output(&action, names::ACTION, &self.dims(sz.action));
+        g.output(&h_next, names::H_NEXT, &self.dims(sz.deter));
+        g.output(&s_next, names::S_NEXT, &self.dims(sz.stoch));
+        g.output(&surprise, names::SURPRISE, &[self.batch]);
+    }
+}

@@ -1,0 +1,366 @@
+//! A small builder for static-shape ONNX graphs (opset 17, IR version 8) on top of the
+//! generated `onnx-protobuf` messages.
+//!
+//! Weights become initializers with `raw_data` (little-endian). With float16 weights the
+//! initializer is stored as float16 and a `Cast` to float32 follows it, so every computation
+//! stays float32 and only the stored weights are rounded.
+
+use std::collections::BTreeMap;
+
+use onnx_protobuf::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
+    tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
+use protobuf::Message;
+
+pub const OPSET: i64 = 17;
+pub const IR_VERSION: i64 = 8;
+
+/// How weights are stored in the graph files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Float32,
+    /// Weights rounded to float16 (round to nearest even), cast back to float32 in the graph.
+    Float16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Float32 => "float32",
+            Precision::Float16 => "float16",
+        }
+    }
+}
+
+/// Element type of a graph input or output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElemType {
+    Float32,
+    Uint8,
+}
+
+impl ElemType {
+    fn onnx(self) -> DataType {
+        match self {
+            ElemType::Float32 => DataType::FLOAT,
+            ElemType::Uint8 => DataType::UINT8,
+        }
+    }
+}
+
+/// A graph input or output as declared: name, element type, static shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Port {
+    pub name: String,
+    pub elem: ElemType,
+    pub shape: Vec<i64>,
+}
+
+pub struct GraphBuilder {
+    name: String,
+    precision: Precision,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    /// Initializer name -> name of its float32 value in the graph (the Cast output in float16).
+    weights: BTreeMap<String, String>,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    next_id: usize,
+}
+
+impl GraphBuilder {
+    pub fn new(name: &str, precision: Precision) -> Self {
+        GraphBuilder {
+            name: name.to_string(),
+            precision,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            weights: BTreeMap::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    pub fn inputs(&self) -> &[Port] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[Port] {
+        &self.outputs
+    }
+
+    /// Declares a graph input and returns its value name.
+    pub fn input(&mut self, name: &str, elem: ElemType, shape: &[i64]) -> String {
+        self.inputs.push(Port {
+            name: name.to_string(),
+            elem,
+            shape: shape.to_vec(),
+        });
+        name.to_string()
+    }
+
+    /// Declares `value` as the graph output `name`.
+    pub fn output(&mut self, value: &str, name: &str, shape: &[i64]) {
+        self.node("Identity", &[value], &[name], Vec::new());
+        self.outputs.push(Port {
+            name: name.to_string(),
+            elem: ElemType::Float32,
+            shape: shape.to_vec(),
+        });
+    }
+
+    /// A float32 weight tensor stored under `name` (the checkpoint's tensor name). Adding the
+    /// same name twice reuses the first initializer.
+    pub fn weight(&mut self, name: &str, shape: &[usize], data: &[f32]) -> String {
+        if let Some(value) = self.weights.get(name) {
+            return value.clone();
+        }
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let value = match self.precision {
+            Precision::Float32 => {
+                self.initializers
+                    .push(raw_tensor(name, DataType::FLOAT, &dims, &f32_bytes(data)));
+                name.to_string()
+            }
+            Precision::Float16 => {
+                let bytes: Vec<u8> = data
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect();
+                self.initializers
+                    .push(raw_tensor(name, DataType::FLOAT16, &dims, &bytes));
+                let cast = format!("{name}.f32");
+                self.node(
+                    "Cast",
+                    &[name],
+                    &[&cast],
+                    vec![int_attr("to", DataType::FLOAT as i64)],
+                );
+                cast
+            }
+        };
+        self.weights.insert(name.to_string(), value.clone());
+        value
+    }
+
+    /// A float32 scalar constant (always float32, also with float16 weights).
+    pub fn scalar(&mut self, value: f32) -> String {
+        let name = self.fresh("const");
+        self.initializers.push(raw_tensor(
+            &name,
+            DataType::FLOAT,
+            &[],
+            &value.to_le_bytes(),
+        ));
+        name
+    }
+
+    /// A constant int64 vector (split sizes, reduction axes).
+    pub fn ints(&mut self, values: &[i64]) -> String {
+        let name = self.fresh("ints");
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(raw_tensor(
+            &name,
+            DataType::INT64,
+            &[values.len() as i64],
+            &bytes,
+        ));
+        name
+    }
+
+    /// Adds a node with one fresh output and returns that output's name.
+    pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let out = self.fresh(op_type);
+        self.node(op_type, inputs, &[&out], attrs);
+        out
+    }
+
+    fn node(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
+        let mut node = NodeProto::new();
+        node.op_type = op_type.to_string();
+        node.name = format!("{}_{}", op_type, self.nodes.len());
+        node.input = inputs.iter().map(|s| s.to_string()).collect();
+        node.output = outputs.iter().map(|s| s.to_string()).collect();
+        node.attribute = attrs;
+        self.nodes.push(node);
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}_{}", self.next_id)
+    }
+
+    // ---- operators -------------------------------------------------------------------
+
+    /// `x W^T + b` with `W` in torch layout `[out, in]`. x: [B, in] -> [B, out].
+    pub fn gemm(&mut self, x: &str, w: &str, b: &str) -> String {
+        self.op("Gemm", &[x, w, b], vec![int_attr("transB", 1)])
+    }
+
+    pub fn unary(&mut self, op_type: &str, x: &str) -> String {
+        self.op(op_type, &[x], Vec::new())
+    }
+
+    pub fn binary(&mut self, op_type: &str, a: &str, b: &str) -> String {
+        self.op(op_type, &[a, b], Vec::new())
+    }
+
+    /// ELU with alpha 1.
+    pub fn elu(&mut self, x: &str) -> String {
+        self.op("Elu", &[x], vec![float_attr("alpha", 1.0)])
+    }
+
+    /// `log(1 + exp(x))` as `relu(x) + log(1 + exp(-|x|))`: exact for every x, never
+    /// overflows, and avoids the `Softplus` op, whose support varies between backends.
+    pub fn softplus(&mut self, x: &str) -> String {
+        let relu = self.unary("Relu", x);
+        let abs = self.unary("Abs", x);
+        let neg = self.unary("Neg", &abs);
+        let exp = self.unary("Exp", &neg);
+        let one = self.scalar(1.0);
+        let one_plus = self.binary("Add", &one, &exp);
+        let log = self.unary("Log", &one_plus);
+        self.binary("Add", &relu, &log)
+    }
+
+    /// Concatenation along axis 1.
+    pub fn concat(&mut self, parts: &[&str]) -> String {
+        self.op("Concat", parts, vec![int_attr("axis", 1)])
+    }
+
+    /// Splits along axis 1 into pieces of the given widths.
+    pub fn split(&mut self, x: &str, widths: &[i64]) -> Vec<String> {
+        let sizes = self.ints(widths);
+        let outs: Vec<String> = widths.iter().map(|_| self.fresh("Split")).collect();
+        let out_refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        self.node("Split", &[x, &sizes], &out_refs, vec![int_attr("axis", 1)]);
+        outs
+    }
+
+    /// 2-D convolution, no padding. x: [B, Cin, H, W] -> [B, Cout, H', W'].
+    pub fn conv(&mut self, x: &str, w: &str, b: &str, kernel: i64, stride: i64) -> String {
+        self.op(
+            "Conv",
+            &[x, w, b],
+            vec![
+                ints_attr("kernel_shape", &[kernel, kernel]),
+                ints_attr("strides", &[stride, stride]),
+                ints_attr("pads", &[0, 0, 0, 0]),
+                ints_attr("dilations", &[1, 1]),
+                int_attr("group", 1),
+            ],
+        )
+    }
+
+    pub fn cast_to_f32(&mut self, x: &str) -> String {
+        self.op("Cast", &[x], vec![int_attr("to", DataType::FLOAT as i64)])
+    }
+
+    pub fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+        self.op("Transpose", &[x], vec![ints_attr("perm", perm)])
+    }
+
+    /// [B, ...] -> [B, prod(...)] in row-major order.
+    pub fn flatten(&mut self, x: &str) -> String {
+        self.op("Flatten", &[x], vec![int_attr("axis", 1)])
+    }
+
+    /// Sum over axis 1, dropping it. [B, N] -> [B].
+    pub fn sum_axis1(&mut self, x: &str) -> String {
+        let axes = self.ints(&[1]);
+        self.op("ReduceSum", &[x, &axes], vec![int_attr("keepdims", 0)])
+    }
+
+    // ---- serialisation ---------------------------------------------------------------
+
+    /// The complete model as protobuf bytes.
+    pub fn to_bytes(&self, doc: &str) -> Result<Vec<u8>, protobuf::Error> {
+        let mut graph = GraphProto::new();
+        graph.name = self.name.clone();
+        graph.node = self.nodes.clone();
+        graph.initializer = self.initializers.clone();
+        graph.input = self.inputs.iter().map(value_info).collect();
+        graph.output = self.outputs.iter().map(value_info).collect();
+
+        let mut opset = OperatorSetIdProto::new();
+        opset.domain = String::new();
+        opset.version = OPSET;
+
+        let mut model = ModelProto::new();
+        model.ir_version = IR_VERSION;
+        model.opset_import = vec![opset];
+        model.producer_name = "dreamer-export".to_string();
+        model.producer_version = env!("CARGO_PKG_VERSION").to_string();
+        model.doc_string = doc.to_string();
+        model.graph = protobuf::MessageField::some(graph);
+        model.write_to_bytes()
+    }
+}
+
+fn value_info(port: &Port) -> ValueInfoProto {
+    let mut shape = TensorShapeProto::new();
+    shape.dim = port
+        .shape
+        .iter()
+        .map(|&d| {
+            let mut dim = tensor_shape_proto::Dimension::new();
+            dim.value = Some(tensor_shape_proto::dimension::Value::DimValue(d));
+            dim
+        })
+        .collect();
+    let mut tensor = type_proto::Tensor::new();
+    tensor.elem_type = port.elem.onnx() as i32;
+    tensor.shape = protobuf::MessageField::some(shape);
+    let mut ty = TypeProto::new();
+    ty.value = Some(type_proto::Value::TensorType(tensor));
+    let mut info = ValueInfoProto::new();
+    info.name = port.name.clone();
+    info.type_ = protobuf::MessageField::some(ty);
+    info
+}
+
+fn raw_tensor(name: &str, dtype: DataType, dims: &[i64], raw: &[u8]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.data_type = dtype as i32;
+    t.dims = dims.to_vec();
+    t.raw_data = raw.to_vec();
+    t
+}
+
+fn f32_bytes(data: &[f32]) -> Vec<u8> {
+    data.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn int_attr(name: &str, value: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.to_string();
+    a.type_ = AttributeType::INT.into();
+    a.i = value;
+    a
+}
+
+fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.to_string();
+    a.type_ = AttributeType::INTS.into();
+    a.ints = values.to_vec();
+    a
+}
+
+fn float_attr(name: &str, value: f32) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.to_string();
+    a.type_ = AttributeType::FLOAT.into();
+    a.f = value;
+    a
+}
