@@ -267,15 +267,23 @@ impl Agent {
         };
         let runtime = ortlib::load(options.ort_lib.as_deref())?;
         let graphs = match options.mode {
-            GraphMode::Fused => Graphs::Fused(Box::new(open_fused(bundle_dir, &manifest, &options)?)),
+            GraphMode::Fused => {
+                Graphs::Fused(Box::new(open_fused(bundle_dir, &manifest, &options)?))
+            }
             GraphMode::Separate => {
                 Graphs::Separate(Box::new(open_separate(bundle_dir, &manifest, &options)?))
             }
         };
-        let state_size = manifest.observation.state.as_ref().map_or(0, |s| s.size as usize);
-        let pixel_size = manifest.observation.pixels.as_ref().map_or(0, |p| {
-            (p.height * p.width * p.channels) as usize
-        });
+        let state_size = manifest
+            .observation
+            .state
+            .as_ref()
+            .map_or(0, |s| s.size as usize);
+        let pixel_size = manifest
+            .observation
+            .pixels
+            .as_ref()
+            .map_or(0, |p| (p.height * p.width * p.channels) as usize);
         let mut agent = Agent {
             runtime,
             graphs,
@@ -399,7 +407,9 @@ impl Agent {
         match self.options.safe_action {
             // `action` already holds the last action sent.
             SafeAction::Hold => {}
-            SafeAction::Zero | SafeAction::Fixed(_) => self.action.copy_from_slice(&self.fixed_action),
+            SafeAction::Zero | SafeAction::Fixed(_) => {
+                self.action.copy_from_slice(&self.fixed_action)
+            }
         }
         let prev = match &mut self.graphs {
             Graphs::Fused(f) => f.graph.input_f32(f.prev_action),
@@ -454,11 +464,9 @@ impl Agent {
     pub fn placements(&self) -> Vec<&GraphPlacement> {
         match &self.graphs {
             Graphs::Fused(f) => vec![&f.graph.placement],
-            Graphs::Separate(s) => vec![
-                &s.encoder.placement,
-                &s.rssm.placement,
-                &s.actor.placement,
-            ],
+            Graphs::Separate(s) => {
+                vec![&s.encoder.placement, &s.rssm.placement, &s.actor.placement]
+            }
         }
     }
 }
@@ -516,9 +524,24 @@ fn open_separate(
         rssm,
         actor,
     };
-    let d = separate.rssm.input_info(separate.h).shape.iter().product::<i64>();
-    let s = separate.rssm.input_info(separate.s).shape.iter().product::<i64>();
-    let f = separate.actor.input_info(separate.feat).shape.iter().product::<i64>();
+    let d = separate
+        .rssm
+        .input_info(separate.h)
+        .shape
+        .iter()
+        .product::<i64>();
+    let s = separate
+        .rssm
+        .input_info(separate.s)
+        .shape
+        .iter()
+        .product::<i64>();
+    let f = separate
+        .actor
+        .input_info(separate.feat)
+        .shape
+        .iter()
+        .product::<i64>();
     if d + s != f {
         return Err(LoadError::Manifest {
             graph: bundle::ACTOR.to_string(),

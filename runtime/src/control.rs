@@ -58,7 +58,13 @@ impl fmt::Display for LatencySummary {
         write!(
             f,
             "n={} mean={:.1}us p50={:.1}us p90={:.1}us p99={:.1}us p99.9={:.1}us max={:.1}us",
-            self.count, self.mean_us, self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+            self.count,
+            self.mean_us,
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us
         )
     }
 }
@@ -286,7 +292,9 @@ pub fn apply_realtime(options: &LoopOptions) -> RealtimeReport {
 pub fn pin_current_thread(cpu: usize) -> Result<(), String> {
     let available = online_cpus();
     if cpu >= available {
-        return Err(format!("CPU {cpu} does not exist (this machine has {available})"));
+        return Err(format!(
+            "CPU {cpu} does not exist (this machine has {available})"
+        ));
     }
     // SAFETY: cpu_set_t is plain data; CPU_SET stays in bounds (checked above against the
     // online count, far below CPU_SETSIZE); pid 0 = calling thread.
@@ -358,7 +366,10 @@ mod tests {
             while monotonic_ns() - t < 200_000 {}
             driver.done();
         }
-        assert!(late_on_last < 4_000_000, "last tick {late_on_last} ns late: drift");
+        assert!(
+            late_on_last < 4_000_000,
+            "last tick {late_on_last} ns late: drift"
+        );
         assert_eq!(driver.work().count, 30);
     }
 
@@ -371,7 +382,10 @@ mod tests {
         assert_eq!(driver.misses(), 1);
         assert!(driver.skipped() >= 2, "skipped {}", driver.skipped());
         let tick = driver.wait();
-        assert!(tick >= 4, "next tick {tick} must be on the grid after the overrun");
+        assert!(
+            tick >= 4,
+            "next tick {tick} must be on the grid after the overrun"
+        );
         driver.done();
         assert_eq!(driver.misses(), 1);
     }

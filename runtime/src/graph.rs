@@ -100,19 +100,34 @@ impl Buffer {
     }
 
     fn f32(&self) -> &[f32] {
-        assert_eq!(self.elem, Elem::F32, "tensor `{}` is not float32", self.info.name);
+        assert_eq!(
+            self.elem,
+            Elem::F32,
+            "tensor `{}` is not float32",
+            self.info.name
+        );
         // SAFETY: `data` points at `len` f32 owned by `value`, which lives as long as self.
         unsafe { std::slice::from_raw_parts(self.data.cast::<f32>(), self.len) }
     }
 
     fn f32_mut(&mut self) -> &mut [f32] {
-        assert_eq!(self.elem, Elem::F32, "tensor `{}` is not float32", self.info.name);
+        assert_eq!(
+            self.elem,
+            Elem::F32,
+            "tensor `{}` is not float32",
+            self.info.name
+        );
         // SAFETY: as above; `&mut self` makes the borrow exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.data.cast::<f32>(), self.len) }
     }
 
     fn u8_mut(&mut self) -> &mut [u8] {
-        assert_eq!(self.elem, Elem::U8, "tensor `{}` is not uint8", self.info.name);
+        assert_eq!(
+            self.elem,
+            Elem::U8,
+            "tensor `{}` is not uint8",
+            self.info.name
+        );
         // SAFETY: `data` points at `len` bytes owned by `value`.
         unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
     }
@@ -239,11 +254,13 @@ impl GraphRunner {
 
     /// Index of a required input, or the manifest error naming it.
     pub fn require_input(&self, name: &str) -> Result<usize, LoadError> {
-        self.input_index(name).ok_or_else(|| self.missing("input", name))
+        self.input_index(name)
+            .ok_or_else(|| self.missing("input", name))
     }
 
     pub fn require_output(&self, name: &str) -> Result<usize, LoadError> {
-        self.output_index(name).ok_or_else(|| self.missing("output", name))
+        self.output_index(name)
+            .ok_or_else(|| self.missing("output", name))
     }
 
     fn missing(&self, kind: &str, name: &str) -> LoadError {

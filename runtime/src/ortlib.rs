@@ -37,7 +37,11 @@ fn not_found_message(tried: &[Candidate]) -> String {
             "\n  {} ({}): {}",
             candidate.path.display(),
             candidate.source,
-            if candidate.path.exists() { "not a file" } else { "missing" }
+            if candidate.path.exists() {
+                "not a file"
+            } else {
+                "missing"
+            }
         );
     }
     text.push_str(
@@ -114,7 +118,9 @@ static LOADED: Mutex<Option<&'static OrtRuntime>> = Mutex::new(None);
 /// Loads the library and creates the environment on first use; later calls return the same
 /// runtime (ONNX Runtime allows one environment per process), whatever path they ask for.
 pub fn load(explicit: Option<&Path>) -> Result<&'static OrtRuntime, OrtLibError> {
-    let mut loaded = LOADED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut loaded = LOADED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(runtime) = *loaded {
         return Ok(runtime);
     }
@@ -130,7 +136,8 @@ pub fn load(explicit: Option<&Path>) -> Result<&'static OrtRuntime, OrtLibError>
         .map_err(|e| OrtLibError::Environment(e.to_string()))?;
     let build_info = ort::info().to_string();
     let runtime: &'static OrtRuntime = Box::leak(Box::new(OrtRuntime {
-        version: version_from_build_info(&build_info)
+        version: library_version(&path)
+            .or_else(|| version_from_build_info(&build_info))
             .unwrap_or_else(|| "unknown".to_string()),
         build_info,
         path,
@@ -140,7 +147,38 @@ pub fn load(explicit: Option<&Path>) -> Result<&'static OrtRuntime, OrtLibError>
     Ok(runtime)
 }
 
-/// `git-branch=rel-1.31.1` in the build string carries the release.
+/// The library's own version string (`OrtGetApiBase()->GetVersionString()`), read from the
+/// already loaded library.
+fn library_version(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: RTLD_NOLOAD only returns a handle to a library already loaded (by ort, above);
+    // the symbol is ONNX Runtime's C entry point with the declared signature, and the version
+    // string is static inside the library, which stays loaded for the process's lifetime.
+    unsafe {
+        let handle = libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return None;
+        }
+        let symbol = libc::dlsym(handle, c"OrtGetApiBase".as_ptr());
+        let version = if symbol.is_null() {
+            None
+        } else {
+            let get_base: unsafe extern "C" fn() -> *const ort::sys::OrtApiBase =
+                std::mem::transmute(symbol);
+            let base = get_base();
+            (!base.is_null()).then(|| {
+                CStr::from_ptr(((*base).GetVersionString)())
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        };
+        libc::dlclose(handle);
+        version
+    }
+}
+
+/// `git-branch=rel-1.31.1` in the build string carries the release, when built from a branch.
 fn version_from_build_info(info: &str) -> Option<String> {
     let start = info.find("rel-")? + 4;
     let rest = &info[start..];
@@ -181,7 +219,10 @@ mod tests {
         let missing = Path::new("/nonexistent/dir/libonnxruntime.so");
         let err = resolve(Some(missing)).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("/nonexistent/dir/libonnxruntime.so"), "{text}");
+        assert!(
+            text.contains("/nonexistent/dir/libonnxruntime.so"),
+            "{text}"
+        );
         assert!(text.contains("--ort-lib"), "{text}");
         assert!(text.contains("scripts/fetch-deps"), "{text}");
     }

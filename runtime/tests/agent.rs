@@ -55,7 +55,12 @@ fn check_trajectory(sizes: Sizes, mode: GraphMode) {
         }
         let expected = weights.step(&mut reference, state, pixels, &zeros_s, &zeros_a);
         let action = agent.step(&obs(sizes, state, pixels)).unwrap().to_vec();
-        assert_close(&action, &expected.action, 1e-4, &format!("{mode:?} step {t} action"));
+        assert_close(
+            &action,
+            &expected.action,
+            1e-4,
+            &format!("{mode:?} step {t} action"),
+        );
         assert!(
             (agent.surprise() - expected.surprise).abs() < 1e-3 * (1.0 + expected.surprise.abs()),
             "step {t} surprise {} vs {}",
@@ -111,9 +116,12 @@ fn seeded_noise_is_reproducible_and_matches_the_reference() {
     let observations = common::observations(sizes, 10, 2);
     let mut differs_from_mode = false;
     for (state, pixels) in &observations {
-        let noise: Vec<f32> = (0..sizes.stoch).map(|_| StandardNormal.sample(&mut rng)).collect();
-        let action_noise: Vec<f32> =
-            (0..sizes.action).map(|_| StandardNormal.sample(&mut rng)).collect();
+        let noise: Vec<f32> = (0..sizes.stoch)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let action_noise: Vec<f32> = (0..sizes.action)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
         let expected = weights.step(&mut reference, state, pixels, &noise, &action_noise);
         let got_a = a.step(&obs(sizes, state, pixels)).unwrap().to_vec();
         let got_b = b.step(&obs(sizes, state, pixels)).unwrap().to_vec();
@@ -155,18 +163,31 @@ fn bad_observations_return_the_safe_action_and_are_counted() {
         let mut nan = good.clone();
         nan[2] = f32::NAN;
         let err = agent.step(&obs(sizes, &nan, &[])).unwrap_err();
-        assert_eq!(err, StepError::NonFinite { input: "obs_state", index: 2 });
+        assert_eq!(
+            err,
+            StepError::NonFinite {
+                input: "obs_state",
+                index: 2
+            }
+        );
         assert_eq!(agent.action(), &expected_safe[..], "{safe:?}");
 
         let mut inf = good.clone();
         inf[0] = f32::INFINITY;
-        assert!(matches!(agent.step(&obs(sizes, &inf, &[])), Err(StepError::NonFinite { index: 0, .. })));
+        assert!(matches!(
+            agent.step(&obs(sizes, &inf, &[])),
+            Err(StepError::NonFinite { index: 0, .. })
+        ));
 
         let short = vec![0.0f32; sizes.obs - 1];
         let err = agent.step(&obs(sizes, &short, &[])).unwrap_err();
         assert_eq!(
             err,
-            StepError::WrongSize { input: "obs_state", expected: sizes.obs, got: sizes.obs - 1 }
+            StepError::WrongSize {
+                input: "obs_state",
+                expected: sizes.obs,
+                got: sizes.obs - 1
+            }
         );
         assert!(err.to_string().contains("obs_state"), "{err}");
 
@@ -251,11 +272,19 @@ fn tampered_or_mismatched_bundles_are_refused_naming_the_problem() {
     // The manifest disagrees with the graph about a shape.
     let mut wrong = manifest.clone();
     let fused = wrong.graphs.get_mut("policy_step").unwrap();
-    fused.inputs.iter_mut().find(|t| t.name == "h").unwrap().shape = vec![1, 99];
+    fused
+        .inputs
+        .iter_mut()
+        .find(|t| t.name == "h")
+        .unwrap()
+        .shape = vec![1, 99];
     common::write_manifest(dir.path(), &wrong);
     let err = Agent::load(dir.path(), AgentOptions::default()).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("policy_step") && text.contains("`h`") && text.contains("99"), "{text}");
+    assert!(
+        text.contains("policy_step") && text.contains("`h`") && text.contains("99"),
+        "{text}"
+    );
 
     // A fixed safe action of the wrong length.
     common::write_manifest(dir.path(), &manifest);

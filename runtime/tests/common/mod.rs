@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dreamer_bundle::{
-    self as bundle, ActionInfo, DType, GraphInfo, LatentInfo, Manifest, ObservationInfo,
-    PixelInfo, StateInfo, TaskInfo, TensorInfo, TrainingInfo, names,
+    self as bundle, ActionInfo, DType, GraphInfo, LatentInfo, Manifest, ObservationInfo, PixelInfo,
+    StateInfo, TaskInfo, TensorInfo, TrainingInfo, names,
 };
 use onnx_protobuf::{
     AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
@@ -57,6 +57,18 @@ impl Sizes {
             deter: 8,
             stoch: 4,
             action: 2,
+        }
+    }
+    /// Matches the `pendulum` task: 3 state values, 1 action.
+    pub fn pendulum() -> Self {
+        Sizes {
+            obs: 3,
+            pixels: false,
+            embed_state: 6,
+            embed_pixels: 0,
+            deter: 8,
+            stoch: 4,
+            action: 1,
         }
     }
     pub fn pixels() -> Self {
@@ -181,10 +193,18 @@ impl Weights {
         let mut embed = Vec::new();
         if z.pixels {
             let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0 - 0.5).collect();
-            embed.extend(matvec(&x, &self.wp, z.embed_pixels).iter().map(|v| v.tanh()));
+            embed.extend(
+                matvec(&x, &self.wp, z.embed_pixels)
+                    .iter()
+                    .map(|v| v.tanh()),
+            );
         }
         if z.obs > 0 {
-            embed.extend(matvec(state_obs, &self.wo, z.embed_state).iter().map(|v| v.tanh()));
+            embed.extend(
+                matvec(state_obs, &self.wo, z.embed_state)
+                    .iter()
+                    .map(|v| v.tanh()),
+            );
         }
         let sa: Vec<f32> = st.s.iter().chain(&st.prev_action).copied().collect();
         let a1 = matvec(&st.h, &self.whh, z.deter);
@@ -213,7 +233,8 @@ impl Weights {
             .collect();
         let surprise = (0..z.stoch)
             .map(|i| {
-                (ps[i] / qs[i]).ln() + (qs[i] * qs[i] + (qm[i] - pm[i]).powi(2)) / (2.0 * ps[i] * ps[i])
+                (ps[i] / qs[i]).ln()
+                    + (qs[i] * qs[i] + (qm[i] - pm[i]).powi(2)) / (2.0 * ps[i] * ps[i])
                     - 0.5
             })
             .sum();
@@ -315,7 +336,13 @@ impl Builder {
     }
 
     /// Adds a node; `out` names its single output (or a fresh name when `None`).
-    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: Option<&str>) -> String {
+    fn op(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        out: Option<&str>,
+    ) -> String {
         let name = out.map_or_else(
             || {
                 self.next += 1;
@@ -396,9 +423,7 @@ fn img_core(
     h: &str,
     s: &str,
     a: &str,
-    out_h: &str,
-    out_pm: Option<&str>,
-    out_ps: Option<&str>,
+    (out_h, out_pm, out_ps): (&str, Option<&str>, Option<&str>),
 ) -> (String, String, String) {
     let z = w.sizes;
     let sa = b.concat(&[s, a], None);
@@ -420,9 +445,7 @@ fn posterior(
     h_next: &str,
     embed: &str,
     noise: &str,
-    out_s: &str,
-    out_m: Option<&str>,
-    out_std: Option<&str>,
+    (out_s, out_m, out_std): (&str, Option<&str>, Option<&str>),
 ) -> (String, String, String) {
     let z = w.sizes;
     let x = b.concat(&[h_next, embed], None);
@@ -471,7 +494,12 @@ fn kl(b: &mut Builder, qm: &str, qs: &str, pm: &str, ps: &str, out: &str) -> Str
     let t = b.op("Add", &[&log, &frac], vec![], None);
     let t = b.op("Sub", &[&t, &half], vec![], None);
     let axes = b.init_i64(&[1], &[1]);
-    b.op("ReduceSum", &[&t, &axes], vec![attr_int("keepdims", 0)], Some(out))
+    b.op(
+        "ReduceSum",
+        &[&t, &axes],
+        vec![attr_int("keepdims", 0)],
+        Some(out),
+    )
 }
 
 /// Options of a test bundle.
@@ -486,7 +514,12 @@ pub struct Faults {
 pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
     std::fs::create_dir_all(dir).unwrap();
     let z = w.sizes;
-    let (d, s, a, e) = (z.deter as i64, z.stoch as i64, z.action as i64, z.embed() as i64);
+    let (d, s, a, e) = (
+        z.deter as i64,
+        z.stoch as i64,
+        z.action as i64,
+        z.embed() as i64,
+    );
     let f32t = |name: &str, shape: &[i64]| TensorInfo {
         name: name.to_string(),
         dtype: DType::Float32,
@@ -526,8 +559,26 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
     let pa = b.input(names::PREV_ACTION, FLOAT, &[1, a]);
     let em = b.input(names::EMBED, FLOAT, &[1, e]);
     let nz = b.input(names::NOISE, FLOAT, &[1, s]);
-    let (hn, _, _) = img_core(&mut b, w, &h, &st, &pa, names::H_NEXT, Some(names::PRIOR_MEAN), Some(names::PRIOR_STD));
-    posterior(&mut b, w, &hn, &em, &nz, names::S_NEXT, Some(names::MEAN), Some(names::STD));
+    let (hn, _, _) = img_core(
+        &mut b,
+        w,
+        &h,
+        &st,
+        &pa,
+        (
+            names::H_NEXT,
+            Some(names::PRIOR_MEAN),
+            Some(names::PRIOR_STD),
+        ),
+    );
+    posterior(
+        &mut b,
+        w,
+        &hn,
+        &em,
+        &nz,
+        (names::S_NEXT, Some(names::MEAN), Some(names::STD)),
+    );
     for (n, dims) in [
         (names::H_NEXT, [1, d]),
         (names::S_NEXT, [1, s]),
@@ -550,10 +601,17 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
                 f32t(names::EMBED, &[1, e]),
                 f32t(names::NOISE, &[1, s]),
             ],
-            outputs: [names::H_NEXT, names::S_NEXT, names::MEAN, names::STD, names::PRIOR_MEAN, names::PRIOR_STD]
-                .iter()
-                .map(|n| f32t(n, &[1, if *n == names::H_NEXT { d } else { s }]))
-                .collect(),
+            outputs: [
+                names::H_NEXT,
+                names::S_NEXT,
+                names::MEAN,
+                names::STD,
+                names::PRIOR_MEAN,
+                names::PRIOR_STD,
+            ]
+            .iter()
+            .map(|n| f32t(n, &[1, if *n == names::H_NEXT { d } else { s }]))
+            .collect(),
         },
     );
 
@@ -563,7 +621,14 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
     let st = b.input(names::S, FLOAT, &[1, s]);
     let ac = b.input(names::ACTION, FLOAT, &[1, a]);
     let nz = b.input(names::NOISE, FLOAT, &[1, s]);
-    let (_, pm, ps) = img_core(&mut b, w, &h, &st, &ac, names::H_NEXT, Some(names::MEAN), Some(names::STD));
+    let (_, pm, ps) = img_core(
+        &mut b,
+        w,
+        &h,
+        &st,
+        &ac,
+        (names::H_NEXT, Some(names::MEAN), Some(names::STD)),
+    );
     let scaled = b.op("Mul", &[&ps, &nz], vec![], None);
     b.op("Add", &[&pm, &scaled], vec![], Some(names::S_NEXT));
     for (n, dims) in [
@@ -598,7 +663,15 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
     let mut b = Builder::new("actor");
     let feat = b.input(names::FEAT, FLOAT, &[1, d + s]);
     let an = b.input(names::ACTION_NOISE, FLOAT, &[1, a]);
-    actor(&mut b, w, &feat, &an, names::ACTION, Some(names::MEAN), Some(names::STD));
+    actor(
+        &mut b,
+        w,
+        &feat,
+        &an,
+        names::ACTION,
+        Some(names::MEAN),
+        Some(names::STD),
+    );
     for n in [names::ACTION, names::MEAN, names::STD] {
         b.output(n, FLOAT, &[1, a]);
     }
@@ -607,7 +680,10 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
         bundle::ACTOR.to_string(),
         GraphInfo {
             file: "actor.onnx".into(),
-            inputs: vec![f32t(names::FEAT, &[1, d + s]), f32t(names::ACTION_NOISE, &[1, a])],
+            inputs: vec![
+                f32t(names::FEAT, &[1, d + s]),
+                f32t(names::ACTION_NOISE, &[1, a]),
+            ],
             outputs: vec![
                 f32t(names::ACTION, &[1, a]),
                 f32t(names::MEAN, &[1, a]),
@@ -624,14 +700,23 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
     let pa = b.input(names::PREV_ACTION, FLOAT, &[1, a]);
     let nz = b.input(names::NOISE, FLOAT, &[1, s]);
     let an = b.input(names::ACTION_NOISE, FLOAT, &[1, a]);
-    let (hn, pm, ps) = img_core(&mut b, w, &h, &st, &pa, names::H_NEXT, None, None);
-    let (sn, qm, qs) = posterior(&mut b, w, &hn, &embed, &nz, names::S_NEXT, None, None);
+    let (hn, pm, ps) = img_core(&mut b, w, &h, &st, &pa, (names::H_NEXT, None, None));
+    let (sn, qm, qs) = posterior(&mut b, w, &hn, &embed, &nz, (names::S_NEXT, None, None));
     let feat = b.concat(&[&hn, &sn], None);
     actor(&mut b, w, &feat, &an, names::ACTION, None, None);
     if faults.runtime_error_on_large_obs {
         let kl_name = kl(&mut b, &qm, &qs, &pm, &ps, "kl_internal");
-        let src = if z.obs > 0 { names::OBS_STATE } else { names::H };
-        let mx = b.op("ReduceMax", &[src], vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)], None);
+        let src = if z.obs > 0 {
+            names::OBS_STATE
+        } else {
+            names::H
+        };
+        let mx = b.op(
+            "ReduceMax",
+            &[src],
+            vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
+            None,
+        );
         let idx = b.op("Cast", &[&mx], vec![attr_int("to", INT64 as i64)], None);
         let table = b.init_f32(&[2], &[0.0, 0.0]);
         let picked = b.op("Gather", &[&table, &idx], vec![attr_int("axis", 0)], None);
@@ -668,15 +753,20 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
 
     let files = graphs
         .values()
-        .map(|g| (g.file.clone(), bundle::sha256_file(&dir.join(&g.file)).unwrap()))
+        .map(|g| {
+            (
+                g.file.clone(),
+                bundle::sha256_file(&dir.join(&g.file)).unwrap(),
+            )
+        })
         .collect();
     let manifest = Manifest {
         format_version: bundle::FORMAT_VERSION,
         task: TaskInfo {
-            name: "pendulum-swingup".into(),
-            control_period_s: 0.02,
+            name: "pendulum".into(),
+            control_period_s: 0.1,
             action_repeat: 2,
-            episode_decisions: 500,
+            episode_decisions: 100,
         },
         observation: ObservationInfo {
             pixels: z.pixels.then(|| PixelInfo {
@@ -736,7 +826,9 @@ pub fn observations(sizes: Sizes, count: usize, seed: u64) -> Vec<(Vec<f32>, Vec
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
         .map(|_| {
-            let state = (0..sizes.obs).map(|_| rng.random_range(-1.5f32..1.5)).collect();
+            let state = (0..sizes.obs)
+                .map(|_| rng.random_range(-1.5f32..1.5))
+                .collect();
             let pixels = if sizes.pixels {
                 (0..PIXELS).map(|_| rng.random()).collect()
             } else {

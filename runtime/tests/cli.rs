@@ -1,0 +1,147 @@
+//! The `dreamer-rt` binary on test bundles.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Faults, Sizes, Weights};
+
+fn dreamer_rt(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn pendulum_bundle() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_bundle(
+        dir.path(),
+        &Weights::random(Sizes::pendulum(), 3),
+        Faults::default(),
+    );
+    dir
+}
+
+#[test]
+fn run_drives_the_task_in_closed_loop_and_reports_latency() {
+    let dir = pendulum_bundle();
+    let path = dir.path().to_str().unwrap();
+    let args = [
+        "run",
+        path,
+        "--episodes",
+        "2",
+        "--seed",
+        "5",
+        "--rate-hz",
+        "0",
+        "--max-decisions",
+        "30",
+    ];
+    let (ok, text) = dreamer_rt(&args);
+    assert!(ok, "{text}");
+    assert!(text.contains("episode 0 (seed 5): return"), "{text}");
+    assert!(text.contains("episode 1 (seed 6): return"), "{text}");
+    assert!(text.contains("over 30 decisions, 0 faults"), "{text}");
+    assert!(
+        text.contains("agent step") && text.contains("p99.9="),
+        "{text}"
+    );
+    // Same seeds, same deterministic policy: the same returns.
+    let (_, again) = dreamer_rt(&args);
+    let returns = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("episode"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(returns(&text), returns(&again));
+
+    // At a fixed rate the deadlines are reported.
+    let (ok, text) = dreamer_rt(&["run", path, "--rate-hz", "200", "--max-decisions", "20"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("deadline misses"), "{text}");
+}
+
+#[test]
+fn run_refuses_a_task_that_does_not_fit_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_bundle(
+        dir.path(),
+        &Weights::random(Sizes::state(), 3),
+        Faults::default(),
+    );
+    let (ok, text) = dreamer_rt(&["run", dir.path().to_str().unwrap(), "--rate-hz", "0"]);
+    assert!(!ok);
+    assert!(
+        text.contains("pendulum") && text.contains("action"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_reports_every_graph_the_step_and_the_overhead() {
+    let dir = pendulum_bundle();
+    let (ok, text) = dreamer_rt(&[
+        "bench",
+        dir.path().to_str().unwrap(),
+        "--steps",
+        "100",
+        "--warmup",
+        "5",
+    ]);
+    assert!(ok, "{text}");
+    for label in [
+        "encoder",
+        "rssm_obs_step",
+        "rssm_img_step",
+        "actor",
+        "policy_step",
+        "agent step (fused)",
+        "bare session.run",
+        "agent overhead",
+        "agent step (separate)",
+        "CPUExecutionProvider",
+    ] {
+        assert!(text.contains(label), "missing {label}: {text}");
+    }
+}
+
+#[test]
+fn info_describes_the_manifest_and_catches_tampering() {
+    let dir = pendulum_bundle();
+    let path = dir.path().to_str().unwrap();
+    let (ok, text) = dreamer_rt(&["info", path]);
+    assert!(ok, "{text}");
+    assert!(text.contains("task      pendulum"), "{text}");
+    assert!(text.contains("state: 3 values"), "{text}");
+    assert!(text.contains("sha256 ok"), "{text}");
+    std::fs::write(dir.path().join("encoder.onnx"), b"garbage").unwrap();
+    let (ok, text) = dreamer_rt(&["info", path]);
+    assert!(!ok);
+    assert!(text.contains("encoder.onnx"), "{text}");
+}
+
+#[test]
+fn doctor_checks_library_providers_and_bundle() {
+    let dir = pendulum_bundle();
+    let (ok, text) = dreamer_rt(&["doctor", dir.path().to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(text.contains("ONNX Runtime 1."), "{text}");
+    assert!(text.contains("CPUExecutionProvider"), "{text}");
+    assert!(text.contains("policy loaded"), "{text}");
+
+    let (ok, text) = dreamer_rt(&["--ort-lib", "/nonexistent/libonnxruntime.so", "doctor"]);
+    assert!(!ok);
+    assert!(
+        text.contains("FAIL") && text.contains("scripts/fetch-deps"),
+        "{text}"
+    );
+}

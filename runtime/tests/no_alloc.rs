@@ -1,0 +1,121 @@
+//! Proves the steady-state step makes no heap allocation, with a counting global allocator.
+//!
+//! The allocator counts allocations made through Rust's global allocator on the test's own
+//! thread (ONNX Runtime's C++ allocations, inside its arena, are outside this count).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use common::{Faults, Sizes, Weights};
+use dreamer_runtime::{Agent, AgentOptions, GraphMode, Noise, Observation};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: the thread-local may already be gone while a thread shuts down.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn assert_steps_do_not_allocate(sizes: Sizes, options: AgentOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = Weights::random(sizes, 21);
+    common::write_bundle(dir.path(), &weights, Faults::default());
+    let mut agent = Agent::load(dir.path(), options.clone()).unwrap();
+    let observations = common::observations(sizes, 50, 4);
+    let view = |i: usize| Observation {
+        state: (sizes.obs > 0).then_some(&observations[i % 50].0[..]),
+        pixels: sizes.pixels.then_some(&observations[i % 50].1[..]),
+    };
+    for i in 0..5 {
+        agent.step(&view(i)).unwrap();
+    }
+    let bad = vec![f32::NAN; sizes.obs];
+    let before = allocations();
+    let mut checksum = 0.0f32;
+    for i in 0..500 {
+        checksum += agent.step(&view(i)).unwrap()[0];
+        checksum += agent.surprise() + agent.latent().h[0];
+        if i == 250 {
+            agent.reset();
+        }
+    }
+    // A refused observation (the safe-action path) does not allocate either.
+    if sizes.obs > 0 {
+        assert!(
+            agent
+                .step(&Observation {
+                    state: Some(&bad),
+                    pixels: view(0).pixels
+                })
+                .is_err()
+        );
+    }
+    let made = allocations() - before;
+    assert!(checksum.is_finite());
+    assert_eq!(
+        made, 0,
+        "{options:?}: {made} heap allocations in 500 steady-state steps"
+    );
+}
+
+#[test]
+fn fused_step_does_not_allocate() {
+    assert_steps_do_not_allocate(Sizes::state(), AgentOptions::default());
+    assert_steps_do_not_allocate(Sizes::both(), AgentOptions::default());
+}
+
+#[test]
+fn separate_step_with_sampled_noise_does_not_allocate() {
+    assert_steps_do_not_allocate(
+        Sizes::state(),
+        AgentOptions {
+            mode: GraphMode::Separate,
+            noise: Noise::Sampled { seed: 1 },
+            ..AgentOptions::default()
+        },
+    );
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let before = allocations();
+    let v = std::hint::black_box(vec![1u8; 64]);
+    assert!(allocations() > before);
+    drop(v);
+}
