@@ -1,1 +1,107 @@
-fn main() {}
+//! `firmware-host`: the firmware core on a PC, driving a simulated plant in real time and
+//! talking the wire protocol over a serial port or pseudo-terminal. Prints a JSON summary on
+//! stdout at exit (after `--duration-s`, or on SIGINT/SIGTERM).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use firmware_host::host::{HostFirmware, PtySerial, SimOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Firmware core against a simulated plant, over a serial port or pty"
+)]
+struct Args {
+    /// Task whose plant to simulate (e.g. cartpole-swingup, pendulum).
+    #[arg(long)]
+    plant: String,
+    /// Serial device or pty path (e.g. /dev/pts/5).
+    #[arg(long)]
+    port: String,
+    /// Control ticks per second.
+    #[arg(long, default_value_t = 50.0)]
+    rate_hz: f64,
+    /// Action deadline after the tick start, in milliseconds [default: half the period].
+    #[arg(long)]
+    deadline_ms: Option<f64>,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Seed of the first episode's initial state.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Missed deadlines in a row before the safe state (motor off, fault reported).
+    #[arg(long, default_value_t = 3)]
+    max_missed: u16,
+    /// Heartbeat frames per second (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    heartbeat_hz: f64,
+    /// Baud rate set on the port (ignored by ptys).
+    #[arg(long, default_value_t = 115_200)]
+    baud: u32,
+    /// Also write the JSON summary to this file.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let duration = match args.duration_s {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--duration-s must be a positive number of seconds, got {s}"),
+        None => None,
+    };
+    let options = SimOptions {
+        rate_hz: args.rate_hz,
+        deadline_s: args.deadline_ms.map(|ms| ms / 1000.0),
+        max_missed: args.max_missed,
+        heartbeat_hz: args.heartbeat_hz,
+        seed: args.seed,
+        ..SimOptions::new(&args.plant)
+    };
+    let period = Duration::from_secs_f64(1.0 / args.rate_hz.max(1e-3));
+    let serial = PtySerial::open(&args.port, args.baud, period)
+        .with_context(|| format!("cannot open serial port {}", args.port))?;
+    let mut robot =
+        HostFirmware::new(options, serial).context("cannot start the simulated robot")?;
+    install_signal_handlers();
+    eprintln!(
+        "firmware-host: {} on {} at {} Hz, safe state after {} missed deadlines",
+        args.plant, args.port, args.rate_hz, args.max_missed
+    );
+    robot.run(duration, &STOP);
+    let summary = serde_json::to_string_pretty(&robot.finish())?;
+    if let Some(path) = &args.summary {
+        write_atomically(path, &summary)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{summary}");
+    Ok(())
+}
+
+/// Writes to a temporary file next to `path`, then renames it into place.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

@@ -117,7 +117,12 @@ where
     SER: Read + ReadReady + Write,
 {
     /// Starts with the motor off, waiting for a handshake.
-    pub fn new(config: Config, sensors: Sensors<I2C, SPI>, motor: Motor<PWM, DIR>, serial: SER) -> Self {
+    pub fn new(
+        config: Config,
+        sensors: Sensors<I2C, SPI>,
+        motor: Motor<PWM, DIR>,
+        serial: SER,
+    ) -> Self {
         let mut firmware = Self {
             config,
             sensors,
@@ -230,7 +235,7 @@ where
             }
         }
         let every = self.config.heartbeat_every;
-        if every > 0 && self.stats.ticks % every == 0 {
+        if every > 0 && self.stats.ticks.is_multiple_of(every) {
             self.send(&Message::Heartbeat(Heartbeat {
                 tick: self.stats.ticks,
                 mode: self.mode,
@@ -302,7 +307,10 @@ where
         match message {
             Message::Hello(hello) => self.handshake(&hello),
             Message::Action(action) => self.on_action(&action, now),
-            Message::HelloAck(_) | Message::Observation(_) | Message::Heartbeat(_) | Message::Fault(_) => {
+            Message::HelloAck(_)
+            | Message::Observation(_)
+            | Message::Heartbeat(_)
+            | Message::Fault(_) => {
                 self.stats.unexpected_messages += 1;
             }
         }
@@ -394,7 +402,12 @@ where
     fn send(&mut self, message: &Message) {
         let mut buf = [0u8; MAX_FRAME];
         let frame = encode_frame(message, &mut buf);
-        if self.serial.write_all(frame).and_then(|()| self.serial.flush()).is_err() {
+        if self
+            .serial
+            .write_all(frame)
+            .and_then(|()| self.serial.flush())
+            .is_err()
+        {
             self.stats.serial_errors += 1;
         }
     }

@@ -31,12 +31,16 @@ impl<PWM: SetDutyCycle, DIR: OutputPin> Motor<PWM, DIR> {
         } else {
             self.direction.set_low().map_err(|_| ActuatorError)?;
         }
-        self.pwm.set_duty_cycle(duty.min(max)).map_err(|_| ActuatorError)
+        self.pwm
+            .set_duty_cycle(duty.min(max))
+            .map_err(|_| ActuatorError)
     }
 
     /// Zero duty: the motor coasts.
     pub fn off(&mut self) -> Result<(), ActuatorError> {
-        self.pwm.set_duty_cycle_fully_off().map_err(|_| ActuatorError)
+        self.pwm
+            .set_duty_cycle_fully_off()
+            .map_err(|_| ActuatorError)
     }
 
     pub fn release(self) -> (PWM, DIR) {

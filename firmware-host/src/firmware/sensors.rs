@@ -217,9 +217,17 @@ impl<I2C: I2c, SPI: SpiDevice> Sensors<I2C, SPI> {
 
 /// Wraps an angle difference into [-pi, pi).
 fn wrap_angle(delta: f32) -> f32 {
-    let wrapped = (delta + PI).rem_euclid(TAU) - PI;
-    // rem_euclid can return TAU itself for tiny negative inputs.
-    if wrapped >= PI { wrapped - TAU } else { wrapped }
+    let mut shifted = libm::fmodf(delta + PI, TAU);
+    if shifted < 0.0 {
+        shifted += TAU;
+    }
+    // Adding TAU to a tiny negative remainder can round to TAU itself.
+    let wrapped = shifted - PI;
+    if wrapped >= PI {
+        wrapped - TAU
+    } else {
+        wrapped
+    }
 }
 
 #[cfg(test)]
@@ -240,7 +248,10 @@ mod tests {
         let b = count.to_be_bytes();
         [
             SpiTx::transaction_start(),
-            SpiTx::transfer_in_place(std::vec![COUNTER_READ, 0, 0, 0, 0], std::vec![0, b[0], b[1], b[2], b[3]]),
+            SpiTx::transfer_in_place(
+                std::vec![COUNTER_READ, 0, 0, 0, 0],
+                std::vec![0, b[0], b[1], b[2], b[3]],
+            ),
             SpiTx::transaction_end(),
         ]
     }
@@ -262,14 +273,21 @@ mod tests {
         let second = sensors.sample(1_010_000).unwrap();
         assert!((second[3] - 0.05).abs() < 1e-4, "x_dot {}", second[3]);
         let count_rate = TAU / ENCODER_COUNTS as f32 / 0.01;
-        assert!((second[4] - count_rate).abs() < 1e-3, "theta_dot {}", second[4]);
+        assert!(
+            (second[4] - count_rate).abs() < 1e-3,
+            "theta_dot {}",
+            second[4]
+        );
         sensors.i2c.done();
         sensors.spi.done();
     }
 
     #[test]
     fn velocity_wraps_across_the_encoder_zero() {
-        let i2c = I2cMock::new(&[encoder_tx(0x40, ENCODER_COUNTS as u16 - 2), encoder_tx(0x40, 2)]);
+        let i2c = I2cMock::new(&[
+            encoder_tx(0x40, ENCODER_COUNTS as u16 - 2),
+            encoder_tx(0x40, 2),
+        ]);
         let spi = SpiMock::new(&[]);
         let mut sensors = Sensors::new(TaskLayout::Pendulum, i2c, spi, 1.0);
         sensors.sample(0).unwrap();
@@ -298,7 +316,8 @@ mod tests {
 
     #[test]
     fn bus_errors_are_sensor_errors() {
-        let i2c = I2cMock::new(&[encoder_tx(0x40, 0).with_error(embedded_hal::i2c::ErrorKind::Other)]);
+        let i2c =
+            I2cMock::new(&[encoder_tx(0x40, 0).with_error(embedded_hal::i2c::ErrorKind::Other)]);
         let spi = SpiMock::new(&[]);
         let mut sensors = Sensors::new(TaskLayout::Pendulum, i2c, spi, 1.0);
         assert_eq!(sensors.sample(0), Err(SensorError::Encoder { index: 0 }));

@@ -110,15 +110,27 @@ fn config(max_missed: u16) -> Config {
 /// `ticks` encoder reads at count 0 (pendulum upright).
 fn encoder_reads(ticks: usize) -> StdVec<I2cTx> {
     (0..ticks)
-        .map(|_| I2cTx::write_read(ENCODER_BASE_ADDRESS, std::vec![ENCODER_ANGLE_REGISTER], std::vec![0, 0]))
+        .map(|_| {
+            I2cTx::write_read(
+                ENCODER_BASE_ADDRESS,
+                std::vec![ENCODER_ANGLE_REGISTER],
+                std::vec![0, 0],
+            )
+        })
         .collect()
 }
 
 /// PWM and direction transactions of `Motor::apply(command)`.
 fn apply(command: f32, pwm: &mut StdVec<PwmTx>, pin: &mut StdVec<PinTx>) {
     pwm.push(PwmTx::max_duty_cycle(MAX_DUTY));
-    pin.push(PinTx::set(if command >= 0.0 { State::High } else { State::Low }));
-    pwm.push(PwmTx::set_duty_cycle((command.abs() * f32::from(MAX_DUTY)).round() as u16));
+    pin.push(PinTx::set(if command >= 0.0 {
+        State::High
+    } else {
+        State::Low
+    }));
+    pwm.push(PwmTx::set_duty_cycle(
+        (command.abs() * f32::from(MAX_DUTY)).round() as u16,
+    ));
 }
 
 fn build(
@@ -133,7 +145,12 @@ fn build(
         rx: Rc::default(),
         tx: Rc::default(),
     };
-    let sensors = Sensors::new(TaskLayout::Pendulum, I2cMock::new(i2c), SpiMock::new(&[]), 1.0);
+    let sensors = Sensors::new(
+        TaskLayout::Pendulum,
+        I2cMock::new(i2c),
+        SpiMock::new(&[]),
+        1.0,
+    );
     let motor = Motor::new(PwmMock::new(pwm), PinMock::new(pin));
     let firmware = Firmware::new(config(max_missed), sensors, motor, serial.clone());
     (firmware, clock, serial)
@@ -235,7 +252,12 @@ fn actions_hold_then_safe_state_then_recovery() {
     assert!(fw.command().is_empty());
     assert_eq!(
         faults(&sent),
-        [FaultReport { seq: 5, kind: FaultKind::DeadlineMissed, active: true, consecutive_misses: 3 }]
+        [FaultReport {
+            seq: 5,
+            kind: FaultKind::DeadlineMissed,
+            active: true,
+            consecutive_misses: 3
+        }]
     );
     assert_eq!(fw.stats().stale_actions, 1);
 
@@ -247,7 +269,12 @@ fn actions_hold_then_safe_state_then_recovery() {
     assert_eq!(fw.command(), [-0.25]);
     assert_eq!(
         faults(&sent),
-        [FaultReport { seq: 6, kind: FaultKind::DeadlineMissed, active: false, consecutive_misses: 0 }]
+        [FaultReport {
+            seq: 6,
+            kind: FaultKind::DeadlineMissed,
+            active: false,
+            consecutive_misses: 0
+        }]
     );
 
     // tick 8: line noise and an action of the wrong length: counted, not applied.
@@ -298,7 +325,11 @@ fn rejected_handshakes_keep_the_motor_off() {
         .collect();
     assert_eq!(
         results,
-        [HandshakeResult::VersionMismatch, HandshakeResult::TaskMismatch, HandshakeResult::LayoutMismatch]
+        [
+            HandshakeResult::VersionMismatch,
+            HandshakeResult::TaskMismatch,
+            HandshakeResult::LayoutMismatch
+        ]
     );
     assert!(observation_seqs(&sent).is_empty());
     assert_eq!(fw.mode(), Mode::AwaitingHandshake);
@@ -310,19 +341,34 @@ fn rejected_handshakes_keep_the_motor_off() {
 #[test]
 fn sensor_failures_are_reported_and_lead_to_the_safe_state() {
     let failing = |_| {
-        I2cTx::write_read(ENCODER_BASE_ADDRESS, std::vec![ENCODER_ANGLE_REGISTER], std::vec![0, 0])
-            .with_error(embedded_hal::i2c::ErrorKind::Bus)
+        I2cTx::write_read(
+            ENCODER_BASE_ADDRESS,
+            std::vec![ENCODER_ANGLE_REGISTER],
+            std::vec![0, 0],
+        )
+        .with_error(embedded_hal::i2c::ErrorKind::Bus)
     };
     let mut i2c = encoder_reads(1);
     i2c.extend((0..2).map(failing));
     let (mut fw, mut clock, serial) = build(
         2,
         &i2c,
-        &[PwmTx::set_duty_cycle(0), PwmTx::set_duty_cycle(0), PwmTx::set_duty_cycle(0)],
+        &[
+            PwmTx::set_duty_cycle(0),
+            PwmTx::set_duty_cycle(0),
+            PwmTx::set_duty_cycle(0),
+        ],
         &[],
     );
     let mut peer = FrameDecoder::new();
-    serial.send_at(0, &hello("pendulum", TaskLayout::Pendulum.wire_layout(), PROTOCOL_VERSION));
+    serial.send_at(
+        0,
+        &hello(
+            "pendulum",
+            TaskLayout::Pendulum.wire_layout(),
+            PROTOCOL_VERSION,
+        ),
+    );
     for _ in 0..3 {
         fw.tick(&mut clock.clone(), &mut clock);
     }
@@ -330,7 +376,11 @@ fn sensor_failures_are_reported_and_lead_to_the_safe_state() {
     let kinds: StdVec<_> = reports.iter().map(|f| (f.kind, f.active)).collect();
     assert_eq!(
         kinds,
-        [(FaultKind::SensorRead, true), (FaultKind::SensorRead, true), (FaultKind::DeadlineMissed, true)]
+        [
+            (FaultKind::SensorRead, true),
+            (FaultKind::SensorRead, true),
+            (FaultKind::DeadlineMissed, true)
+        ]
     );
     assert_eq!(fw.stats().sensor_errors, 2);
     assert_eq!(fw.mode(), Mode::Safe);
@@ -339,10 +389,26 @@ fn sensor_failures_are_reported_and_lead_to_the_safe_state() {
 
 #[test]
 fn heartbeats_carry_mode_and_counters() {
-    let (mut fw, mut clock, serial) = build(1, &encoder_reads(4), &[PwmTx::set_duty_cycle(0), PwmTx::set_duty_cycle(0), PwmTx::set_duty_cycle(0)], &[]);
+    let (mut fw, mut clock, serial) = build(
+        1,
+        &encoder_reads(4),
+        &[
+            PwmTx::set_duty_cycle(0),
+            PwmTx::set_duty_cycle(0),
+            PwmTx::set_duty_cycle(0),
+        ],
+        &[],
+    );
     fw.config.heartbeat_every = 2;
     let mut peer = FrameDecoder::new();
-    serial.send_at(15_000, &hello("pendulum", TaskLayout::Pendulum.wire_layout(), PROTOCOL_VERSION));
+    serial.send_at(
+        15_000,
+        &hello(
+            "pendulum",
+            TaskLayout::Pendulum.wire_layout(),
+            PROTOCOL_VERSION,
+        ),
+    );
     for _ in 0..4 {
         fw.tick(&mut clock.clone(), &mut clock);
     }
@@ -355,13 +421,21 @@ fn heartbeats_carry_mode_and_counters() {
         })
         .collect();
     // tick 3 misses with K = 1 -> safe; tick 4's heartbeat shows it.
-    assert_eq!(beats, [(2, Mode::AwaitingHandshake, 0, 0), (4, Mode::Safe, 1, 1)]);
+    assert_eq!(
+        beats,
+        [(2, Mode::AwaitingHandshake, 0, 0), (4, Mode::Safe, 1, 1)]
+    );
     finish(fw);
 }
 
 #[test]
 fn a_stalled_loop_skips_ahead_instead_of_bursting() {
-    let (mut fw, mut clock, _serial) = build(3, &encoder_reads(3), &[PwmTx::set_duty_cycle(0), PwmTx::set_duty_cycle(0)], &[]);
+    let (mut fw, mut clock, _serial) = build(
+        3,
+        &encoder_reads(3),
+        &[PwmTx::set_duty_cycle(0), PwmTx::set_duty_cycle(0)],
+        &[],
+    );
     fw.tick(&mut clock.clone(), &mut clock);
     clock.0.set(clock.0.get() + 5 * PERIOD);
     fw.tick(&mut clock.clone(), &mut clock);

@@ -1,1 +1,225 @@
-//! Host simulation.
+//! The firmware core running on a PC: simulated peripherals backed by a `dreamer-tasks`
+//! plant stepped in real time, and a real serial port or pseudo-terminal as its UART.
+
+mod peripherals;
+mod serial;
+mod world;
+
+pub use peripherals::{HostClock, SharedWorld, SimDirection, SimI2c, SimPwm, SimSpi};
+pub use serial::PtySerial;
+pub use world::{MAX_DUTY, SimWorld};
+
+use std::string::String;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use std::vec::Vec;
+
+use dreamer_wire::{LinkCounters, MAX_TASK_NAME, Mode};
+use embedded_io::{Read, ReadReady, Write};
+use serde::Serialize;
+
+use crate::firmware::{Config, Firmware, Motor, Sensors, Stats, TaskLayout};
+
+/// Why the simulated robot could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("task `{task}`: {source}")]
+    Task {
+        task: String,
+        #[source]
+        source: dreamer_tasks::TaskError,
+    },
+    #[error(
+        "task `{task}` has no firmware sensor suite (supported: pendulum, cartpole-swingup, cartpole-balance, acrobot-swingup)"
+    )]
+    NoSensorSuite { task: String },
+    #[error(
+        "task `{task}`: firmware observation fields [{firmware}] differ from the task's [{task_fields}]"
+    )]
+    LayoutDrift {
+        task: String,
+        firmware: String,
+        task_fields: String,
+    },
+    #[error("option {option}: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
+}
+
+/// Settings of one simulated robot.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// `dreamer-tasks` task name.
+    pub task: String,
+    pub rate_hz: f64,
+    /// Action deadline after the tick start; `None`: half the period.
+    pub deadline_s: Option<f64>,
+    pub max_missed: u16,
+    /// Heartbeats per second (0: none).
+    pub heartbeat_hz: f64,
+    /// Initial state seed of the first episode (later episodes use seed + 1, + 2, ...).
+    pub seed: u64,
+    /// Cart counter resolution.
+    pub counts_per_metre: f64,
+}
+
+impl SimOptions {
+    pub fn new(task: &str) -> Self {
+        Self {
+            task: task.into(),
+            rate_hz: 50.0,
+            deadline_s: None,
+            max_missed: 3,
+            heartbeat_hz: 1.0,
+            seed: 0,
+            counts_per_metre: 20_000.0,
+        }
+    }
+
+    fn firmware_config(&self) -> Result<Config, HostError> {
+        let invalid = |option, reason: &str| HostError::InvalidOption {
+            option,
+            reason: reason.into(),
+        };
+        if !(self.rate_hz.is_finite() && self.rate_hz > 0.0 && self.rate_hz <= 10_000.0) {
+            return Err(invalid("rate_hz", "must be in (0, 10000]"));
+        }
+        let period_s = 1.0 / self.rate_hz;
+        let deadline_s = self.deadline_s.unwrap_or(period_s / 2.0);
+        if !(deadline_s.is_finite() && deadline_s > 0.0 && deadline_s <= period_s) {
+            return Err(invalid(
+                "deadline",
+                "must be positive and at most one period",
+            ));
+        }
+        if self.max_missed == 0 {
+            return Err(invalid("max_missed", "must be at least 1"));
+        }
+        if !(self.heartbeat_hz.is_finite() && self.heartbeat_hz >= 0.0) {
+            return Err(invalid("heartbeat_hz", "must be zero or positive"));
+        }
+        if !(self.counts_per_metre.is_finite() && self.counts_per_metre > 0.0) {
+            return Err(invalid("counts_per_metre", "must be positive"));
+        }
+        let task = heapless::String::<MAX_TASK_NAME>::try_from(self.task.as_str())
+            .map_err(|_| invalid("task", "name longer than the wire protocol's 32 bytes"))?;
+        let heartbeat_every = if self.heartbeat_hz > 0.0 {
+            (self.rate_hz / self.heartbeat_hz).round().max(1.0) as u32
+        } else {
+            0
+        };
+        Ok(Config {
+            task,
+            period_us: (period_s * 1e6).round() as u32,
+            deadline_us: (deadline_s * 1e6).round() as u32,
+            max_missed: self.max_missed,
+            heartbeat_every,
+            poll_interval_us: 100,
+        })
+    }
+}
+
+/// What a run did, printed as JSON when the host firmware exits.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub task: String,
+    pub rate_hz: f64,
+    pub max_missed: u16,
+    /// Wall-clock seconds the control loop ran.
+    pub elapsed_s: f64,
+    pub ticks: u32,
+    pub deadline_misses: u32,
+    pub faults: u32,
+    pub recoveries: u32,
+    pub clamped_actions: u32,
+    /// Received frames per outcome (bad COBS, bad CRC, wrong length, ...).
+    pub frame_errors: LinkCounters,
+    pub final_mode: Mode,
+    /// Reward summed over the episode in progress at exit.
+    pub episode_return: f64,
+    /// Returns of episodes that ran to their time limit during the run.
+    pub completed_episode_returns: Vec<f64>,
+    pub physics_steps: u64,
+    /// Every firmware counter.
+    pub firmware: Stats,
+}
+
+/// The firmware core wired to simulated peripherals and a serial port.
+pub struct HostFirmware<SER> {
+    firmware: Firmware<SimI2c, SimSpi, SimPwm, SimDirection, SER>,
+    world: SharedWorld,
+    clock: HostClock,
+    options: SimOptions,
+    started: Instant,
+}
+
+impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
+    pub fn new(options: SimOptions, serial: SER) -> Result<Self, HostError> {
+        let config = options.firmware_config()?;
+        let start = Instant::now();
+        let world = SimWorld::new(&options.task, options.seed, options.counts_per_metre, start)?;
+        let layout: TaskLayout = world.layout();
+        let world: SharedWorld = Arc::new(Mutex::new(world));
+        let sensors = Sensors::new(
+            layout,
+            SimI2c::new(world.clone()),
+            SimSpi::new(world.clone()),
+            options.counts_per_metre as f32,
+        );
+        let motor = Motor::new(SimPwm::new(world.clone()), SimDirection::new(world.clone()));
+        Ok(Self {
+            firmware: Firmware::new(config, sensors, motor, serial),
+            world,
+            clock: HostClock::new(start),
+            options,
+            started: start,
+        })
+    }
+
+    /// The simulated robot, for inspection.
+    pub fn world(&self) -> SharedWorld {
+        self.world.clone()
+    }
+
+    pub fn firmware(&self) -> &Firmware<SimI2c, SimSpi, SimPwm, SimDirection, SER> {
+        &self.firmware
+    }
+
+    /// Runs control ticks until `duration` has passed (if given) or `stop` is set.
+    pub fn run(&mut self, duration: Option<Duration>, stop: &AtomicBool) {
+        let end = duration.map(|d| Instant::now() + d);
+        while !stop.load(Ordering::Relaxed) && end.is_none_or(|end| Instant::now() < end) {
+            let mut delay = self.clock;
+            self.firmware.tick(&mut self.clock, &mut delay);
+        }
+    }
+
+    /// Switches the motor off, brings the plant up to date and reports the run.
+    pub fn finish(mut self) -> Summary {
+        // Infallible on the simulated driver.
+        let _ = self.firmware.motor_mut().off();
+        let mut world = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        world.advance_to_now();
+        let stats = *self.firmware.stats();
+        Summary {
+            task: self.options.task.clone(),
+            rate_hz: self.options.rate_hz,
+            max_missed: self.options.max_missed,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            ticks: stats.ticks,
+            deadline_misses: stats.deadline_misses,
+            faults: stats.faults,
+            recoveries: stats.recoveries,
+            clamped_actions: stats.clamped_actions,
+            frame_errors: *self.firmware.link(),
+            final_mode: self.firmware.mode(),
+            episode_return: world.episode_return(),
+            completed_episode_returns: world.completed_returns().to_vec(),
+            physics_steps: world.physics_steps(),
+            firmware: stats,
+        }
+    }
+}
