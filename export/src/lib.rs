@@ -36,7 +36,8 @@ pub use checkpoint::{
 pub use onnx::{IR_VERSION, OPSET, Precision};
 pub use task::{TaskFacts, task_facts};
 pub use verify::{
-    Goals, goals, init_onnxruntime, onnxruntime_library, onnxruntime_version, verify,
+    Goals, goals, init_onnxruntime, onnxruntime_library, onnxruntime_version,
+    use_onnxruntime_environment, verify,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -76,6 +76,7 @@ pub fn init_onnxruntime(explicit: Option<&Path>) -> Result<&'static Environment,
         })?;
         let env = builder
             .with_name("dreamer-export")
+            .with_telemetry(false)
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
         Ok((env, path))
@@ -87,6 +88,14 @@ pub fn init_onnxruntime(explicit: Option<&Path>) -> Result<&'static Environment,
             message: message.clone(),
         }),
     }
+}
+
+/// Makes verification use an ONNX Runtime environment created elsewhere in this process
+/// (ONNX Runtime allows one per process; a program that already holds one, e.g. for the
+/// runtime, hands it over before exporting). `library` is the file it was loaded from.
+/// Returns false, changing nothing, when an environment is already in use here.
+pub fn use_onnxruntime_environment(env: Environment, library: &Path) -> bool {
+    ORT.set(Ok((env, library.to_path_buf()))).is_ok()
 }
 
 /// The loaded ONNX Runtime's version: the version in the library's file name (after
@@ -804,4 +813,24 @@ fn closed_loop(
 /// One row repeated for every batch entry.
 fn broadcast<T: Copy>(row: &[T], batch: usize) -> Vec<T> {
     (0..batch).flat_map(|_| row.iter().copied()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_fill_a_static_batch_by_repeating_the_last_row() {
+        let table = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [3, 2]
+        assert_eq!(rows(&table, 2, 2, 3), vec![5.0, 6.0, 5.0, 6.0, 5.0, 6.0]);
+        assert_eq!(rows(&table, 2, 0, 2), vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn nan_counts_as_infinitely_wrong() {
+        assert_eq!(max_abs_err(&[1.0, f32::NAN], &[1.0, 0.0]), f64::INFINITY);
+        assert!(misses(f64::NAN, 1.0));
+        assert_eq!(max_rel_err(&[110.0], &[100.0]), 0.1);
+        assert_eq!(max_rel_err(&[0.5], &[0.25]), 0.25);
+    }
 }
