@@ -113,6 +113,14 @@ pub struct OrtRuntime {
     pub(crate) env: Environment,
 }
 
+impl OrtRuntime {
+    /// The process-wide environment, for other ONNX Runtime users in the same process (the
+    /// exporter's verification, for one).
+    pub fn environment(&self) -> &Environment {
+        &self.env
+    }
+}
+
 static LOADED: Mutex<Option<&'static OrtRuntime>> = Mutex::new(None);
 
 /// Loads the library and creates the environment on first use; later calls return the same
@@ -176,6 +184,28 @@ fn library_version(path: &Path) -> Option<String> {
         libc::dlclose(handle);
         version
     }
+}
+
+/// Adopts an environment created elsewhere in this process from the library at `path`
+/// (ONNX Runtime allows one environment per process). Returns false, changing nothing, when
+/// this crate already holds one.
+pub fn use_environment(env: Environment, path: &Path) -> bool {
+    let mut loaded = LOADED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if loaded.is_some() {
+        return false;
+    }
+    let build_info = ort::info().to_string();
+    *loaded = Some(Box::leak(Box::new(OrtRuntime {
+        version: library_version(path)
+            .or_else(|| version_from_build_info(&build_info))
+            .unwrap_or_else(|| "unknown".to_string()),
+        build_info,
+        path: path.to_path_buf(),
+        env,
+    })));
+    true
 }
 
 /// `git-branch=rel-1.31.1` in the build string carries the release, when built from a branch.
