@@ -2,6 +2,7 @@
 //! seen through quantising sensors.
 
 use std::boxed::Box;
+use std::collections::VecDeque;
 use std::time::Instant;
 use std::vec::Vec;
 
@@ -12,6 +13,8 @@ use crate::firmware::{ENCODER_COUNTS, TaskLayout};
 
 /// PWM resolution of the simulated motor driver.
 pub const MAX_DUTY: u16 = 1000;
+/// Motor command changes kept for [`SimWorld::command_at`].
+const COMMAND_LOG_LEN: usize = 4096;
 
 /// Plant, motor driver state and episode bookkeeping. Physics runs lazily: every peripheral
 /// access first advances the plant to the current wall-clock time in fixed physics steps,
@@ -32,6 +35,8 @@ pub struct SimWorld {
     episode_return: f64,
     completed_returns: Vec<f64>,
     physics_steps: u64,
+    /// (microseconds since start, command from then on), oldest first.
+    command_log: VecDeque<(u64, f32)>,
 }
 
 impl SimWorld {
@@ -77,6 +82,7 @@ impl SimWorld {
             episode_return: 0.0,
             completed_returns: Vec::new(),
             physics_steps: 0,
+            command_log: VecDeque::from([(0, 0.0)]),
         })
     }
 
@@ -121,11 +127,28 @@ impl SimWorld {
     pub fn set_duty(&mut self, duty: u16) {
         self.advance_to_now();
         self.duty = duty.min(MAX_DUTY);
+        self.log_command();
     }
 
     pub fn set_forward(&mut self, forward: bool) {
         self.advance_to_now();
         self.forward = forward;
+        self.log_command();
+    }
+
+    fn log_command(&mut self) {
+        let now_us = self.start.elapsed().as_micros() as u64;
+        if self.command_log.len() == COMMAND_LOG_LEN {
+            self.command_log.pop_front();
+        }
+        self.command_log.push_back((now_us, self.motor_command()));
+    }
+
+    /// The motor command in force at `time_us` (microseconds since start, the firmware
+    /// clock's origin), or None when that is older than the kept history.
+    pub fn command_at(&self, time_us: u64) -> Option<f32> {
+        let after = self.command_log.partition_point(|&(t, _)| t <= time_us);
+        after.checked_sub(1).map(|i| self.command_log[i].1)
     }
 
     /// Count of encoder `index` (0 = upright), or None when the task has no such encoder.
