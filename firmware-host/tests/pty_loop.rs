@@ -264,7 +264,18 @@ fn actions_apply_silence_faults_and_answers_recover() {
     let n = cobs_encode(&raw[..payload_len + 4], &mut frame).unwrap();
     frame[n] = 0;
     peer.writer.write_all(&frame[..=n]).unwrap();
-    let after = peer.tick();
+    // Wait until the firmware has counted it: only that frame can raise the error count.
+    let mut after = peer.tick();
+    for _ in 0..50 {
+        if after.heartbeat.frame_errors > tick.heartbeat.frame_errors {
+            break;
+        }
+        after = peer.tick();
+    }
+    assert_eq!(
+        after.heartbeat.frame_errors,
+        tick.heartbeat.frame_errors + 1
+    );
     assert_ne!(
         command_at(&world, &after),
         0.9,

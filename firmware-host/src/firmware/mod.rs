@@ -183,7 +183,9 @@ where
             None => now,
         };
         self.next_tick_us = Some(start + u64::from(self.config.period_us));
-        self.begin_tick(start);
+        // The schedule stays on the fixed grid; the sample is stamped with when it was taken.
+        let sampled_at = clock.now_us();
+        self.begin_tick(sampled_at);
         self.deadline_us = start + u64::from(self.config.deadline_us.min(self.config.period_us));
         while self.awaiting_action {
             let now = clock.now_us();
