@@ -355,6 +355,26 @@ mod tests {
     }
 
     #[test]
+    fn sizes_match_docs_firmware_md() {
+        assert_eq!((MAX_PAYLOAD, MAX_RAW, MAX_FRAME), (81, 85, 87));
+    }
+
+    /// The worked example in docs/firmware.md.
+    #[test]
+    fn documented_action_frame() {
+        let action = Message::Action(Action {
+            seq: 1,
+            values: heapless::Vec::from_slice(&[0.5]).unwrap(),
+        });
+        assert_eq!(
+            frame_of(&action),
+            [
+                0x04, 0x03, 0x01, 0x01, 0x01, 0x01, 0x06, 0x3f, 0xcb, 0x12, 0xde, 0xec, 0x00
+            ]
+        );
+    }
+
+    #[test]
     fn every_message_roundtrips() {
         let layout = Layout {
             observation_size: 5,
