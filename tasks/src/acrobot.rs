@@ -34,7 +34,12 @@ pub const EPISODE_STEPS: u32 = 1000;
 pub const UPPER_INERTIA: f64 = capsule_inertia(LINK_MASS, UPPER_RADIUS, LINK_LENGTH);
 pub const LOWER_INERTIA: f64 = capsule_inertia(LINK_MASS, LOWER_RADIUS, LINK_LENGTH);
 
-const STATE_FIELDS: &[&str] = &["shoulder_angle", "elbow_angle", "shoulder_velocity", "elbow_velocity"];
+const STATE_FIELDS: &[&str] = &[
+    "shoulder_angle",
+    "elbow_angle",
+    "shoulder_velocity",
+    "elbow_velocity",
+];
 const OBSERVATION_FIELDS: &[&str] = &[
     "upper_arm_horizontal",
     "lower_arm_horizontal",
@@ -59,13 +64,23 @@ pub struct AcrobotPlant {
 impl Default for AcrobotPlant {
     /// Hanging straight down, at rest.
     fn default() -> Self {
-        Self { shoulder_angle: PI, elbow_angle: 0.0, shoulder_velocity: 0.0, elbow_velocity: 0.0 }
+        Self {
+            shoulder_angle: PI,
+            elbow_angle: 0.0,
+            shoulder_velocity: 0.0,
+            elbow_velocity: 0.0,
+        }
     }
 }
 
 impl AcrobotPlant {
     fn as_array(&self) -> [f64; 4] {
-        [self.shoulder_angle, self.elbow_angle, self.shoulder_velocity, self.elbow_velocity]
+        [
+            self.shoulder_angle,
+            self.elbow_angle,
+            self.shoulder_velocity,
+            self.elbow_velocity,
+        ]
     }
 
     /// One RK4 step of `TIMESTEP` with elbow control `control` (clipped to [-1, 1], torque =
@@ -74,20 +89,33 @@ impl AcrobotPlant {
         let torque = MOTOR_GEAR * control.clamp(-1.0, 1.0);
         let y = self.as_array();
         let h = TIMESTEP;
-        let offset = |k: &[f64; 4], scale: f64| -> [f64; 4] { std::array::from_fn(|i| y[i] + scale * k[i]) };
+        let offset =
+            |k: &[f64; 4], scale: f64| -> [f64; 4] { std::array::from_fn(|i| y[i] + scale * k[i]) };
         let k1 = derivative(&y, torque);
         let k2 = derivative(&offset(&k1, h / 2.0), torque);
         let k3 = derivative(&offset(&k2, h / 2.0), torque);
         let k4 = derivative(&offset(&k3, h), torque);
-        let next: [f64; 4] = std::array::from_fn(|i| y[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]));
-        *self = Self { shoulder_angle: next[0], elbow_angle: next[1], shoulder_velocity: next[2], elbow_velocity: next[3] };
+        let next: [f64; 4] =
+            std::array::from_fn(|i| y[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]));
+        *self = Self {
+            shoulder_angle: next[0],
+            elbow_angle: next[1],
+            shoulder_velocity: next[2],
+            elbow_velocity: next[3],
+        };
     }
 
     /// World (x, z) of the elbow and of the tip.
     pub fn elbow_and_tip(&self) -> ((f64, f64), (f64, f64)) {
         let absolute_lower = self.shoulder_angle + self.elbow_angle;
-        let elbow = (LINK_LENGTH * libm::sin(self.shoulder_angle), SHOULDER_HEIGHT + LINK_LENGTH * libm::cos(self.shoulder_angle));
-        let tip = (elbow.0 + LINK_LENGTH * libm::sin(absolute_lower), elbow.1 + LINK_LENGTH * libm::cos(absolute_lower));
+        let elbow = (
+            LINK_LENGTH * libm::sin(self.shoulder_angle),
+            SHOULDER_HEIGHT + LINK_LENGTH * libm::cos(self.shoulder_angle),
+        );
+        let tip = (
+            elbow.0 + LINK_LENGTH * libm::sin(absolute_lower),
+            elbow.1 + LINK_LENGTH * libm::cos(absolute_lower),
+        );
         (elbow, tip)
     }
 
@@ -98,7 +126,9 @@ impl AcrobotPlant {
         let kinetic = 0.5 * (m11 * v1 * v1 + 2.0 * m12 * v1 * v2 + m22 * v2 * v2);
         let potential = GRAVITY
             * LINK_MASS
-            * (LINK_COM * libm::cos(q1) + LINK_LENGTH * libm::cos(q1) + LINK_COM * libm::cos(q1 + q2));
+            * (LINK_COM * libm::cos(q1)
+                + LINK_LENGTH * libm::cos(q1)
+                + LINK_COM * libm::cos(q1 + q2));
         kinetic + potential
     }
 }
@@ -107,7 +137,11 @@ fn mass_matrix(elbow_angle: f64) -> [[f64; 2]; 2] {
     let coupling = LINK_MASS * LINK_LENGTH * LINK_COM * libm::cos(elbow_angle);
     let m22 = LOWER_INERTIA + LINK_MASS * LINK_COM * LINK_COM;
     let m12 = m22 + coupling;
-    let m11 = UPPER_INERTIA + LINK_MASS * LINK_COM * LINK_COM + m22 + LINK_MASS * LINK_LENGTH * LINK_LENGTH + 2.0 * coupling;
+    let m11 = UPPER_INERTIA
+        + LINK_MASS * LINK_COM * LINK_COM
+        + m22
+        + LINK_MASS * LINK_LENGTH * LINK_LENGTH
+        + 2.0 * coupling;
     [[m11, m12], [m12, m22]]
 }
 
@@ -148,7 +182,12 @@ impl Plant for AcrobotPlant {
     }
     fn set_state(&mut self, state: &[f64]) -> Result<(), TaskError> {
         check_state(self.domain(), state, STATE_FIELDS)?;
-        *self = Self { shoulder_angle: state[0], elbow_angle: state[1], shoulder_velocity: state[2], elbow_velocity: state[3] };
+        *self = Self {
+            shoulder_angle: state[0],
+            elbow_angle: state[1],
+            shoulder_velocity: state[2],
+            elbow_velocity: state[3],
+        };
         Ok(())
     }
     fn action_low(&self) -> &'static [f64] {
@@ -197,15 +236,29 @@ impl Task for AcrobotTask {
     fn initial_plant(&self, rng: &mut TaskRng) -> AcrobotPlant {
         let shoulder_angle = rng.uniform(-PI, PI);
         let elbow_angle = rng.uniform(-PI, PI);
-        AcrobotPlant { shoulder_angle, elbow_angle, shoulder_velocity: 0.0, elbow_velocity: 0.0 }
+        AcrobotPlant {
+            shoulder_angle,
+            elbow_angle,
+            shoulder_velocity: 0.0,
+            elbow_velocity: 0.0,
+        }
     }
-    fn reward(&self, _before: &AcrobotPlant, _physical_action: &[f64], after: &AcrobotPlant) -> f64 {
+    fn reward(
+        &self,
+        _before: &AcrobotPlant,
+        _physical_action: &[f64],
+        after: &AcrobotPlant,
+    ) -> f64 {
         reward(after)
     }
 }
 
 // Scene: shoulder at (0, 2), reach circle of radius 2, target at the top, floor at z = 0.
-const VIEW: View = View { center_x: 0.0, center_z: 2.0, half_extent: 2.3 };
+const VIEW: View = View {
+    center_x: 0.0,
+    center_z: 2.0,
+    half_extent: 2.3,
+};
 const SKY_TOP: Rgb = [58, 92, 130];
 const SKY_BOTTOM: Rgb = [20, 32, 48];
 const FLOOR: Rgb = [36, 52, 70];

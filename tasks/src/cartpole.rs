@@ -38,9 +38,19 @@ const IMP_WIDTH: f64 = 0.001;
 const IMP_MIDPOINT: f64 = 0.5;
 const IMP_POWER: i32 = 2;
 
-const STATE_FIELDS: &[&str] = &["cart_position", "pole_angle", "cart_velocity", "pole_angular_velocity"];
-const OBSERVATION_FIELDS: &[&str] =
-    &["cart_position", "pole_angle_cos", "pole_angle_sin", "cart_velocity", "pole_angular_velocity"];
+const STATE_FIELDS: &[&str] = &[
+    "cart_position",
+    "pole_angle",
+    "cart_velocity",
+    "pole_angular_velocity",
+];
+const OBSERVATION_FIELDS: &[&str] = &[
+    "cart_position",
+    "pole_angle_cos",
+    "pole_angle_sin",
+    "cart_velocity",
+    "pole_angular_velocity",
+];
 const ACTION_LOW: &[f64] = &[-1.0];
 const ACTION_HIGH: &[f64] = &[1.0];
 
@@ -69,7 +79,12 @@ pub struct CartpolePlant {
 impl Default for CartpolePlant {
     /// Cart centred, pole hanging down, at rest.
     fn default() -> Self {
-        Self { cart_position: 0.0, pole_angle: PI, cart_velocity: 0.0, pole_angular_velocity: 0.0 }
+        Self {
+            cart_position: 0.0,
+            pole_angle: PI,
+            cart_velocity: 0.0,
+            pole_angular_velocity: 0.0,
+        }
     }
 }
 
@@ -77,7 +92,12 @@ type Derivative = [f64; 4]; // d/dt [x, theta, x', theta']
 
 impl CartpolePlant {
     fn as_array(&self) -> [f64; 4] {
-        [self.cart_position, self.pole_angle, self.cart_velocity, self.pole_angular_velocity]
+        [
+            self.cart_position,
+            self.pole_angle,
+            self.cart_velocity,
+            self.pole_angular_velocity,
+        ]
     }
 
     /// One RK4 step of `TIMESTEP` with motor control `control` (clipped to [-1, 1], force =
@@ -86,13 +106,21 @@ impl CartpolePlant {
         let force = MOTOR_GEAR * control.clamp(-1.0, 1.0);
         let y = self.as_array();
         let h = TIMESTEP;
-        let offset = |k: &Derivative, scale: f64| -> [f64; 4] { std::array::from_fn(|i| y[i] + scale * k[i]) };
+        let offset = |k: &Derivative, scale: f64| -> [f64; 4] {
+            std::array::from_fn(|i| y[i] + scale * k[i])
+        };
         let k1 = derivative(&y, force);
         let k2 = derivative(&offset(&k1, h / 2.0), force);
         let k3 = derivative(&offset(&k2, h / 2.0), force);
         let k4 = derivative(&offset(&k3, h), force);
-        let next: [f64; 4] = std::array::from_fn(|i| y[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]));
-        *self = Self { cart_position: next[0], pole_angle: next[1], cart_velocity: next[2], pole_angular_velocity: next[3] };
+        let next: [f64; 4] =
+            std::array::from_fn(|i| y[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]));
+        *self = Self {
+            cart_position: next[0],
+            pole_angle: next[1],
+            cart_velocity: next[2],
+            pole_angular_velocity: next[3],
+        };
     }
 }
 
@@ -101,7 +129,7 @@ impl CartpolePlant {
 fn derivative(y: &[f64; 4], force: f64) -> Derivative {
     let [x, theta, x_dot, theta_dot] = *y;
     let (sin, cos) = (libm::sin(theta), libm::cos(theta));
-        let ml = POLE_MASS * POLE_COM;
+    let ml = POLE_MASS * POLE_COM;
     // Mass matrix [[m00, m01], [m01, m11]] and bias-free right-hand side.
     let m00 = CART_MASS + POLE_MASS;
     let m01 = ml * cos;
@@ -138,10 +166,17 @@ fn slider_limit_force(x: f64, x_dot: f64, x_ddot: f64, inverse_inertia: f64) -> 
     };
     let imp = impedance(distance.abs());
     let b = 2.0 / (IMP_MAX * LIMIT_TIMECONST);
-    let k = 1.0 / (IMP_MAX * IMP_MAX * LIMIT_TIMECONST * LIMIT_TIMECONST * LIMIT_DAMPRATIO * LIMIT_DAMPRATIO);
+    let k = 1.0
+        / (IMP_MAX
+            * IMP_MAX
+            * LIMIT_TIMECONST
+            * LIMIT_TIMECONST
+            * LIMIT_DAMPRATIO
+            * LIMIT_DAMPRATIO);
     let reference_acceleration = -b * (direction * x_dot) - k * imp * distance;
     let regulariser = (1.0 - imp) / imp * reference_inverse_inertia();
-    let magnitude = ((reference_acceleration - direction * x_ddot) / (inverse_inertia + regulariser)).max(0.0);
+    let magnitude =
+        ((reference_acceleration - direction * x_ddot) / (inverse_inertia + regulariser)).max(0.0);
     Some(direction * magnitude)
 }
 
@@ -154,7 +189,8 @@ fn impedance(violation: f64) -> f64 {
     let y = if x <= IMP_MIDPOINT {
         libm::pow(x, IMP_POWER as f64) / libm::pow(IMP_MIDPOINT, (IMP_POWER - 1) as f64)
     } else {
-        1.0 - libm::pow(1.0 - x, IMP_POWER as f64) / libm::pow(1.0 - IMP_MIDPOINT, (IMP_POWER - 1) as f64)
+        1.0 - libm::pow(1.0 - x, IMP_POWER as f64)
+            / libm::pow(1.0 - IMP_MIDPOINT, (IMP_POWER - 1) as f64)
     };
     IMP_MIN + y * (IMP_MAX - IMP_MIN)
 }
@@ -171,9 +207,14 @@ fn reference_inverse_inertia() -> f64 {
 pub fn reward(after: &CartpolePlant, control: f64) -> f64 {
     let upright = (libm::cos(after.pole_angle) + 1.0) / 2.0;
     let centered = (1.0 + tolerance_gaussian(after.cart_position, 0.0, 0.0, 2.0, 0.1)) / 2.0;
-    let quadratic = if control.abs() < 1.0 { 1.0 - control * control } else { 0.0 };
+    let quadratic = if control.abs() < 1.0 {
+        1.0 - control * control
+    } else {
+        0.0
+    };
     let small_control = (4.0 + quadratic) / 5.0;
-    let small_velocity = (1.0 + tolerance_gaussian(after.pole_angular_velocity, 0.0, 0.0, 5.0, 0.1)) / 2.0;
+    let small_velocity =
+        (1.0 + tolerance_gaussian(after.pole_angular_velocity, 0.0, 0.0, 5.0, 0.1)) / 2.0;
     upright * centered * small_control * small_velocity
 }
 
@@ -255,21 +296,38 @@ impl Task for CartpoleTask {
     }
     fn initial_plant(&self, rng: &mut TaskRng) -> CartpolePlant {
         let (cart_position, pole_angle) = match self.variant {
-            CartpoleVariant::Swingup => (0.01 * rng.standard_normal(), PI + 0.01 * rng.standard_normal()),
+            CartpoleVariant::Swingup => (
+                0.01 * rng.standard_normal(),
+                PI + 0.01 * rng.standard_normal(),
+            ),
             CartpoleVariant::Balance => (rng.uniform(-0.1, 0.1), rng.uniform(-0.034, 0.034)),
         };
         let cart_velocity = 0.01 * rng.standard_normal();
         let pole_angular_velocity = 0.01 * rng.standard_normal();
-        CartpolePlant { cart_position, pole_angle, cart_velocity, pole_angular_velocity }
+        CartpolePlant {
+            cart_position,
+            pole_angle,
+            cart_velocity,
+            pole_angular_velocity,
+        }
     }
-    fn reward(&self, _before: &CartpolePlant, physical_action: &[f64], after: &CartpolePlant) -> f64 {
+    fn reward(
+        &self,
+        _before: &CartpolePlant,
+        physical_action: &[f64],
+        after: &CartpolePlant,
+    ) -> f64 {
         reward(after, physical_action[0])
     }
 }
 
 // Scene (x right, z up): rail at z = 1 spanning the cart's travel, floor at z = -0.05.
 // The view is 4 m wide so the cart stays in frame across the whole rail.
-const VIEW: View = View { center_x: 0.0, center_z: 1.0, half_extent: 2.0 };
+const VIEW: View = View {
+    center_x: 0.0,
+    center_z: 1.0,
+    half_extent: 2.0,
+};
 const RAIL_HEIGHT: f64 = 1.0;
 const FLOOR_HEIGHT: f64 = -0.05;
 const SKY_TOP: Rgb = [58, 92, 130];
@@ -290,11 +348,21 @@ fn background() -> &'static [u8] {
         canvas.vertical_gradient(SKY_TOP, SKY_BOTTOM);
         canvas.fill_below(FLOOR_HEIGHT, FLOOR);
         let rail_end = SLIDER_LIMIT + 0.2;
-        canvas.capsule((-rail_end, RAIL_HEIGHT), (rail_end, RAIL_HEIGHT), 0.035, RAIL);
+        canvas.capsule(
+            (-rail_end, RAIL_HEIGHT),
+            (rail_end, RAIL_HEIGHT),
+            0.035,
+            RAIL,
+        );
         // End stops where the cart's edge is when the slider sits at its limit.
         for side in [-1.0, 1.0] {
             let post_x = side * (rail_end + 0.04);
-            canvas.capsule((post_x, RAIL_HEIGHT - 0.14), (post_x, RAIL_HEIGHT + 0.14), 0.035, RAIL);
+            canvas.capsule(
+                (post_x, RAIL_HEIGHT - 0.14),
+                (post_x, RAIL_HEIGHT + 0.14),
+                0.035,
+                RAIL,
+            );
         }
         frame
     })

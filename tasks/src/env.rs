@@ -104,7 +104,10 @@ pub struct EnvOptions {
 
 impl Default for EnvOptions {
     fn default() -> Self {
-        Self { obs_mode: ObsMode::State, action_repeat: 1 }
+        Self {
+            obs_mode: ObsMode::State,
+            action_repeat: 1,
+        }
     }
 }
 
@@ -147,7 +150,10 @@ pub struct TaskEnv<T: Task> {
 impl<T: Task> TaskEnv<T> {
     pub fn new(task: T, plant: T::Plant, options: EnvOptions) -> Result<Self, TaskError> {
         if options.action_repeat == 0 {
-            return Err(TaskError::InvalidOption { option: "action_repeat", reason: "must be at least 1".into() });
+            return Err(TaskError::InvalidOption {
+                option: "action_repeat",
+                reason: "must be at least 1".into(),
+            });
         }
         let low = plant.action_low();
         let high = plant.action_high();
@@ -157,7 +163,11 @@ impl<T: Task> TaskEnv<T> {
             task: task.name().to_string(),
             obs_mode: options.obs_mode,
             state_size: plant.observation_fields().len(),
-            state_fields: plant.observation_fields().iter().map(|s| s.to_string()).collect(),
+            state_fields: plant
+                .observation_fields()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             action_size: low.len(),
             physical_action_low: low.iter().map(|&v| v as f32).collect(),
             physical_action_high: high.iter().map(|&v| v as f32).collect(),
@@ -198,7 +208,11 @@ impl<T: Task> TaskEnv<T> {
             });
         }
         if let Some((index, &value)) = action.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(TaskError::NonFiniteAction { task: self.spec.task.clone(), index, value: value as f64 });
+            return Err(TaskError::NonFiniteAction {
+                task: self.spec.task.clone(),
+                index,
+                value: value as f64,
+            });
         }
         Ok(action
             .iter()
@@ -210,7 +224,11 @@ impl<T: Task> TaskEnv<T> {
     fn observe(&self) -> Observation {
         let mode = self.spec.obs_mode;
         let state = if mode.has_state() {
-            self.plant.observation().into_iter().map(|v| v as f32).collect()
+            self.plant
+                .observation()
+                .into_iter()
+                .map(|v| v as f32)
+                .collect()
         } else {
             Vec::new()
         };
@@ -240,8 +258,16 @@ impl<T: Task> Env for TaskEnv<T> {
 
     fn step(&mut self, action: &[f32]) -> Result<Step, TaskError> {
         match self.phase {
-            Phase::NotReset => return Err(TaskError::NotReset { task: self.spec.task.clone() }),
-            Phase::Over => return Err(TaskError::EpisodeOver { task: self.spec.task.clone() }),
+            Phase::NotReset => {
+                return Err(TaskError::NotReset {
+                    task: self.spec.task.clone(),
+                });
+            }
+            Phase::Over => {
+                return Err(TaskError::EpisodeOver {
+                    task: self.spec.task.clone(),
+                });
+            }
             Phase::Running => {}
         }
         let physical = self.physical_action(action)?;
@@ -258,7 +284,12 @@ impl<T: Task> Env for TaskEnv<T> {
                 break;
             }
         }
-        Ok(Step { obs: self.observe(), reward, terminated: false, truncated })
+        Ok(Step {
+            obs: self.observe(),
+            reward,
+            terminated: false,
+            truncated,
+        })
     }
 
     fn physical_state(&self) -> Vec<f64> {

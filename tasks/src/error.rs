@@ -10,15 +10,35 @@ pub enum TaskError {
     #[error("unknown observation mode `{0}`; expected one of: state, pixels, both")]
     UnknownObsMode(String),
     #[error("invalid option `{option}`: {reason}")]
-    InvalidOption { option: &'static str, reason: String },
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
     #[error("{task}: action has {got} components, expected {expected}")]
-    ActionLength { task: String, expected: usize, got: usize },
+    ActionLength {
+        task: String,
+        expected: usize,
+        got: usize,
+    },
     #[error("{task}: action component {index} is {value}, expected a finite number")]
-    NonFiniteAction { task: String, index: usize, value: f64 },
+    NonFiniteAction {
+        task: String,
+        index: usize,
+        value: f64,
+    },
     #[error("{task}: physical state has {got} values, expected {expected} ({fields})")]
-    StateLength { task: String, expected: usize, got: usize, fields: String },
+    StateLength {
+        task: String,
+        expected: usize,
+        got: usize,
+        fields: String,
+    },
     #[error("{task}: physical state field `{field}` is {value}, expected a finite number")]
-    NonFiniteState { task: String, field: &'static str, value: f64 },
+    NonFiniteState {
+        task: String,
+        field: &'static str,
+        value: f64,
+    },
     #[error("{task}: step called before reset")]
     NotReset { task: String },
     #[error("{task}: episode is over (truncated or terminated); call reset first")]

@@ -32,15 +32,28 @@ use cartpole::{CartpolePlant, CartpoleTask, CartpoleVariant};
 use pendulum::{PendulumPlant, PendulumTask};
 
 /// Every task [`make`] knows.
-pub const TASK_NAMES: &[&str] = &["pendulum", "cartpole-swingup", "cartpole-balance", "acrobot-swingup"];
+pub const TASK_NAMES: &[&str] = &[
+    "pendulum",
+    "cartpole-swingup",
+    "cartpole-balance",
+    "acrobot-swingup",
+];
 
 /// A one-line description of a task, or None for an unknown name.
 pub fn task_description(task: &str) -> Option<&'static str> {
     Some(match task {
-        "pendulum" => "Gymnasium Pendulum-v1: swing up and hold a torque-limited pendulum (200 steps of 0.05 s)",
-        "cartpole-swingup" => "DMC cartpole swingup: swing the hanging pole up and balance it (1000 steps of 0.01 s)",
-        "cartpole-balance" => "DMC cartpole balance: keep the nearly upright pole balanced (1000 steps of 0.01 s)",
-        "acrobot-swingup" => "DMC acrobot swingup: bring the two-link tip to the target above (1000 steps of 0.01 s)",
+        "pendulum" => {
+            "Gymnasium Pendulum-v1: swing up and hold a torque-limited pendulum (200 steps of 0.05 s)"
+        }
+        "cartpole-swingup" => {
+            "DMC cartpole swingup: swing the hanging pole up and balance it (1000 steps of 0.01 s)"
+        }
+        "cartpole-balance" => {
+            "DMC cartpole balance: keep the nearly upright pole balanced (1000 steps of 0.01 s)"
+        }
+        "acrobot-swingup" => {
+            "DMC acrobot swingup: bring the two-link tip to the target above (1000 steps of 0.01 s)"
+        }
         _ => return None,
     })
 }
@@ -48,19 +61,31 @@ pub fn task_description(task: &str) -> Option<&'static str> {
 /// Builds the environment for `task`; an unknown name is an error listing [`TASK_NAMES`].
 pub fn make(task: &str, options: EnvOptions) -> Result<Box<dyn Env>, TaskError> {
     Ok(match task {
-        "pendulum" => Box::new(TaskEnv::new(PendulumTask, PendulumPlant::default(), options)?),
+        "pendulum" => Box::new(TaskEnv::new(
+            PendulumTask,
+            PendulumPlant::default(),
+            options,
+        )?),
         "cartpole-swingup" => Box::new(TaskEnv::new(
-            CartpoleTask { variant: CartpoleVariant::Swingup },
+            CartpoleTask {
+                variant: CartpoleVariant::Swingup,
+            },
             CartpolePlant::default(),
             options,
         )?),
         "cartpole-balance" => Box::new(TaskEnv::new(
-            CartpoleTask { variant: CartpoleVariant::Balance },
+            CartpoleTask {
+                variant: CartpoleVariant::Balance,
+            },
             CartpolePlant::default(),
             options,
         )?),
         "acrobot-swingup" => Box::new(TaskEnv::new(AcrobotTask, AcrobotPlant::default(), options)?),
-        _ => return Err(TaskError::UnknownTask { name: task.to_string() }),
+        _ => {
+            return Err(TaskError::UnknownTask {
+                name: task.to_string(),
+            });
+        }
     })
 }
 
@@ -71,6 +96,10 @@ pub fn make_plant(task: &str) -> Result<Box<dyn Plant>, TaskError> {
         "pendulum" => Box::new(PendulumPlant::default()),
         "cartpole-swingup" | "cartpole-balance" => Box::new(CartpolePlant::default()),
         "acrobot-swingup" => Box::new(AcrobotPlant::default()),
-        _ => return Err(TaskError::UnknownTask { name: task.to_string() }),
+        _ => {
+            return Err(TaskError::UnknownTask {
+                name: task.to_string(),
+            });
+        }
     })
 }

@@ -8,10 +8,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dreamer_tasks::policy::{Policy, PolicyKind};
-use dreamer_tasks::{EnvOptions, FRAME_BYTES, FRAME_SIZE, ObsMode, TASK_NAMES, make, task_description};
+use dreamer_tasks::{
+    EnvOptions, FRAME_BYTES, FRAME_SIZE, ObsMode, TASK_NAMES, make, task_description,
+};
 
 #[derive(Parser)]
-#[command(name = "dreamer-tasks", about = "Native control tasks: list them or watch one")]
+#[command(
+    name = "dreamer-tasks",
+    about = "Native control tasks: list them or watch one"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,9 +58,25 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::List => list(),
-        Command::Show { task, policy, seed, steps, action_repeat, out, scale, strip_frames } => {
-            show(&task, &policy, seed, steps, action_repeat, out.as_deref(), scale, strip_frames)
-        }
+        Command::Show {
+            task,
+            policy,
+            seed,
+            steps,
+            action_repeat,
+            out,
+            scale,
+            strip_frames,
+        } => show(
+            &task,
+            &policy,
+            seed,
+            steps,
+            action_repeat,
+            out.as_deref(),
+            scale,
+            strip_frames,
+        ),
     }
 }
 
@@ -65,13 +86,23 @@ fn list() -> Result<()> {
         let spec = env.spec();
         println!("{name}");
         println!("  {}", task_description(name).unwrap_or(""));
-        println!("  state [{}]: {}", spec.state_size, spec.state_fields.join(", "));
+        println!(
+            "  state [{}]: {}",
+            spec.state_size,
+            spec.state_fields.join(", ")
+        );
         println!(
             "  action [{}]: normalised [-1, 1] -> physical [{:?}, {:?}]",
             spec.action_size, spec.physical_action_low, spec.physical_action_high
         );
-        println!("  physical state: {}", spec.physical_state_fields.join(", "));
-        println!("  physics dt {} s, {} steps per episode", spec.physics_dt, spec.max_env_steps);
+        println!(
+            "  physical state: {}",
+            spec.physical_state_fields.join(", ")
+        );
+        println!(
+            "  physics dt {} s, {} steps per episode",
+            spec.physics_dt, spec.max_env_steps
+        );
     }
     Ok(())
 }
@@ -91,7 +122,13 @@ fn show(
     if !(1..=16).contains(&scale) {
         bail!("--scale must be between 1 and 16, got {scale}");
     }
-    let mut env = make(task, EnvOptions { obs_mode: ObsMode::State, action_repeat })?;
+    let mut env = make(
+        task,
+        EnvOptions {
+            obs_mode: ObsMode::State,
+            action_repeat,
+        },
+    )?;
     let spec = env.spec().clone();
     let mut controller = Policy::new(kind, &spec, seed.wrapping_add(1));
     let decisions = steps.unwrap_or(spec.max_decisions).min(spec.max_decisions);
@@ -143,8 +180,14 @@ fn upscale(frame: &[u8], scale: usize) -> Vec<u8> {
 }
 
 /// Writes `path` through a temporary file in the same folder, renamed into place at the end.
-fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
-    let file_name = path.file_name().context("output path has no file name")?.to_string_lossy();
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .context("output path has no file name")?
+        .to_string_lossy();
     let temporary = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let mut writer = BufWriter::new(File::create(&temporary)?);
@@ -162,7 +205,9 @@ fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Res
 fn write_gif(path: &Path, frames: &[Vec<u8>], control_period_s: f64, scale: usize) -> Result<()> {
     // Viewers slow down delays under 2/100 s, so fast tasks keep every k-th frame.
     let keep_every = (0.04 / control_period_s).ceil().max(1.0) as usize;
-    let delay_cs = (control_period_s * keep_every as f64 * 100.0).round().max(2.0) as u16;
+    let delay_cs = (control_period_s * keep_every as f64 * 100.0)
+        .round()
+        .max(2.0) as u16;
     let side = (FRAME_SIZE * scale) as u16;
     write_atomically(path, |writer| {
         let mut encoder = gif::Encoder::new(writer, side, side, &[])?;
@@ -184,12 +229,17 @@ fn write_png_strip(path: &Path, frames: &[Vec<u8>], count: usize, scale: usize) 
     let mut strip = vec![255u8; width * side * 3];
     for slot in 0..count {
         // Evenly spaced over the episode, first and last frame included.
-        let index = if count == 1 { 0 } else { slot * (frames.len() - 1) / (count - 1) };
+        let index = if count == 1 {
+            0
+        } else {
+            slot * (frames.len() - 1) / (count - 1)
+        };
         let big = upscale(&frames[index], scale);
         let left = slot * (side + gap);
         for row in 0..side {
             let destination = (row * width + left) * 3;
-            strip[destination..destination + side * 3].copy_from_slice(&big[row * side * 3..(row + 1) * side * 3]);
+            strip[destination..destination + side * 3]
+                .copy_from_slice(&big[row * side * 3..(row + 1) * side * 3]);
         }
     }
     write_atomically(path, |writer| {

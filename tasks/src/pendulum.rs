@@ -31,7 +31,10 @@ pub struct PendulumPlant {
 impl Default for PendulumPlant {
     /// Hanging straight down, at rest.
     fn default() -> Self {
-        Self { theta: PI, theta_dot: 0.0 }
+        Self {
+            theta: PI,
+            theta_dot: 0.0,
+        }
     }
 }
 
@@ -39,7 +42,8 @@ impl PendulumPlant {
     /// One semi-implicit Euler step of `Pendulum-v1` with torque `torque` (clipped to +-2).
     pub fn step_torque(&mut self, torque: f64) {
         let u = torque.clamp(-MAX_TORQUE, MAX_TORQUE);
-        let acceleration = 3.0 * GRAVITY / (2.0 * LENGTH) * libm::sin(self.theta) + 3.0 / (MASS * LENGTH * LENGTH) * u;
+        let acceleration = 3.0 * GRAVITY / (2.0 * LENGTH) * libm::sin(self.theta)
+            + 3.0 / (MASS * LENGTH * LENGTH) * u;
         let theta_dot = (self.theta_dot + acceleration * DT).clamp(-MAX_SPEED, MAX_SPEED);
         self.theta += theta_dot * DT;
         self.theta_dot = theta_dot;
@@ -73,7 +77,10 @@ impl Plant for PendulumPlant {
     }
     fn set_state(&mut self, state: &[f64]) -> Result<(), TaskError> {
         check_state(self.domain(), state, STATE_FIELDS)?;
-        *self = Self { theta: state[0], theta_dot: state[1] };
+        *self = Self {
+            theta: state[0],
+            theta_dot: state[1],
+        };
         Ok(())
     }
     fn action_low(&self) -> &'static [f64] {
@@ -116,13 +123,22 @@ impl Task for PendulumTask {
         let theta_dot = rng.uniform(-1.0, 1.0);
         PendulumPlant { theta, theta_dot }
     }
-    fn reward(&self, before: &PendulumPlant, physical_action: &[f64], _after: &PendulumPlant) -> f64 {
+    fn reward(
+        &self,
+        before: &PendulumPlant,
+        physical_action: &[f64],
+        _after: &PendulumPlant,
+    ) -> f64 {
         reward(before, physical_action[0])
     }
 }
 
 // Scene: pivot at the origin, rod of length 1; the view shows the full swing circle.
-const VIEW: View = View { center_x: 0.0, center_z: 0.0, half_extent: 1.3 };
+const VIEW: View = View {
+    center_x: 0.0,
+    center_z: 0.0,
+    half_extent: 1.3,
+};
 const BACKDROP: Rgb = [232, 232, 224];
 const ROD: Rgb = [204, 64, 64];
 const ROD_RADIUS: f64 = 0.11;
@@ -145,7 +161,10 @@ fn draw(plant: &PendulumPlant, frame: &mut [u8]) {
     frame.copy_from_slice(background());
     let mut canvas = Canvas::new(frame, VIEW);
     // Tip at (-sin theta, cos theta): theta grows counter-clockwise from upright.
-    let tip = (-LENGTH * libm::sin(plant.theta), LENGTH * libm::cos(plant.theta));
+    let tip = (
+        -LENGTH * libm::sin(plant.theta),
+        LENGTH * libm::cos(plant.theta),
+    );
     canvas.capsule((0.0, 0.0), tip, ROD_RADIUS, ROD);
     canvas.disc((0.0, 0.0), 0.06, PIVOT);
 }

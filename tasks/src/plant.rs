@@ -53,16 +53,28 @@ pub trait Task: Send + 'static {
 /// Checks an actuator command: right length and finite values.
 pub(crate) fn check_action(domain: &str, action: &[f64], expected: usize) -> Result<(), TaskError> {
     if action.len() != expected {
-        return Err(TaskError::ActionLength { task: domain.to_string(), expected, got: action.len() });
+        return Err(TaskError::ActionLength {
+            task: domain.to_string(),
+            expected,
+            got: action.len(),
+        });
     }
     if let Some((index, &value)) = action.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(TaskError::NonFiniteAction { task: domain.to_string(), index, value });
+        return Err(TaskError::NonFiniteAction {
+            task: domain.to_string(),
+            index,
+            value,
+        });
     }
     Ok(())
 }
 
 /// Checks a physical state: right length and finite values.
-pub(crate) fn check_state(domain: &str, state: &[f64], fields: &'static [&'static str]) -> Result<(), TaskError> {
+pub(crate) fn check_state(
+    domain: &str,
+    state: &[f64],
+    fields: &'static [&'static str],
+) -> Result<(), TaskError> {
     if state.len() != fields.len() {
         return Err(TaskError::StateLength {
             task: domain.to_string(),
@@ -72,14 +84,24 @@ pub(crate) fn check_state(domain: &str, state: &[f64], fields: &'static [&'stati
         });
     }
     if let Some((field, &value)) = fields.iter().zip(state).find(|(_, v)| !v.is_finite()) {
-        return Err(TaskError::NonFiniteState { task: domain.to_string(), field, value });
+        return Err(TaskError::NonFiniteState {
+            task: domain.to_string(),
+            field,
+            value,
+        });
     }
     Ok(())
 }
 
 /// DeepMind Control's `rewards.tolerance` with the Gaussian sigmoid: 1 inside
 /// `[lower, upper]`, falling to `value_at_margin` at `margin` outside the bounds.
-pub fn tolerance_gaussian(x: f64, lower: f64, upper: f64, margin: f64, value_at_margin: f64) -> f64 {
+pub fn tolerance_gaussian(
+    x: f64,
+    lower: f64,
+    upper: f64,
+    margin: f64,
+    value_at_margin: f64,
+) -> f64 {
     if (lower..=upper).contains(&x) {
         return 1.0;
     }

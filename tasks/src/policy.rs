@@ -42,14 +42,21 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(kind: PolicyKind, spec: &EnvSpec, seed: u64) -> Self {
-        Self { kind, task: spec.task.clone(), action_size: spec.action_size, rng: TaskRng::new(seed) }
+        Self {
+            kind,
+            task: spec.task.clone(),
+            action_size: spec.action_size,
+            rng: TaskRng::new(seed),
+        }
     }
 
     /// Normalised action `[action_size]` for the given physical state.
     pub fn act(&mut self, physical_state: &[f64]) -> Vec<f32> {
         match self.kind {
             PolicyKind::Zero => vec![0.0; self.action_size],
-            PolicyKind::Random => (0..self.action_size).map(|_| self.rng.uniform(-1.0, 1.0) as f32).collect(),
+            PolicyKind::Random => (0..self.action_size)
+                .map(|_| self.rng.uniform(-1.0, 1.0) as f32)
+                .collect(),
             PolicyKind::Scripted => {
                 let action = match self.task.as_str() {
                     "pendulum" => pendulum_controller(physical_state),
@@ -73,7 +80,11 @@ fn pendulum_controller(state: &[f64]) -> f64 {
     // Energy per unit inertia with theta_ddot = 15 sin(theta): E = theta_dot^2 / 2 + 15 cos(theta).
     let energy = 0.5 * theta_dot * theta_dot + 15.0 * libm::cos(theta);
     let pump = (15.0 - energy) * theta_dot;
-    if pump.abs() < 1e-6 { 1.0 } else { pump.signum() }
+    if pump.abs() < 1e-6 {
+        1.0
+    } else {
+        pump.signum()
+    }
 }
 
 /// Energy pumping (Astrom-Furuta) far from upright, linear state feedback near it.
@@ -100,7 +111,12 @@ fn acrobot_controller(state: &[f64]) -> f64 {
         shoulder_velocity: state[2],
         elbow_velocity: state[3],
     };
-    let upright = AcrobotPlant { shoulder_angle: 0.0, elbow_angle: 0.0, shoulder_velocity: 0.0, elbow_velocity: 0.0 };
+    let upright = AcrobotPlant {
+        shoulder_angle: 0.0,
+        elbow_angle: 0.0,
+        shoulder_velocity: 0.0,
+        elbow_velocity: 0.0,
+    };
     let energy_gap = upright.energy() - plant.energy();
     (2.0 * energy_gap * state[3]).clamp(-1.0, 1.0)
 }

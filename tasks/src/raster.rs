@@ -97,7 +97,12 @@ impl<'a> Canvas<'a> {
         let r = radius as f32 * self.view.scale();
         let (dx, dy) = (bx - ax, by - ay);
         let length_sq = (dx * dx + dy * dy).max(1e-12);
-        let bounds = (ax.min(bx) - r, ay.min(by) - r, ax.max(bx) + r, ay.max(by) + r);
+        let bounds = (
+            ax.min(bx) - r,
+            ay.min(by) - r,
+            ax.max(bx) + r,
+            ay.max(by) + r,
+        );
         self.fill_shape(bounds, color, |px, py| {
             let (qx, qy) = (px - ax, py - ay);
             let h = ((qx * dx + qy * dy) / length_sq).clamp(0.0, 1.0);

@@ -12,7 +12,9 @@ pub struct TaskRng {
 
 impl TaskRng {
     pub fn new(seed: u64) -> Self {
-        Self { stream: ChaCha8Rng::seed_from_u64(seed) }
+        Self {
+            stream: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// Uniform in [0, 1) with 53 random bits.

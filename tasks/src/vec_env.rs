@@ -37,9 +37,12 @@ impl Worker {
             .spawn(move || {
                 while let Ok(job) = job_receiver.recv() {
                     let reply = match job {
-                        Job::Reset(seeds) => {
-                            Reply::Observations(seeds.into_iter().map(|(i, seed)| envs[i].reset(seed)).collect())
-                        }
+                        Job::Reset(seeds) => Reply::Observations(
+                            seeds
+                                .into_iter()
+                                .map(|(i, seed)| envs[i].reset(seed))
+                                .collect(),
+                        ),
                         Job::Step(actions) => {
                             let action_size = actions.len() / envs.len().max(1);
                             Reply::Steps(
@@ -56,11 +59,20 @@ impl Worker {
                 }
             })
             .map_err(|e| TaskError::Batch(format!("cannot start a worker thread: {e}")))?;
-        Ok(Self { first, len, jobs: Some(job_sender), replies: reply_receiver, thread: Some(thread) })
+        Ok(Self {
+            first,
+            len,
+            jobs: Some(job_sender),
+            replies: reply_receiver,
+            thread: Some(thread),
+        })
     }
 
     fn send(&self, job: Job) -> Result<(), TaskError> {
-        self.jobs.as_ref().and_then(|jobs| jobs.send(job).ok()).ok_or_else(|| self.stopped())
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(|| self.stopped())
     }
 
     fn receive(&self) -> Result<Reply, TaskError> {
@@ -68,7 +80,11 @@ impl Worker {
     }
 
     fn stopped(&self) -> TaskError {
-        TaskError::Batch(format!("worker thread for envs {}..{} stopped", self.first, self.first + self.len))
+        TaskError::Batch(format!(
+            "worker thread for envs {}..{} stopped",
+            self.first,
+            self.first + self.len
+        ))
     }
 }
 
@@ -92,8 +108,15 @@ pub struct VecEnv {
 
 impl VecEnv {
     /// `num_envs` copies of `task` on `num_threads` threads (clamped to 1..=num_envs).
-    pub fn new(task: &str, options: EnvOptions, num_envs: usize, num_threads: usize) -> Result<Self, TaskError> {
-        let envs = (0..num_envs).map(|_| crate::make(task, options)).collect::<Result<Vec<_>, _>>()?;
+    pub fn new(
+        task: &str,
+        options: EnvOptions,
+        num_envs: usize,
+        num_threads: usize,
+    ) -> Result<Self, TaskError> {
+        let envs = (0..num_envs)
+            .map(|_| crate::make(task, options))
+            .collect::<Result<Vec<_>, _>>()?;
         Self::from_envs(envs, num_threads)
     }
 
@@ -118,10 +141,18 @@ impl VecEnv {
         for thread_index in 0..num_threads {
             // Chunks differ in size by at most one.
             let len = num_envs / num_threads + usize::from(thread_index < num_envs % num_threads);
-            workers.push(Worker::spawn(first_index, remaining.by_ref().take(len).collect())?);
+            workers.push(Worker::spawn(
+                first_index,
+                remaining.by_ref().take(len).collect(),
+            )?);
             first_index += len;
         }
-        Ok(Self { spec, num_envs, workers, needs_reset: vec![true; num_envs] })
+        Ok(Self {
+            spec,
+            num_envs,
+            workers,
+            needs_reset: vec![true; num_envs],
+        })
     }
 
     pub fn spec(&self) -> &EnvSpec {
@@ -140,7 +171,11 @@ impl VecEnv {
     /// Resets every env, env `i` with `seeds[i]`.
     pub fn reset_all(&mut self, seeds: &[u64]) -> Result<Vec<Observation>, TaskError> {
         if seeds.len() != self.num_envs {
-            return Err(TaskError::Batch(format!("{} seeds for {} envs", seeds.len(), self.num_envs)));
+            return Err(TaskError::Batch(format!(
+                "{} seeds for {} envs",
+                seeds.len(),
+                self.num_envs
+            )));
         }
         for worker in &self.workers {
             let chunk = &seeds[worker.first..worker.first + worker.len];
@@ -150,7 +185,9 @@ impl VecEnv {
         for worker in &self.workers {
             match worker.receive()? {
                 Reply::Observations(chunk) => observations.extend(chunk),
-                Reply::Steps(_) => return Err(TaskError::Batch("worker replied out of order".into())),
+                Reply::Steps(_) => {
+                    return Err(TaskError::Batch("worker replied out of order".into()));
+                }
             }
         }
         self.needs_reset.fill(false);
@@ -163,7 +200,12 @@ impl VecEnv {
             .workers
             .iter()
             .find(|w| (w.first..w.first + w.len).contains(&index))
-            .ok_or_else(|| TaskError::Batch(format!("env index {index} out of range 0..{}", self.num_envs)))?;
+            .ok_or_else(|| {
+                TaskError::Batch(format!(
+                    "env index {index} out of range 0..{}",
+                    self.num_envs
+                ))
+            })?;
         worker.send(Job::Reset(vec![(index - worker.first, seed)]))?;
         match worker.receive()? {
             Reply::Observations(mut chunk) if chunk.len() == 1 => {
@@ -194,10 +236,13 @@ impl VecEnv {
             });
         }
         if let Some(index) = self.needs_reset.iter().position(|&r| r) {
-            return Err(TaskError::Batch(format!("env {index} needs a reset before stepping")));
+            return Err(TaskError::Batch(format!(
+                "env {index} needs a reset before stepping"
+            )));
         }
         for worker in &self.workers {
-            let chunk = &actions[worker.first * action_size..(worker.first + worker.len) * action_size];
+            let chunk =
+                &actions[worker.first * action_size..(worker.first + worker.len) * action_size];
             worker.send(Job::Step(chunk.to_vec()))?;
         }
         let mut steps = Vec::with_capacity(self.num_envs);
@@ -208,7 +253,9 @@ impl VecEnv {
                 Reply::Steps(Err(error)) => {
                     first_error.get_or_insert(error);
                 }
-                Reply::Observations(_) => return Err(TaskError::Batch("worker replied out of order".into())),
+                Reply::Observations(_) => {
+                    return Err(TaskError::Batch("worker replied out of order".into()));
+                }
             }
         }
         if let Some(error) = first_error {

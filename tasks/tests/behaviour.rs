@@ -4,11 +4,15 @@ use dreamer_tasks::acrobot::AcrobotPlant;
 use dreamer_tasks::cartpole::{CartpolePlant, SLIDER_LIMIT};
 use dreamer_tasks::policy::{Policy, PolicyKind};
 use dreamer_tasks::{
-    EnvOptions, FRAME_BYTES, ObsMode, Observation, Plant, TASK_NAMES, TaskError, TaskRng, VecEnv, make,
+    EnvOptions, FRAME_BYTES, ObsMode, Observation, Plant, TASK_NAMES, TaskError, TaskRng, VecEnv,
+    make,
 };
 
 fn options(obs_mode: ObsMode, action_repeat: u32) -> EnvOptions {
-    EnvOptions { obs_mode, action_repeat }
+    EnvOptions {
+        obs_mode,
+        action_repeat,
+    }
 }
 
 /// Observations and rewards of `decisions` steps under a seeded random policy.
@@ -62,7 +66,10 @@ fn observation_modes_fill_only_what_was_asked() {
         assert_eq!(both.pixels, pixels.pixels);
     }
     assert_eq!("pixels".parse::<ObsMode>(), Ok(ObsMode::Pixels));
-    assert!(matches!("rgb".parse::<ObsMode>(), Err(TaskError::UnknownObsMode(_))));
+    assert!(matches!(
+        "rgb".parse::<ObsMode>(),
+        Err(TaskError::UnknownObsMode(_))
+    ));
 }
 
 #[test]
@@ -98,26 +105,54 @@ fn time_limit_counts_physics_steps() {
         }
     }
     assert_eq!(decisions, 67);
-    assert!(matches!(env.step(&[0.0]), Err(TaskError::EpisodeOver { .. })));
-    assert_eq!(make("cartpole-balance", options(ObsMode::State, 2)).unwrap().spec().max_decisions, 500);
+    assert!(matches!(
+        env.step(&[0.0]),
+        Err(TaskError::EpisodeOver { .. })
+    ));
+    assert_eq!(
+        make("cartpole-balance", options(ObsMode::State, 2))
+            .unwrap()
+            .spec()
+            .max_decisions,
+        500
+    );
 }
 
 #[test]
 fn bad_actions_are_errors_and_leave_the_state_alone() {
     for &task in TASK_NAMES {
         let mut env = make(task, EnvOptions::default()).unwrap();
-        assert!(matches!(env.step(&[0.0]), Err(TaskError::NotReset { .. })), "{task}");
+        assert!(
+            matches!(env.step(&[0.0]), Err(TaskError::NotReset { .. })),
+            "{task}"
+        );
         env.reset(11);
         let before = env.physical_state();
-        for bad in [vec![f32::NAN], vec![f32::INFINITY], vec![f32::NEG_INFINITY], vec![], vec![0.0, 0.0]] {
+        for bad in [
+            vec![f32::NAN],
+            vec![f32::INFINITY],
+            vec![f32::NEG_INFINITY],
+            vec![],
+            vec![0.0, 0.0],
+        ] {
             let error = env.step(&bad).unwrap_err();
             assert!(
-                matches!(error, TaskError::NonFiniteAction { .. } | TaskError::ActionLength { .. }),
+                matches!(
+                    error,
+                    TaskError::NonFiniteAction { .. } | TaskError::ActionLength { .. }
+                ),
                 "{task}: {error}"
             );
-            assert_eq!(env.physical_state(), before, "{task}: state changed by {bad:?}");
+            assert_eq!(
+                env.physical_state(),
+                before,
+                "{task}: state changed by {bad:?}"
+            );
         }
-        assert!(env.set_physical_state(&[f64::NAN; 4][..before.len()]).is_err());
+        assert!(
+            env.set_physical_state(&[f64::NAN; 4][..before.len()])
+                .is_err()
+        );
         assert!(env.set_physical_state(&before[1..]).is_err());
         assert_eq!(env.physical_state(), before);
     }
@@ -138,7 +173,10 @@ fn out_of_range_actions_are_clipped_to_the_unit_box() {
 
 #[test]
 fn unknown_task_lists_the_known_ones() {
-    let message = make("cartpole-swing", EnvOptions::default()).err().unwrap().to_string();
+    let message = make("cartpole-swing", EnvOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     for &task in TASK_NAMES {
         assert!(message.contains(task), "{message}");
     }
@@ -148,9 +186,12 @@ fn unknown_task_lists_the_known_ones() {
 #[test]
 fn vec_env_matches_single_envs_with_per_copy_seeds() {
     let seeds = [10, 11, 12, 13, 14];
-    let mut batch = VecEnv::new("acrobot-swingup", options(ObsMode::Both, 2), seeds.len(), 2).unwrap();
-    let mut singles: Vec<_> =
-        seeds.iter().map(|_| make("acrobot-swingup", options(ObsMode::Both, 2)).unwrap()).collect();
+    let mut batch =
+        VecEnv::new("acrobot-swingup", options(ObsMode::Both, 2), seeds.len(), 2).unwrap();
+    let mut singles: Vec<_> = seeds
+        .iter()
+        .map(|_| make("acrobot-swingup", options(ObsMode::Both, 2)).unwrap())
+        .collect();
     assert!(batch.step_all(&[0.0; 5]).is_err(), "stepping before reset");
     let batch_obs = batch.reset_all(&seeds).unwrap();
     for ((env, &seed), obs) in singles.iter_mut().zip(&seeds).zip(&batch_obs) {
@@ -158,7 +199,9 @@ fn vec_env_matches_single_envs_with_per_copy_seeds() {
     }
     let mut rng = TaskRng::new(99);
     for _ in 0..20 {
-        let actions: Vec<f32> = (0..seeds.len()).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let actions: Vec<f32> = (0..seeds.len())
+            .map(|_| rng.uniform(-1.0, 1.0) as f32)
+            .collect();
         let steps = batch.step_all(&actions).unwrap();
         for ((env, action), step) in singles.iter_mut().zip(&actions).zip(&steps) {
             assert_eq!(&env.step(&[*action]).unwrap(), step);
@@ -183,9 +226,21 @@ fn vec_env_needs_a_reset_after_an_episode_ends() {
     let mut batch = VecEnv::new("pendulum", options(ObsMode::State, 50), 3, 3).unwrap();
     batch.reset_all(&[1, 2, 3]).unwrap();
     for _ in 0..3 {
-        assert!(batch.step_all(&[0.0; 3]).unwrap().iter().all(|s| !s.truncated));
+        assert!(
+            batch
+                .step_all(&[0.0; 3])
+                .unwrap()
+                .iter()
+                .all(|s| !s.truncated)
+        );
     }
-    assert!(batch.step_all(&[0.0; 3]).unwrap().iter().all(|s| s.truncated));
+    assert!(
+        batch
+            .step_all(&[0.0; 3])
+            .unwrap()
+            .iter()
+            .all(|s| s.truncated)
+    );
     assert!(batch.needs_reset(0));
     assert!(batch.step_all(&[0.0; 3]).is_err());
     batch.reset_one(0, 4).unwrap();
@@ -205,16 +260,38 @@ fn cartpole_slider_limit_holds_the_cart_near_the_rail_end() {
     }
     // Full thrust into the stop at ~5.7 m/s: the soft limit (time constant 0.08 s) lets the
     // cart in by about v * tc / e, then holds it a few millimetres past the limit.
-    assert!(furthest > SLIDER_LIMIT, "never reached the limit: {furthest}");
-    assert!(furthest < SLIDER_LIMIT + 0.25, "went through the limit: {furthest}");
-    assert!((plant.cart_position - SLIDER_LIMIT).abs() < 0.01, "not held at the limit: {}", plant.cart_position);
-    assert!(plant.cart_velocity.abs() < 0.05, "still moving: {}", plant.cart_velocity);
+    assert!(
+        furthest > SLIDER_LIMIT,
+        "never reached the limit: {furthest}"
+    );
+    assert!(
+        furthest < SLIDER_LIMIT + 0.25,
+        "went through the limit: {furthest}"
+    );
+    assert!(
+        (plant.cart_position - SLIDER_LIMIT).abs() < 0.01,
+        "not held at the limit: {}",
+        plant.cart_position
+    );
+    assert!(
+        plant.cart_velocity.abs() < 0.05,
+        "still moving: {}",
+        plant.cart_velocity
+    );
     // Released, the constraint pushes the cart back to the rail end and no further.
     for _ in 0..300 {
         plant.step_physics(&[0.0]).unwrap();
     }
-    assert!(plant.cart_position <= SLIDER_LIMIT + 1e-3, "{}", plant.cart_position);
-    assert!(plant.cart_position > 1.0, "bounced far back: {}", plant.cart_position);
+    assert!(
+        plant.cart_position <= SLIDER_LIMIT + 1e-3,
+        "{}",
+        plant.cart_position
+    );
+    assert!(
+        plant.cart_position > 1.0,
+        "bounced far back: {}",
+        plant.cart_position
+    );
 }
 
 #[test]
@@ -222,18 +299,28 @@ fn acrobot_energy_changes_only_by_damping_and_motor_work() {
     // Over one step, dE = integral of (torque * elbow_velocity - 0.05 * (q1'^2 + q2'^2)) dt;
     // the trapezoid rule over one step is good to ~1e-4 J here, while a wrong sign anywhere
     // in the equations of motion shows up as a spurious power of watts (1e-2 J per step).
-    let mut plant = AcrobotPlant { shoulder_angle: 2.0, elbow_angle: -1.0, shoulder_velocity: 1.5, elbow_velocity: -2.0 };
+    let mut plant = AcrobotPlant {
+        shoulder_angle: 2.0,
+        elbow_angle: -1.0,
+        shoulder_velocity: 1.5,
+        elbow_velocity: -2.0,
+    };
     for step in 0..200 {
         let control = if step % 50 < 25 { 0.7 } else { -0.4 };
         let before = plant;
         plant.step_physics(&[control]).unwrap();
         let power = |p: &AcrobotPlant| {
             2.0 * control * p.elbow_velocity
-                - 0.05 * (p.shoulder_velocity * p.shoulder_velocity + p.elbow_velocity * p.elbow_velocity)
+                - 0.05
+                    * (p.shoulder_velocity * p.shoulder_velocity
+                        + p.elbow_velocity * p.elbow_velocity)
         };
         let expected = 0.01 * 0.5 * (power(&before) + power(&plant));
         let actual = plant.energy() - before.energy();
-        assert!((actual - expected).abs() < 1e-3, "step {step}: {actual} vs {expected}");
+        assert!(
+            (actual - expected).abs() < 1e-3,
+            "step {step}: {actual} vs {expected}"
+        );
     }
 }
 
@@ -262,7 +349,8 @@ fn standard_normal_has_unit_moments() {
     let mut rng = TaskRng::new(123);
     let samples: Vec<f64> = (0..20_000).map(|_| rng.standard_normal()).collect();
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
-    let variance = samples.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / samples.len() as f64;
+    let variance =
+        samples.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / samples.len() as f64;
     assert!(mean.abs() < 0.03, "{mean}");
     assert!((variance - 1.0).abs() < 0.04, "{variance}");
 }
