@@ -173,7 +173,7 @@ where
         let start = match self.next_tick_us {
             Some(due) if now > due + u64::from(self.config.period_us) => {
                 // More than a whole period late: skip ahead instead of bursting.
-                self.stats.overruns += 1;
+                bump(&mut self.stats.overruns);
                 now
             }
             Some(due) => {
@@ -213,7 +213,7 @@ where
 
     /// Samples the sensors and sends the observation (in a session) and the heartbeat.
     fn begin_tick(&mut self, now: u64) {
-        self.stats.ticks += 1;
+        bump(&mut self.stats.ticks);
         self.tick_start_us = now;
         // Sampled in every mode so velocity estimates are valid right after a handshake.
         let sample = self.sensors.sample(now);
@@ -228,10 +228,10 @@ where
                         timestamp_us: now,
                         values,
                     }));
-                    self.stats.observations_sent += 1;
+                    bump(&mut self.stats.observations_sent);
                 }
                 Err(_) => {
-                    self.stats.sensor_errors += 1;
+                    bump(&mut self.stats.sensor_errors);
                     self.report(FaultKind::SensorRead, true);
                 }
             }
@@ -255,7 +255,7 @@ where
             return;
         }
         self.awaiting_action = false;
-        self.stats.deadline_misses += 1;
+        bump(&mut self.stats.deadline_misses);
         self.consecutive_misses = self.consecutive_misses.saturating_add(1);
         if self.mode == Mode::Running && self.consecutive_misses >= self.config.max_missed.max(1) {
             self.enter_safe(FaultKind::DeadlineMissed);
@@ -266,14 +266,14 @@ where
         self.motor_off();
         self.mode = Mode::Safe;
         self.fault = Some(kind);
-        self.stats.faults += 1;
+        bump(&mut self.stats.faults);
         self.report(kind, true);
     }
 
     fn motor_off(&mut self) {
         self.command.clear();
         if self.motor.off().is_err() {
-            self.stats.actuator_errors += 1;
+            bump(&mut self.stats.actuator_errors);
         }
     }
 
@@ -285,7 +285,7 @@ where
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(_) => {
-                    self.stats.serial_errors += 1;
+                    bump(&mut self.stats.serial_errors);
                     return;
                 }
             }
@@ -293,7 +293,7 @@ where
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(_) => {
-                    self.stats.serial_errors += 1;
+                    bump(&mut self.stats.serial_errors);
                     return;
                 }
             };
@@ -313,7 +313,7 @@ where
             | Message::Observation(_)
             | Message::Heartbeat(_)
             | Message::Fault(_) => {
-                self.stats.unexpected_messages += 1;
+                bump(&mut self.stats.unexpected_messages);
             }
         }
     }
@@ -330,14 +330,14 @@ where
             HandshakeResult::Accepted
         };
         if result == HandshakeResult::Accepted {
-            self.stats.handshakes_accepted += 1;
+            bump(&mut self.stats.handshakes_accepted);
             // A fault stays active across a new session until actions return.
             if self.mode == Mode::AwaitingHandshake {
                 self.mode = Mode::Running;
                 self.consecutive_misses = 0;
             }
         } else {
-            self.stats.handshakes_rejected += 1;
+            bump(&mut self.stats.handshakes_rejected);
         }
         self.send(&Message::HelloAck(HelloAck {
             result,
@@ -349,16 +349,16 @@ where
 
     fn on_action(&mut self, action: &Action, now: u64) {
         if self.mode == Mode::AwaitingHandshake || action.seq != self.seq {
-            self.stats.stale_actions += 1;
+            bump(&mut self.stats.stale_actions);
             return;
         }
         if !self.awaiting_action || now > self.deadline_us {
-            self.stats.late_actions += 1;
+            bump(&mut self.stats.late_actions);
             return;
         }
         let expected = self.sensors.layout().action_size();
         if action.values.len() != expected || action.values.iter().any(|v| !v.is_finite()) {
-            self.stats.invalid_actions += 1;
+            bump(&mut self.stats.invalid_actions);
             return;
         }
         let mut command: Vec<f32, MAX_ACTION> = Vec::new();
@@ -370,10 +370,10 @@ where
             let _ = command.push(limited);
         }
         if clamped {
-            self.stats.clamped_actions += 1;
+            bump(&mut self.stats.clamped_actions);
         }
         if self.motor.apply(command[0]).is_err() {
-            self.stats.actuator_errors += 1;
+            bump(&mut self.stats.actuator_errors);
             self.awaiting_action = false;
             if self.mode == Mode::Running {
                 self.enter_safe(FaultKind::Actuator);
@@ -383,10 +383,10 @@ where
         self.command = command;
         self.awaiting_action = false;
         self.consecutive_misses = 0;
-        self.stats.actions_applied += 1;
+        bump(&mut self.stats.actions_applied);
         if self.mode == Mode::Safe {
             self.mode = Mode::Running;
-            self.stats.recoveries += 1;
+            bump(&mut self.stats.recoveries);
             let kind = self.fault.take().unwrap_or(FaultKind::DeadlineMissed);
             self.report(kind, false);
         }
@@ -410,7 +410,7 @@ where
             .and_then(|()| self.serial.flush())
             .is_err()
         {
-            self.stats.serial_errors += 1;
+            bump(&mut self.stats.serial_errors);
         }
     }
 
@@ -419,6 +419,11 @@ where
         self.motor_off();
         (self.sensors, self.motor, self.serial)
     }
+}
+
+/// Counters saturate: the firmware never panics or wraps a count back to zero.
+fn bump(counter: &mut u32) {
+    *counter = counter.saturating_add(1);
 }
 
 #[cfg(test)]
