@@ -93,8 +93,7 @@ pub struct Firmware<I2C, SPI, PWM, DIR, SER> {
     mode: Mode,
     /// Sequence number of the latest observation.
     seq: u32,
-    /// Start and deadline of the current tick.
-    tick_start_us: u64,
+    /// Action deadline of the current tick.
     deadline_us: u64,
     /// When the next tick starts, once the first one ran.
     next_tick_us: Option<u64>,
@@ -131,7 +130,6 @@ where
             decoder: FrameDecoder::new(),
             mode: Mode::AwaitingHandshake,
             seq: 0,
-            tick_start_us: 0,
             deadline_us: 0,
             next_tick_us: None,
             awaiting_action: false,
@@ -214,7 +212,6 @@ where
     /// Samples the sensors and sends the observation (in a session) and the heartbeat.
     fn begin_tick(&mut self, now: u64) {
         bump(&mut self.stats.ticks);
-        self.tick_start_us = now;
         // Sampled in every mode so velocity estimates are valid right after a handshake.
         let sample = self.sensors.sample(now);
         if self.mode != Mode::AwaitingHandshake {
