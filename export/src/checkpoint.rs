@@ -114,6 +114,11 @@ pub enum TensorProblem {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    NonFinite {
+        name: String,
+        index: usize,
+        value: f32,
+    },
 }
 
 impl fmt::Display for TensorProblem {
@@ -133,6 +138,9 @@ impl fmt::Display for TensorProblem {
                 f,
                 "tensor `{name}` has shape {found:?}, expected {expected:?}"
             ),
+            TensorProblem::NonFinite { name, index, value } => {
+                write!(f, "tensor `{name}` holds {value} at flat index {index}")
+            }
         }
     }
 }
@@ -425,7 +433,15 @@ fn check_tensors(
                 expected: shape.clone(),
                 found: t.shape.clone(),
             }),
-            Some(_) => {}
+            Some(t) => {
+                if let Some(i) = t.data.iter().position(|x| !x.is_finite()) {
+                    problems.push(TensorProblem::NonFinite {
+                        name: name.clone(),
+                        index: i,
+                        value: t.data[i],
+                    });
+                }
+            }
         }
     }
     for (name, t) in weights {

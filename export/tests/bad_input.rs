@@ -277,3 +277,16 @@ fn unknown_task_is_named() {
     let msg = export_err(&ckpt, &tmp.path().join("out"), &ExportOptions::default()).to_string();
     assert!(msg.contains("task `juggling`"), "{msg}");
 }
+
+#[test]
+fn non_finite_weight_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ckpt, mut weights) = checkpoint(tmp.path());
+    weights.get_mut("rssm.gru.weight_hh").unwrap().1[5] = f32::NAN;
+    rewrite_weights(&ckpt, &weights);
+    let msg = export_err(&ckpt, &tmp.path().join("out"), &ExportOptions::default()).to_string();
+    assert!(
+        msg.contains("tensor `rssm.gru.weight_hh` holds NaN at flat index 5"),
+        "{msg}"
+    );
+}
