@@ -702,6 +702,12 @@ mod tests {
     use super::gaussian_kl;
 
     #[test]
+    fn agent_can_move_to_a_control_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::Agent>();
+    }
+
+    #[test]
     fn kl_of_identical_gaussians_is_zero_and_grows_with_distance() {
         let m = [0.3f32, -1.0];
         let s = [0.5f32, 2.0];
