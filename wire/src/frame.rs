@@ -355,6 +355,20 @@ mod tests {
     }
 
     #[test]
+    fn layout_fingerprint_depends_on_order_and_names() {
+        let cartpole = ["x", "cos", "sin", "x_dot", "theta_dot"];
+        let layout = Layout::from_fields(&cartpole, 1);
+        assert_eq!((layout.observation_size, layout.action_size), (5, 1));
+        // CRC-32/ISO-HDLC of "x\ncos\nsin\nx_dot\ntheta_dot\n"
+        assert_eq!(layout.observation_fields, 0xee2a_0482);
+        let owned: std::vec::Vec<std::string::String> =
+            cartpole.iter().map(|s| s.to_string()).collect();
+        assert_eq!(Layout::from_fields(&owned, 1), layout);
+        let swapped = ["x", "sin", "cos", "x_dot", "theta_dot"];
+        assert_ne!(Layout::from_fields(&swapped, 1), layout);
+    }
+
+    #[test]
     fn sizes_match_docs_firmware_md() {
         assert_eq!((MAX_PAYLOAD, MAX_RAW, MAX_FRAME), (81, 85, 87));
     }

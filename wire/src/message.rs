@@ -24,12 +24,24 @@ pub struct Layout {
     pub observation_fields: u32,
 }
 
+impl Layout {
+    /// The layout of a model whose observation has these field names, in order (a bundle
+    /// manifest's `observation.state.fields`, a task's `state_fields`).
+    pub fn from_fields<S: AsRef<str>>(observation_fields: &[S], action_size: u8) -> Self {
+        Self {
+            observation_size: u8::try_from(observation_fields.len()).unwrap_or(u8::MAX),
+            action_size,
+            observation_fields: fields_fingerprint(observation_fields),
+        }
+    }
+}
+
 /// CRC-32 (ISO-HDLC) over the field names, each followed by a `\n`.
-pub fn fields_fingerprint<'a>(fields: impl IntoIterator<Item = &'a str>) -> u32 {
+pub fn fields_fingerprint<S: AsRef<str>>(fields: impl IntoIterator<Item = S>) -> u32 {
     let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
     let mut digest = crc.digest();
     for field in fields {
-        digest.update(field.as_bytes());
+        digest.update(field.as_ref().as_bytes());
         digest.update(b"\n");
     }
     digest.finalize()

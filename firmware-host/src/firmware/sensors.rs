@@ -8,7 +8,7 @@
 
 use core::f32::consts::{PI, TAU};
 
-use dreamer_wire::{MAX_OBSERVATION, fields_fingerprint};
+use dreamer_wire::MAX_OBSERVATION;
 use embedded_hal::i2c::I2c;
 use embedded_hal::spi::SpiDevice;
 use heapless::Vec;
@@ -85,11 +85,7 @@ impl TaskLayout {
     }
 
     pub fn wire_layout(self) -> dreamer_wire::Layout {
-        dreamer_wire::Layout {
-            observation_size: self.fields().len() as u8,
-            action_size: self.action_size() as u8,
-            observation_fields: fields_fingerprint(self.fields().iter().copied()),
-        }
+        dreamer_wire::Layout::from_fields(self.fields(), self.action_size() as u8)
     }
 }
 
