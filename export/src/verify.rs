@@ -640,6 +640,8 @@ impl<'r> RandomCases<'r> {
                 .zip(post[names::S_NEXT].chunks(d.s))
                 .flat_map(|(h, s)| h.iter().chain(s).copied())
                 .collect();
+            // Actor noise taken from the posterior noise values: any non-zero values exercise
+            // the sampling path of both graphs alike.
             let action_noise: Vec<f32> = rows(self.noise, d.s, start, d.batch)
                 .chunks(d.s)
                 .flat_map(|row| (0..d.a).map(|i| row[i % d.s]))
