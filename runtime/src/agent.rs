@@ -418,6 +418,21 @@ impl Agent {
         prev.copy_from_slice(&self.action);
     }
 
+    /// Runs the step's graphs on the current inputs and discards the results: the latent
+    /// state, action and counters do not change. At low control rates the weights fall out of
+    /// the CPU caches between steps; priming shortly before a deadline brings them back so
+    /// the real step runs warm. Allocates nothing.
+    pub fn prime(&mut self) -> Result<(), StepError> {
+        match &mut self.graphs {
+            Graphs::Fused(f) => run(&mut f.graph),
+            Graphs::Separate(s) => {
+                run(&mut s.encoder)?;
+                run(&mut s.rssm)?;
+                run(&mut s.actor)
+            }
+        }
+    }
+
     /// The action most recently handed out: the policy's, or the safe action after a failure.
     pub fn action(&self) -> &[f32] {
         &self.action

@@ -190,6 +190,20 @@ impl RateDriver {
         self.tick
     }
 
+    /// Sleeps until `lead` before the next deadline (no-op before the first tick or when that
+    /// time has passed). For work that should happen just ahead of the tick, such as
+    /// [`crate::Agent::prime`] bringing the weights back into cache after an idle period.
+    pub fn sleep_until_before_next(&self, lead: Duration) {
+        if self.period_ns == 0 || self.start_ns == 0 {
+            return;
+        }
+        let deadline = self.start_ns + self.tick * self.period_ns;
+        let wake = deadline.saturating_sub(lead.as_nanos().min(u64::MAX as u128) as u64);
+        if wake > monotonic_ns() {
+            sleep_until_ns(wake);
+        }
+    }
+
     /// Ends the tick started by [`RateDriver::wait`]: records its work time and schedules the
     /// next deadline. A tick that ends after the next deadline is a miss; deadlines that
     /// passed meanwhile are skipped (counted), keeping the grid.

@@ -155,6 +155,10 @@ struct RunArgs {
     /// Lock memory (mlockall), where permitted.
     #[arg(long)]
     lock_memory: bool,
+    /// Prime the policy (a discarded run that brings its weights back into cache) this many
+    /// microseconds before each deadline; 0 = off. Needs a lead above the step time.
+    #[arg(long, default_value_t = 0)]
+    prime_lead_us: u64,
     #[command(flatten)]
     agent: AgentArgs,
 }
@@ -249,6 +253,14 @@ fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     }
 
     let mut driver = RateDriver::new(rate_hz).map_err(anyhow::Error::msg)?;
+    let prime_lead = std::time::Duration::from_micros(args.prime_lead_us);
+    if rate_hz > 0.0 && prime_lead >= driver.period() {
+        bail!(
+            "--prime-lead-us {} is not below the control period {:?}",
+            args.prime_lead_us,
+            driver.period()
+        );
+    }
     let mut step_latency = LatencyRecorder::default();
     let mut action = vec![0.0f32; manifest.action.size as usize];
     let mut returns = Vec::new();
@@ -260,6 +272,10 @@ fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         let mut total = 0.0;
         let mut taken = 0;
         while taken < decisions {
+            if prime_lead > std::time::Duration::ZERO {
+                driver.sleep_until_before_next(prime_lead);
+                agent.prime().context("priming the policy failed")?;
+            }
             driver.wait();
             let started = Instant::now();
             let outcome = agent.step(&Observation {

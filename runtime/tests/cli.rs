@@ -65,7 +65,16 @@ fn run_drives_the_task_in_closed_loop_and_reports_latency() {
     assert_eq!(returns(&text), returns(&again));
 
     // At a fixed rate the deadlines are reported.
-    let (ok, text) = dreamer_rt(&["run", path, "--rate-hz", "200", "--max-decisions", "20"]);
+    let (ok, text) = dreamer_rt(&[
+        "run",
+        path,
+        "--rate-hz",
+        "200",
+        "--max-decisions",
+        "20",
+        "--prime-lead-us",
+        "1000",
+    ]);
     assert!(ok, "{text}");
     assert!(text.contains("deadline misses"), "{text}");
 }

@@ -69,6 +69,7 @@ fn assert_steps_do_not_allocate(sizes: Sizes, options: AgentOptions) {
     let before = allocations();
     let mut checksum = 0.0f32;
     for i in 0..500 {
+        agent.prime().unwrap();
         checksum += agent.step(&view(i)).unwrap()[0];
         checksum += agent.surprise() + agent.latent().h[0];
         if i == 250 {
