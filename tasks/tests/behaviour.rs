@@ -354,3 +354,23 @@ fn standard_normal_has_unit_moments() {
     assert!(mean.abs() < 0.03, "{mean}");
     assert!((variance - 1.0).abs() < 0.04, "{variance}");
 }
+
+#[test]
+fn random_policy_scores_match_the_published_scale() {
+    // Pendulum-v1: a random policy scores about -1200 per episode.
+    let mut total = 0.0;
+    for seed in 0..10 {
+        let mut env = make("pendulum", EnvOptions::default()).unwrap();
+        let mut policy = Policy::new(PolicyKind::Random, env.spec(), seed + 100);
+        env.reset(seed);
+        loop {
+            let step = env.step(&policy.act(&env.physical_state())).unwrap();
+            total += step.reward;
+            if step.truncated {
+                break;
+            }
+        }
+    }
+    let mean = total / 10.0;
+    assert!((-1450.0..-950.0).contains(&mean), "{mean}");
+}
