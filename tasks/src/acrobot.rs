@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use crate::cartpole::capsule_inertia;
 use crate::error::TaskError;
-use crate::plant::{Plant, Task, check_action, check_state, tolerance_gaussian};
+use crate::plant::{Plant, Task, check_action, check_state, commit_step, tolerance_gaussian};
 use crate::raster::{Canvas, FRAME_BYTES, Rgb, View, render_into};
 use crate::rng::TaskRng;
 
@@ -198,8 +198,9 @@ impl Plant for AcrobotPlant {
     }
     fn step_physics(&mut self, physical_action: &[f64]) -> Result<(), TaskError> {
         check_action(self.domain(), physical_action, 1)?;
-        self.step_control(physical_action[0]);
-        Ok(())
+        let mut next = *self;
+        next.step_control(physical_action[0]);
+        commit_step(self, next)
     }
     fn observation_fields(&self) -> &'static [&'static str] {
         OBSERVATION_FIELDS

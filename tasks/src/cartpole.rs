@@ -10,7 +10,7 @@ use std::f64::consts::PI;
 use std::sync::OnceLock;
 
 use crate::error::TaskError;
-use crate::plant::{Plant, Task, check_action, check_state, tolerance_gaussian};
+use crate::plant::{Plant, Task, check_action, check_state, commit_step, tolerance_gaussian};
 use crate::raster::{Canvas, FRAME_BYTES, Rgb, View, render_into};
 use crate::rng::TaskRng;
 
@@ -249,8 +249,9 @@ impl Plant for CartpolePlant {
     }
     fn step_physics(&mut self, physical_action: &[f64]) -> Result<(), TaskError> {
         check_action(self.domain(), physical_action, 1)?;
-        self.step_control(physical_action[0]);
-        Ok(())
+        let mut next = *self;
+        next.step_control(physical_action[0]);
+        commit_step(self, next)
     }
     fn observation_fields(&self) -> &'static [&'static str] {
         OBSERVATION_FIELDS

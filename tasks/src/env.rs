@@ -118,7 +118,8 @@ pub trait Env: Send {
     fn reset(&mut self, seed: u64) -> Observation;
     /// Applies `action` (normalised, `[action_size]`) for `action_repeat` physics steps, or
     /// fewer when the time limit is reached first. Finite values outside [-1, 1] are clipped;
-    /// a wrong length, NaN or infinity is an error and the state is not touched.
+    /// a wrong length, NaN or infinity is an error and the state is not touched, as is a
+    /// physics step that would produce non-finite numbers (`TaskError::Diverged`).
     fn step(&mut self, action: &[f32]) -> Result<Step, TaskError>;
     /// The physical state (`spec().physical_state_fields`), SI units.
     fn physical_state(&self) -> Vec<f64>;
@@ -271,11 +272,17 @@ impl<T: Task> Env for TaskEnv<T> {
             Phase::Running => {}
         }
         let physical = self.physical_action(action)?;
+        let start = (self.plant.clone(), self.env_steps);
         let mut reward = 0.0;
         let mut truncated = false;
         for _ in 0..self.spec.action_repeat {
             let before = self.plant.clone();
-            self.plant.step_physics(&physical)?;
+            if let Err(error) = self.plant.step_physics(&physical) {
+                // A diverging step undoes the whole decision.
+                (self.plant, self.env_steps) = start;
+                self.phase = Phase::Running;
+                return Err(error);
+            }
             reward += self.task.reward(&before, &physical, &self.plant);
             self.env_steps += 1;
             if self.env_steps >= self.spec.max_env_steps {

@@ -39,6 +39,8 @@ pub enum TaskError {
         field: &'static str,
         value: f64,
     },
+    #[error("{task}: the physics step from state {state:?} did not give finite values; state kept")]
+    Diverged { task: String, state: Vec<f64> },
     #[error("{task}: step called before reset")]
     NotReset { task: String },
     #[error("{task}: episode is over (truncated or terminated); call reset first")]

@@ -69,6 +69,20 @@ pub(crate) fn check_action(domain: &str, action: &[f64], expected: usize) -> Res
     Ok(())
 }
 
+/// Accepts a physics step's result only when every value is finite, so that an absurd state
+/// set by a caller can never turn the plant's state into NaN or infinity.
+pub(crate) fn commit_step<P: Plant>(plant: &mut P, next: P) -> Result<(), TaskError> {
+    if next.state().iter().all(|v| v.is_finite()) {
+        *plant = next;
+        Ok(())
+    } else {
+        Err(TaskError::Diverged {
+            task: plant.domain().to_string(),
+            state: plant.state(),
+        })
+    }
+}
+
 /// Checks a physical state: right length and finite values.
 pub(crate) fn check_state(
     domain: &str,

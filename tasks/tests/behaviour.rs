@@ -374,3 +374,19 @@ fn random_policy_scores_match_the_published_scale() {
     let mean = total / 10.0;
     assert!((-1450.0..-950.0).contains(&mean), "{mean}");
 }
+
+#[test]
+fn absurd_states_never_turn_into_nan() {
+    let mut env = make("cartpole-swingup", EnvOptions::default()).unwrap();
+    env.reset(0);
+    let absurd = [1e300, 1e300, -1e300, 1e300];
+    env.set_physical_state(&absurd).unwrap();
+    match env.step(&[1.0]) {
+        Ok(step) => assert!(step.obs.state.iter().all(|v| !v.is_nan())),
+        Err(error) => {
+            assert!(matches!(error, TaskError::Diverged { .. }), "{error}");
+            assert_eq!(env.physical_state(), absurd);
+        }
+    }
+    assert!(env.physical_state().iter().all(|v| v.is_finite()));
+}
