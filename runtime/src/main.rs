@@ -461,14 +461,17 @@ fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         },
     )?;
     let mut bare = GraphBench::open(&args.bundle, &manifest, bundle::POLICY_STEP, &options, 2)?;
+    let mut bound = GraphBench::open(&args.bundle, &manifest, bundle::POLICY_STEP, &options, 2)?;
     for i in 0..args.warmup as usize {
         fused.step(&view(i))?;
         bare.run_session_api().map_err(anyhow::Error::msg)?;
+        bound.run_bound().map_err(anyhow::Error::msg)?;
     }
     let rounds = 10;
     let per_round = (args.steps / rounds).max(1);
     let mut agent_rec = LatencyRecorder::default();
     let mut bare_rec = LatencyRecorder::default();
+    let mut bound_rec = LatencyRecorder::default();
     let mut i = 0usize;
     for _ in 0..rounds {
         time_n(per_round, &mut agent_rec, || {
@@ -479,16 +482,31 @@ fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         time_n(per_round, &mut bare_rec, || {
             bare.run_session_api().map_err(anyhow::Error::msg)
         })?;
+        time_n(per_round, &mut bound_rec, || {
+            bound.run_bound().map_err(anyhow::Error::msg)
+        })?;
     }
     let agent_summary = agent_rec.summary();
     let bare_summary = bare_rec.summary();
-    println!("policy step:");
+    let bound_summary = bound_rec.summary();
+    let overhead = |base: &LatencySummary| {
+        format!(
+            "p50 {:+.1}%, mean {:+.1}%",
+            100.0 * (agent_summary.p50_us / base.p50_us - 1.0),
+            100.0 * (agent_summary.mean_us / base.mean_us - 1.0)
+        )
+    };
+    println!("policy step (interleaved in {rounds} rounds):");
     print_latency("agent step (fused)", &agent_summary);
     print_latency("bare session.run (fused)", &bare_summary);
+    print_latency("bound run (fused)", &bound_summary);
     println!(
-        "  agent overhead vs bare session.run: p50 {:+.1}%, mean {:+.1}%",
-        100.0 * (agent_summary.p50_us / bare_summary.p50_us - 1.0),
-        100.0 * (agent_summary.mean_us / bare_summary.mean_us - 1.0)
+        "  agent overhead vs bare session.run: {}",
+        overhead(&bare_summary)
+    );
+    println!(
+        "  agent overhead vs bound run:        {}",
+        overhead(&bound_summary)
     );
 
     let has_separate = [bundle::ENCODER, bundle::RSSM_OBS_STEP, bundle::ACTOR]
