@@ -74,6 +74,7 @@ pub struct Stats {
     pub recoveries: u32,
     pub sensor_errors: u32,
     pub actuator_errors: u32,
+    /// Failed serial writes, plus runs of failed reads (a dead port counts once per run).
     pub serial_errors: u32,
     /// Ticks that started late by more than a period (the loop skipped ahead).
     pub overruns: u32,
@@ -102,6 +103,8 @@ pub struct Firmware<I2C, SPI, PWM, DIR, SER> {
     consecutive_misses: u16,
     /// The fault that put the firmware in safe mode.
     fault: Option<FaultKind>,
+    /// The last serial read failed (counted once until a read succeeds).
+    read_failing: bool,
     /// Last applied command (held on a missed deadline); zero in safe mode.
     command: Vec<f32, MAX_ACTION>,
     stats: Stats,
@@ -135,6 +138,7 @@ where
             awaiting_action: false,
             consecutive_misses: 0,
             fault: None,
+            read_failing: false,
             command: Vec::new(),
             stats: Stats::default(),
         };
@@ -278,22 +282,23 @@ where
     fn poll(&mut self, now: u64) {
         let mut buf = [0u8; 64];
         loop {
-            match self.serial.read_ready() {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(_) => {
-                    bump(&mut self.stats.serial_errors);
-                    return;
-                }
-            }
-            let n = match self.serial.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(_) => {
-                    bump(&mut self.stats.serial_errors);
-                    return;
-                }
+            let received = match self.serial.read_ready() {
+                Ok(true) => self.serial.read(&mut buf).ok(),
+                Ok(false) => Some(0),
+                Err(_) => None,
             };
+            let Some(n) = received else {
+                // A dead port fails every poll; count each run of failures once.
+                if !self.read_failing {
+                    self.read_failing = true;
+                    bump(&mut self.stats.serial_errors);
+                }
+                return;
+            };
+            self.read_failing = false;
+            if n == 0 {
+                return;
+            }
             for &byte in &buf[..n] {
                 if let Some(Ok(frame)) = self.decoder.push(byte) {
                     self.handle(frame.message, now);
