@@ -223,3 +223,73 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::string::ToString;
+
+    use super::*;
+
+    /// A serial port that never receives anything and swallows writes.
+    struct NullSerial;
+
+    impl embedded_io::ErrorType for NullSerial {
+        type Error = core::convert::Infallible;
+    }
+    impl ReadReady for NullSerial {
+        fn read_ready(&mut self) -> Result<bool, Self::Error> {
+            Ok(false)
+        }
+    }
+    impl Read for NullSerial {
+        fn read(&mut self, _buf: &mut [u8]) -> Result<usize, Self::Error> {
+            Ok(0)
+        }
+    }
+    impl Write for NullSerial {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    fn error_of(options: SimOptions) -> String {
+        match HostFirmware::new(options, NullSerial) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        assert!(error_of(SimOptions::new("walker-walk")).contains("walker-walk"));
+        let message = error_of(SimOptions {
+            rate_hz: 0.0,
+            ..SimOptions::new("pendulum")
+        });
+        assert!(message.contains("rate_hz"), "{message}");
+        let message = error_of(SimOptions {
+            deadline_s: Some(1.0),
+            ..SimOptions::new("pendulum")
+        });
+        assert!(message.contains("deadline"), "{message}");
+        let message = error_of(SimOptions {
+            max_missed: 0,
+            ..SimOptions::new("pendulum")
+        });
+        assert!(message.contains("max_missed"), "{message}");
+    }
+
+    #[test]
+    fn every_task_with_a_sensor_suite_starts() {
+        for &task in dreamer_tasks::TASK_NAMES {
+            let robot = HostFirmware::new(SimOptions::new(task), NullSerial)
+                .unwrap_or_else(|e| panic!("{task}: {e}"));
+            let summary = robot.finish();
+            assert_eq!(summary.final_mode, Mode::AwaitingHandshake);
+            assert!(summary.episode_return.is_finite());
+        }
+    }
+}
