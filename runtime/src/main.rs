@@ -176,6 +176,9 @@ struct BenchArgs {
     /// Pin the benchmark thread to this CPU.
     #[arg(long)]
     pin_cpu: Option<usize>,
+    /// SCHED_FIFO priority for the benchmark thread (1-99), as a control loop would run.
+    #[arg(long)]
+    rt_priority: Option<i32>,
     #[command(flatten)]
     agent: AgentArgs,
 }
@@ -411,9 +414,11 @@ fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     let options = args.agent.options(ort_lib);
     let manifest = bundle::open(&args.bundle)
         .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
-    if let Some(cpu) = args.pin_cpu {
-        control::pin_current_thread(cpu).map_err(anyhow::Error::msg)?;
-    }
+    let realtime = control::apply_realtime(&LoopOptions {
+        pin_cpu: args.pin_cpu,
+        realtime_priority: args.rt_priority,
+        lock_memory: false,
+    });
     let runtime = ortlib::load(options.ort_lib.as_deref())?;
     println!(
         "bench {}: ONNX Runtime {} ({}), provider {}, {} intra-op thread(s), spinning {}, {} steps",
@@ -425,6 +430,15 @@ fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         if options.spinning { "on" } else { "off" },
         args.steps
     );
+    if let Some(cpu) = realtime.pinned_cpu {
+        println!("  pinned to CPU {cpu}");
+    }
+    if let Some(priority) = realtime.fifo_priority {
+        println!("  SCHED_FIFO priority {priority}");
+    }
+    for note in &realtime.notes {
+        println!("  note: {note}");
+    }
     let observations = random_observations(&manifest, 64);
     let view = |i: usize| {
         let (state, pixels) = &observations[i % observations.len()];
