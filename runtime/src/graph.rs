@@ -205,6 +205,11 @@ impl GraphRunner {
             provider: options.provider,
             message,
         })?;
+        if placement.cpu_fallback_disabled {
+            builder = builder
+                .with_config_entry("session.disable_cpu_ep_fallback", "1")
+                .map_err(|e| ort_err(e.into()))?;
+        }
         let session = builder.commit_from_file(&file).map_err(ort_err)?;
 
         check_declared(role, "input", &info.inputs, session.inputs())?;

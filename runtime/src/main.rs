@@ -184,6 +184,10 @@ struct BenchArgs {
 }
 
 fn main() -> Result<()> {
+    // Exit quietly when the output pipe closes (`dreamer-rt info b | head`), like other
+    // Unix tools, instead of failing on the write.
+    // SAFETY: sets a signal disposition to its default before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args, cli.ort_lib),
@@ -586,7 +590,10 @@ fn info(bundle_dir: &Path) -> Result<()> {
         );
     }
     let a = &m.action;
-    println!("act       {} values in [{:?}, {:?}]", a.size, a.low, a.high);
+    println!(
+        "act       {} values, normalised {:?} .. {:?}",
+        a.size, a.low, a.high
+    );
     println!(
         "          physical range: {:?} .. {:?}",
         a.physical_low, a.physical_high

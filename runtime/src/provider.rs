@@ -88,6 +88,9 @@ pub struct GraphPlacement {
     pub registered: Vec<&'static str>,
     /// Why the requested provider is not running the graph (only when fallback was allowed).
     pub fallback_reason: Option<String>,
+    /// ONNX Runtime may not place nodes on the CPU: set for a GPU provider without
+    /// fallback, so a graph the provider cannot run entirely is refused at load time.
+    pub cpu_fallback_disabled: bool,
 }
 
 impl GraphPlacement {
@@ -103,8 +106,8 @@ impl GraphPlacement {
 impl fmt::Display for GraphPlacement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.graph, self.registered.join(" > "))?;
-        if !self.registered.contains(&Provider::Cpu.ort_name()) {
-            write!(f, " > CPUExecutionProvider")?;
+        if self.cpu_fallback_disabled {
+            write!(f, " (no CPU fallback)")?;
         }
         if let Some(reason) = &self.fallback_reason {
             write!(f, " (requested {}, fell back: {reason})", self.requested)?;
@@ -128,6 +131,7 @@ pub(crate) fn register(
         requested,
         registered: Vec::new(),
         fallback_reason: None,
+        cpu_fallback_disabled: false,
     };
     let outcome = match requested {
         Provider::Cpu => Ok(Vec::new()),
@@ -142,7 +146,12 @@ pub(crate) fn register(
         Err(reason) if allow_fallback => placement.fallback_reason = Some(reason),
         Err(reason) => return Err(reason),
     }
-    placement.registered.push(Provider::Cpu.ort_name());
+    // The session builder applies `cpu_fallback_disabled`.
+    if requested != Provider::Cpu && !allow_fallback {
+        placement.cpu_fallback_disabled = true;
+    } else {
+        placement.registered.push(Provider::Cpu.ort_name());
+    }
     Ok(placement)
 }
 
