@@ -1,0 +1,278 @@
+//! Checkpoint folders as in docs/checkpoint-format.md: `model.safetensors`,
+//! `optim.safetensors`, `state.json` and `config.toml`, written to `<dir>.tmp-<pid>` and
+//! renamed into place.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use dreamer_config::{CONFIG_FILE, Config};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::agent::Agent;
+use crate::networks::Dims;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIM_FILE: &str = "optim.safetensors";
+pub const STATE_FILE: &str = "state.json";
+pub const REFERENCE_FILE: &str = "reference.safetensors";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a checkpoint folder (missing {file})")]
+    NotCheckpoint { path: PathBuf, file: &'static str },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: format_version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path}: tensor `{name}` is missing from the file (the model has it with shape {shape:?})")]
+    Missing {
+        path: PathBuf,
+        name: String,
+        shape: Vec<i64>,
+    },
+    #[error("{path}: tensor `{name}` in the file is not part of this model (shape {shape:?})")]
+    Extra {
+        path: PathBuf,
+        name: String,
+        shape: Vec<i64>,
+    },
+    #[error("{path}: tensor `{name}` has shape {found:?} in the file, the model needs {expected:?}")]
+    Shape {
+        path: PathBuf,
+        name: String,
+        found: Vec<i64>,
+        expected: Vec<i64>,
+    },
+    #[error("{path}: {source}")]
+    Torch {
+        path: PathBuf,
+        #[source]
+        source: tch::TchError,
+    },
+    #[error(transparent)]
+    Config(#[from] dreamer_config::ConfigError),
+}
+
+/// Counters and what the networks were built for; `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub format_version: u32,
+    pub task: String,
+    /// A
+    pub action_size: usize,
+    /// O (0 when state observations are not used)
+    pub state_size: usize,
+    pub pixels: bool,
+    /// Environment steps taken for training (prefill included).
+    pub env_steps: u64,
+    pub updates: u64,
+    /// Episodes stored in the replay folder.
+    pub episodes: u64,
+    /// Random draws made by the collection and evaluation streams so far.
+    pub collect_draws: u64,
+    pub eval_draws: u64,
+    /// Mean noise-free return of the last evaluation.
+    pub eval_return: Option<f64>,
+}
+
+impl RunState {
+    pub fn new(task: &str, dims: Dims) -> RunState {
+        RunState {
+            format_version: FORMAT_VERSION,
+            task: task.to_string(),
+            action_size: dims.action as usize,
+            state_size: dims.state.unwrap_or(0) as usize,
+            pixels: dims.pixels,
+            env_steps: 0,
+            updates: 0,
+            episodes: 0,
+            collect_draws: 0,
+            eval_draws: 0,
+            eval_return: None,
+        }
+    }
+
+    pub fn dims(&self) -> Dims {
+        Dims {
+            action: self.action_size as i64,
+            state: (self.state_size > 0).then_some(self.state_size as i64),
+            pixels: self.pixels,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn torch(path: &Path) -> impl FnOnce(tch::TchError) -> CheckpointError + '_ {
+    move |source| CheckpointError::Torch {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `agent` and `state` to the folder `dir`, replacing it atomically.
+pub fn save(dir: &Path, agent: &Agent, state: &RunState) -> Result<(), CheckpointError> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| CheckpointError::Invalid {
+            path: dir.to_path_buf(),
+            message: "checkpoint path has no folder name".into(),
+        })?
+        .to_string_lossy()
+        .to_string();
+    let tmp = dir.with_file_name(format!("{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+
+    let weights = agent.named_weights();
+    let model_path = tmp.join(MODEL_FILE);
+    Tensor::write_safetensors(&weights, &model_path).map_err(torch(&model_path))?;
+    let mut optim = agent.model_opt.state("model");
+    optim.extend(agent.actor_opt.state("actor"));
+    optim.extend(agent.value_opt.state("value"));
+    let optim_path = tmp.join(OPTIM_FILE);
+    Tensor::write_safetensors(&optim, &optim_path).map_err(torch(&optim_path))?;
+    let state_path = tmp.join(STATE_FILE);
+    let json = serde_json::to_string_pretty(state).expect("RunState serialises");
+    fs::write(&state_path, json).map_err(io(&state_path))?;
+    let config_path = tmp.join(CONFIG_FILE);
+    fs::write(&config_path, agent.config.to_toml_string()).map_err(io(&config_path))?;
+    if dir.exists() {
+        let old = dir.with_file_name(format!("{name}.old-{}", std::process::id()));
+        fs::rename(dir, &old).map_err(io(dir))?;
+        fs::rename(&tmp, dir).map_err(io(dir))?;
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    } else {
+        fs::rename(&tmp, dir).map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+/// Read `config.toml` and `state.json` of a checkpoint folder, checking the format version.
+pub fn read_meta(dir: &Path) -> Result<(Config, RunState), CheckpointError> {
+    for file in [MODEL_FILE, OPTIM_FILE, STATE_FILE, CONFIG_FILE] {
+        if !dir.join(file).is_file() {
+            return Err(CheckpointError::NotCheckpoint {
+                path: dir.to_path_buf(),
+                file,
+            });
+        }
+    }
+    let state_path = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
+            path: state_path.clone(),
+            message: e.to_string(),
+        })?;
+    let found = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
+    if found != FORMAT_VERSION {
+        return Err(CheckpointError::Version {
+            path: state_path,
+            found,
+        });
+    }
+    let state: RunState = serde_json::from_value(value).map_err(|e| CheckpointError::Invalid {
+        path: state_path.clone(),
+        message: e.to_string(),
+    })?;
+    let config = Config::load(&dir.join(CONFIG_FILE))?;
+    Ok((config, state))
+}
+
+/// Copy the tensors of `file` into `targets` (name -> variable): every name must match and
+/// every shape agree.
+fn load_named(path: &Path, targets: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(torch(path))?
+        .into_iter()
+        .collect();
+    let wanted: HashMap<&str, &Tensor> = targets.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut extra: Vec<&String> = tensors.keys().filter(|n| !wanted.contains_key(n.as_str())).collect();
+    extra.sort();
+    if let Some(name) = extra.first() {
+        return Err(CheckpointError::Extra {
+            path: path.to_path_buf(),
+            name: (*name).clone(),
+            shape: tensors[*name].size(),
+        });
+    }
+    tch::no_grad(|| {
+        for (name, target) in targets {
+            let source = tensors.get(name).ok_or_else(|| CheckpointError::Missing {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                shape: target.size(),
+            })?;
+            if source.size() != target.size() {
+                return Err(CheckpointError::Shape {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                    found: source.size(),
+                    expected: target.size(),
+                });
+            }
+            let mut target = target.shallow_clone();
+            target.copy_(&source.to_kind(target.kind()));
+        }
+        Ok(())
+    })
+}
+
+/// Load network weights and optimiser state of checkpoint `dir` into `agent`.
+pub fn load_into(dir: &Path, agent: &mut Agent) -> Result<(), CheckpointError> {
+    load_named(&dir.join(MODEL_FILE), &agent.named_weights())?;
+    let optim_path = dir.join(OPTIM_FILE);
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&optim_path)
+        .map_err(torch(&optim_path))?
+        .into_iter()
+        .collect();
+    for (prefix, opt) in [
+        ("model", &mut agent.model_opt),
+        ("actor", &mut agent.actor_opt),
+        ("value", &mut agent.value_opt),
+    ] {
+        opt.load_state(prefix, &tensors)
+            .map_err(|e| CheckpointError::Invalid {
+                path: optim_path.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// Build the agent a checkpoint describes on `device` and load it.
+pub fn load(dir: &Path, device: Device) -> Result<(Agent, RunState), CheckpointError> {
+    let (config, state) = read_meta(dir)?;
+    let mut agent = Agent::new(&config, state.dims(), device);
+    load_into(dir, &mut agent)?;
+    Ok((agent, state))
+}
+
+/// All weights of an agent as f32 CPU tensors by name (for comparisons).
+pub fn weights_on_cpu(agent: &Agent) -> Vec<(String, Tensor)> {
+    agent
+        .named_weights()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cpu).to_kind(Kind::Float).detach()))
+        .collect()
+}

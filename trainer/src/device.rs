@@ -1,0 +1,78 @@
+//! Device selection. libtorch's CUDA support lives in `libtorch_cuda.so`, which the linker
+//! drops (nothing references it directly); loading it at start-up, before tch is touched,
+//! lets one binary run on CPU-only and CUDA machines.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+
+use tch::Device;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("unknown device `{0}`: use auto, cpu, cuda or cuda:N")]
+    Unknown(String),
+    #[error("device `{0}` requested but CUDA is not available (no libtorch_cuda.so or no GPU)")]
+    NoCuda(String),
+    #[error("device `{requested}`: this machine has {count} CUDA device(s)")]
+    NoSuchGpu { requested: String, count: usize },
+    #[error("--threads must be at least 1")]
+    Threads,
+}
+
+/// The libtorch folder: `DREAMER_LIBTORCH_DIR` at run time, else the one built against.
+pub fn libtorch_dir() -> PathBuf {
+    std::env::var_os("DREAMER_LIBTORCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("DREAMER_LIBTORCH_DIR")))
+}
+
+/// Load `<libtorch>/lib/libtorch_cuda.so` when it exists. Returns the path loaded, if any.
+pub fn load_cuda_library() -> Option<PathBuf> {
+    let path = libtorch_dir().join("lib").join("libtorch_cuda.so");
+    if !path.exists() {
+        return None;
+    }
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: dlopen with a valid NUL-terminated path; the handle is intentionally kept open
+    // for the life of the process.
+    let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    (!handle.is_null()).then_some(path)
+}
+
+/// Resolve `auto | cpu | cuda | cuda:N` and set the CPU thread count. Call once, first.
+pub fn select(spec: &str, threads: Option<usize>) -> Result<Device, DeviceError> {
+    load_cuda_library();
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(DeviceError::Threads);
+        }
+        tch::set_num_threads(n as i32);
+        tch::set_num_interop_threads(1);
+    }
+    let cuda = tch::Cuda::is_available();
+    let count = if cuda { tch::Cuda::device_count() as usize } else { 0 };
+    match spec {
+        "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let index = match spec.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| DeviceError::Unknown(spec.to_string()))?,
+                None => return Err(DeviceError::Unknown(spec.to_string())),
+            };
+            if !cuda {
+                return Err(DeviceError::NoCuda(spec.to_string()));
+            }
+            if index >= count {
+                return Err(DeviceError::NoSuchGpu {
+                    requested: spec.to_string(),
+                    count,
+                });
+            }
+            Ok(Device::Cuda(index))
+        }
+    }
+}

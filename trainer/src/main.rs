@@ -1,0 +1,310 @@
+//! `dreamer`: train, evaluate and benchmark Dreamer agents.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use dreamer_config::{Config, DEFAULT_PRESET};
+use dreamer_trainer::run::{CHECKPOINT_DIR, RunOptions};
+use dreamer_trainer::{checkpoint, device, env_loop, reference, run, video};
+use tch::Device;
+
+#[derive(Parser)]
+#[command(name = "dreamer", version, about = "Dreamer (DreamerV1) on libtorch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// CPU threads for libtorch (default: libtorch's choice)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl DeviceArgs {
+    fn select(&self) -> Result<Device> {
+        Ok(device::select(&self.device, self.threads)?)
+    }
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Preset: paper, cpu-state or cpu-pixels
+    #[arg(long, default_value = DEFAULT_PRESET)]
+    preset: String,
+    /// TOML file whose keys replace the preset's
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one key, e.g. --set train.batch=16 (repeatable)
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn resolve(&self) -> Result<Config> {
+        Ok(Config::resolve(
+            &self.preset,
+            self.config.as_deref(),
+            &self.sets,
+        )?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an agent (default: cpu-state preset on pendulum)
+    Train {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Run folder: metrics.jsonl, TensorBoard events, replay/, checkpoint/
+        #[arg(long)]
+        logdir: Option<PathBuf>,
+        /// Continue the run in --logdir from its checkpoint (--set still applies)
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Run noise-free episodes with a checkpoint and print the mean and std of the return
+    Eval {
+        /// Checkpoint folder (a run's checkpoint/ or the run folder itself)
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        episodes: usize,
+        /// Write the first episode as an animated GIF
+        #[arg(long)]
+        video: Option<PathBuf>,
+        /// Evaluation draw (selects the reset seeds)
+        #[arg(long, default_value_t = 0)]
+        draw: u64,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Write reference.safetensors (the exporter's verification data) into a checkpoint
+    Reference {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Recorded trajectory length
+        #[arg(long, default_value_t = 500)]
+        steps: usize,
+        /// Random cases
+        #[arg(long, default_value_t = 16)]
+        cases: i64,
+    },
+    /// Measure updates/s and environment steps/s of a configuration on this machine
+    Bench {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Updates to time
+        #[arg(long, default_value_t = 20)]
+        updates: u64,
+        /// Environment decisions to time with the agent acting
+        #[arg(long, default_value_t = 1000)]
+        decisions: u64,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Report libtorch, CUDA, threads and the available tasks and presets
+    Doctor {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+}
+
+fn checkpoint_folder(path: PathBuf) -> PathBuf {
+    let nested = path.join(CHECKPOINT_DIR);
+    if !path.join(checkpoint::STATE_FILE).exists() && nested.exists() {
+        nested
+    } else {
+        path
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Train {
+            config,
+            logdir,
+            resume,
+            quiet,
+            device,
+        } => {
+            let resolved = config.resolve()?;
+            let logdir = logdir.unwrap_or_else(|| {
+                PathBuf::from(format!("runs/{}-seed{}", resolved.run.task, resolved.run.seed))
+            });
+            let resolved = if resume {
+                let dir = logdir.join(CHECKPOINT_DIR);
+                let (saved, _) = checkpoint::read_meta(&dir)
+                    .with_context(|| format!("--resume {}", logdir.display()))?;
+                saved.with_overrides(&config.sets)?
+            } else {
+                resolved
+            };
+            let device = device.select()?;
+            let options = RunOptions {
+                logdir,
+                resume,
+                device,
+                progress: !quiet,
+                max_updates: None,
+            };
+            let summary = run::train(&resolved, &options)?;
+            println!(
+                "done: {} env steps, {} updates, eval return {}, wall {:.1} s",
+                summary.env_steps,
+                summary.updates,
+                summary
+                    .eval_return
+                    .map_or("n/a".to_string(), |r| format!("{r:.2}")),
+                summary.wall_s
+            );
+        }
+        Command::Eval {
+            checkpoint: dir,
+            episodes,
+            video: video_path,
+            draw,
+            device,
+        } => {
+            if episodes == 0 {
+                bail!("--episodes must be at least 1");
+            }
+            let device = device.select()?;
+            let dir = checkpoint_folder(dir);
+            let (agent, _) = checkpoint::load(&dir, device)?;
+            let evaluation = env_loop::evaluate(&agent, episodes, draw, video_path.is_some())?;
+            println!(
+                "{} episodes of {}: mean return {:.2}, std {:.2}",
+                episodes,
+                agent.config.run.task,
+                evaluation.mean(),
+                evaluation.std()
+            );
+            if let Some(path) = video_path {
+                video::write_gif(&path, &evaluation.frames, 64, 64)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("video: {}", path.display());
+            }
+        }
+        Command::Reference {
+            checkpoint: dir,
+            steps,
+            cases,
+        } => {
+            device::select("cpu", None)?;
+            let dir = checkpoint_folder(dir);
+            let path = reference::write_reference(&dir, steps, cases)?;
+            println!("wrote {}", path.display());
+        }
+        Command::Bench {
+            config,
+            updates,
+            decisions,
+            device,
+        } => {
+            let config = config.resolve()?;
+            let device = device.select()?;
+            bench(&config, device, updates, decisions)?;
+        }
+        Command::Doctor { device } => {
+            let loaded = device::load_cuda_library();
+            let selected = device::select(&device.device, device.threads);
+            println!("libtorch: {}", device::libtorch_dir().display());
+            println!(
+                "libtorch_cuda.so: {}",
+                loaded.map_or("not present".to_string(), |p| p.display().to_string())
+            );
+            println!("CUDA available: {}", tch::Cuda::is_available());
+            println!("CPU threads: {}", tch::get_num_threads());
+            match selected {
+                Ok(d) => println!("selected device: {d:?}"),
+                Err(e) => println!("selected device: error: {e}"),
+            }
+            println!("tasks: {}", dreamer_tasks::TASK_NAMES.join(", "));
+            println!(
+                "presets: {}",
+                dreamer_config::PRESETS.map(|p| p.0).join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Time updates on replayed random episodes and acting with the agent.
+fn bench(config: &Config, device: Device, updates: u64, decisions: u64) -> Result<()> {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    let dir = std::env::temp_dir().join(format!("dreamer-bench-{}", std::process::id()));
+    let mut collector = env_loop::Collector::new(config)?;
+    let dims = collector.dims();
+    let mut agent = dreamer_trainer::agent::Agent::new(config, dims, device);
+    let mut replay =
+        dreamer_trainer::replay::Replay::open(&dir, env_loop::layout_of(dims), None)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let steps_per_decision = config.run.action_repeat as u64 * collector.num_envs() as u64;
+
+    // Random episodes until a batch can be sampled.
+    let start = Instant::now();
+    let mut random_decisions = 0u64;
+    while replay.episodes() < 2 {
+        for episode in collector.step(env_loop::Behaviour::Random, &mut rng)? {
+            replay.add(episode)?;
+        }
+        random_decisions += 1;
+    }
+    let random_rate = (random_decisions * steps_per_decision) as f64 / start.elapsed().as_secs_f64();
+
+    let mut state = checkpoint::RunState::new(&config.run.task, dims);
+    run::run_updates(&mut agent, &replay, &mut state, 2)?; // warm-up
+    let start = Instant::now();
+    run::run_updates(&mut agent, &replay, &mut state, updates)?;
+    let update_s = start.elapsed().as_secs_f64() / updates as f64;
+
+    let start = Instant::now();
+    for _ in 0..decisions {
+        collector.step(
+            env_loop::Behaviour::Explore(&agent, config.collect.expl_noise),
+            &mut rng,
+        )?;
+    }
+    let act_rate = (decisions * steps_per_decision) as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Wall time per env step of a run: acting, plus train_steps updates every train_every steps.
+    let per_step = 1.0 / act_rate
+        + update_s * config.collect.train_steps as f64 / config.collect.train_every as f64;
+    println!(
+        "{} ({} from {}, batch {}x{}, horizon {}) on {:?}, {} threads",
+        config.run.task,
+        config.run.obs_mode,
+        config.run.obs_mode,
+        config.train.batch,
+        config.train.length,
+        config.train.horizon,
+        device,
+        tch::get_num_threads()
+    );
+    println!("updates/s:                       {:.2} ({:.1} ms/update)", 1.0 / update_s, update_s * 1e3);
+    println!("env steps/s, random actions:     {random_rate:.0}");
+    println!("env steps/s, agent acting:       {act_rate:.0}");
+    println!(
+        "env steps/s with the training schedule ({} updates / {} steps): {:.1}",
+        config.collect.train_steps,
+        config.collect.train_every,
+        1.0 / per_step
+    );
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! `reference.safetensors`: the trainer's own forward pass on a recorded closed-loop
+//! trajectory of real observations and on random inputs, for the exporter's verification
+//! (docs/checkpoint-format.md, "Reference file").
+
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, CheckpointError, REFERENCE_FILE};
+use crate::env_loop::{make_envs, obs_tensors};
+use crate::networks::{IMAGE_SIZE, Obs};
+use crate::rssm::{Noise, Rssm, kl_divergence};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("task: {0}")]
+    Task(#[from] dreamer_tasks::TaskError),
+    #[error("writing {path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("the trajectory needs at least 1 step and 1 random case")]
+    Empty,
+}
+
+/// Seed of the recorded trajectory's resets and of the random cases.
+const REFERENCE_SEED: u64 = 20_200_101;
+
+/// Load the checkpoint in `checkpoint_dir` on the CPU, record a closed-loop trajectory of
+/// `steps` decisions of the deterministic policy in the real task (episodes are chained:
+/// the latent carries on across resets, exactly as the policy step equations read), evaluate
+/// `cases` random inputs, and write `<checkpoint_dir>/reference.safetensors`.
+pub fn write_reference(
+    checkpoint_dir: &Path,
+    steps: usize,
+    cases: i64,
+) -> Result<PathBuf, ReferenceError> {
+    if steps == 0 || cases < 1 {
+        return Err(ReferenceError::Empty);
+    }
+    let (agent, _) = checkpoint::load(checkpoint_dir, Device::Cpu)?;
+    let dims = agent.dims;
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    tch::no_grad(|| -> Result<(), ReferenceError> {
+        // Closed-loop trajectory.
+        let mut envs = make_envs(&agent.config, 1, false)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(REFERENCE_SEED);
+        let mut obs = envs.reset_all(&[rng.random()])?;
+        let mut latent = agent.rssm.initial(1, Device::Cpu);
+        let mut action = Tensor::zeros([1, dims.action], (Kind::Float, Device::Cpu));
+        let mut columns: Vec<Vec<Tensor>> = (0..10).map(|_| Vec::with_capacity(steps)).collect();
+        for _ in 0..steps {
+            let input = obs_tensors(&obs, dims, Device::Cpu);
+            let embed = agent.encoder.forward(&input);
+            let zeros = latent.s.zeros_like();
+            let (post, prior) = agent
+                .rssm
+                .obs_step(&latent, &action, &embed, Noise::Given(&zeros));
+            let next_action = agent.actor.mode(&Rssm::get_feat(&post));
+            let surprise = kl_divergence(&post, &prior);
+            let row = [
+                input.pixels.as_ref().map(|p| p.shallow_clone()),
+                input.state.as_ref().map(|s| s.shallow_clone()),
+                Some(next_action.shallow_clone()),
+                Some(post.h.shallow_clone()),
+                Some(post.s.shallow_clone()),
+                Some(post.mean.shallow_clone()),
+                Some(post.std.shallow_clone()),
+                Some(prior.mean.shallow_clone()),
+                Some(prior.std.shallow_clone()),
+                Some(surprise),
+            ];
+            for (column, value) in columns.iter_mut().zip(row) {
+                if let Some(value) = value {
+                    column.push(value);
+                }
+            }
+            let actions: Vec<f32> =
+                Vec::try_from(next_action.flatten(0, -1)).expect("f32 action");
+            let step = envs.step_all(&actions)?.remove(0);
+            obs = if step.terminated || step.truncated {
+                vec![envs.reset_one(0, rng.random())?]
+            } else {
+                vec![step.obs]
+            };
+            latent = post;
+            action = next_action;
+        }
+        let names = [
+            "traj.obs.pixels",
+            "traj.obs.state",
+            "traj.action",
+            "traj.h",
+            "traj.s",
+            "traj.post_mean",
+            "traj.post_std",
+            "traj.prior_mean",
+            "traj.prior_std",
+            "traj.surprise",
+        ];
+        for (name, column) in names.iter().zip(&columns) {
+            if !column.is_empty() {
+                named.push((name.to_string(), Tensor::cat(column, 0)));
+            }
+        }
+
+        // Random cases.
+        let m = &agent.config.model;
+        let embed_size = dims.embed(m.units, m.cnn_depth);
+        let mut normal = |shape: &[i64]| {
+            let n: i64 = shape.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
+            Tensor::from_slice(&values).reshape(shape)
+        };
+        let h = normal(&[cases, m.deter]);
+        let s = normal(&[cases, m.stoch]);
+        let embed = normal(&[cases, embed_size]);
+        let noise = normal(&[cases, m.stoch]);
+        let state_obs = dims.state.map(|o| normal(&[cases, o]));
+        let a = (normal(&[cases, dims.action]) * 0.5).tanh();
+        let pixels_obs = dims.pixels.then(|| {
+            let n = (cases * IMAGE_SIZE * IMAGE_SIZE * 3) as usize;
+            let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            Tensor::from_slice(&bytes).reshape([cases, IMAGE_SIZE, IMAGE_SIZE, 3])
+        });
+        let obs = Obs {
+            state: state_obs,
+            pixels: pixels_obs,
+        };
+        let prev = agent.rssm.initial(cases, Device::Cpu);
+        let prev = crate::rssm::State {
+            h: h.shallow_clone(),
+            s: s.shallow_clone(),
+            ..prev
+        };
+        let img = agent.rssm.img_step(&prev, &a, Noise::Given(&noise));
+        let (post, prior) = agent.rssm.obs_step(&prev, &a, &embed, Noise::Given(&noise));
+        let (mean, std) = agent.actor.dist(&Tensor::cat(&[&h, &s], 1));
+        let mode = mean.tanh();
+        let encoded = agent.encoder.forward(&obs);
+        let mut push = |name: &str, t: &Tensor| named.push((name.to_string(), t.shallow_clone()));
+        push("rand.h", &h);
+        push("rand.s", &s);
+        push("rand.a", &a);
+        push("rand.embed", &embed);
+        push("rand.noise", &noise);
+        if let Some(p) = &obs.pixels {
+            push("rand.obs.pixels", p);
+        }
+        if let Some(o) = &obs.state {
+            push("rand.obs.state", o);
+        }
+        push("rand.encoder.embed", &encoded);
+        push("rand.img_step.h", &img.h);
+        push("rand.img_step.s", &img.s);
+        push("rand.img_step.mean", &img.mean);
+        push("rand.img_step.std", &img.std);
+        push("rand.obs_step.h", &post.h);
+        push("rand.obs_step.s", &post.s);
+        push("rand.obs_step.mean", &post.mean);
+        push("rand.obs_step.std", &post.std);
+        push("rand.obs_step.prior_mean", &prior.mean);
+        push("rand.obs_step.prior_std", &prior.std);
+        push("rand.actor.mode", &mode);
+        push("rand.actor.mean", &mean);
+        push("rand.actor.std", &std);
+        Ok(())
+    })?;
+    let named: Vec<(String, Tensor)> = named
+        .into_iter()
+        .map(|(n, t)| (n, t.contiguous()))
+        .collect();
+    let path = checkpoint_dir.join(REFERENCE_FILE);
+    let tmp = checkpoint_dir.join(format!("{REFERENCE_FILE}.tmp-{}", std::process::id()));
+    let write_err = |message: String| ReferenceError::Write {
+        path: path.clone(),
+        message,
+    };
+    Tensor::write_safetensors(&named, &tmp).map_err(|e| write_err(e.to_string()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| write_err(e.to_string()))?;
+    Ok(path)
+}

@@ -1,0 +1,262 @@
+//! The training run: random prefill, then acting with exploration noise and `train_steps`
+//! updates every `train_every` environment steps, noise-free evaluation every `eval.every`
+//! steps, checkpoints, logs, and resumption from the last checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use dreamer_config::Config;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::Device;
+
+use crate::agent::{Agent, Metrics, STREAM_COLLECT, STREAM_REPLAY, TrainError, stream_seed};
+use crate::checkpoint::{self, CheckpointError, RunState};
+use crate::env_loop::{self, Behaviour, Collector, layout_of};
+use crate::logging::{self, LogError, Logger};
+use crate::replay::{Replay, ReplayError};
+
+/// Folder names inside a run's log folder.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+pub const REPLAY_DIR: &str = "replay";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("task: {0}")]
+    Task(#[from] dreamer_tasks::TaskError),
+    #[error(
+        "{0} already holds a run (checkpoint/ exists): pass --resume to continue it or choose another --logdir"
+    )]
+    Exists(PathBuf),
+    #[error("--resume: {0} has no checkpoint to resume from")]
+    NothingToResume(PathBuf),
+    #[error("checkpoint was made for {found}, the task now gives {expected}")]
+    TaskMismatch { found: String, expected: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub logdir: PathBuf,
+    pub resume: bool,
+    pub device: Device,
+    pub progress: bool,
+    /// Stop after this many updates in this session (for tests); the run stays resumable.
+    pub max_updates: Option<u64>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub env_steps: u64,
+    pub updates: u64,
+    pub eval_return: Option<f64>,
+    pub wall_s: f64,
+    /// (env steps, mean eval return) of every evaluation of this session.
+    pub curve: Vec<(u64, f64)>,
+}
+
+fn crossed(before: u64, after: u64, every: u64) -> bool {
+    every > 0 && before / every != after / every
+}
+
+/// Train from `config` (or continue the run in `options.logdir` with `--resume`, in which
+/// case `config` is the checkpoint's configuration with the user's overrides).
+pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError> {
+    logging::check_writable(&options.logdir)?;
+    let checkpoint_dir = options.logdir.join(CHECKPOINT_DIR);
+    let mut collector = Collector::new(config)?;
+    let dims = collector.dims();
+    let (mut agent, mut state) = if options.resume {
+        if !checkpoint_dir.exists() {
+            return Err(RunError::NothingToResume(options.logdir.clone()));
+        }
+        let (_, state) = checkpoint::read_meta(&checkpoint_dir)?;
+        if state.dims() != dims || state.task != config.run.task {
+            return Err(RunError::TaskMismatch {
+                found: format!("{} {:?}", state.task, state.dims()),
+                expected: format!("{} {:?}", config.run.task, dims),
+            });
+        }
+        let mut agent = Agent::new(config, dims, options.device);
+        checkpoint::load_into(&checkpoint_dir, &mut agent)?;
+        (agent, state)
+    } else {
+        if checkpoint_dir.exists() {
+            return Err(RunError::Exists(options.logdir.clone()));
+        }
+        (
+            Agent::new(config, dims, options.device),
+            RunState::new(&config.run.task, dims),
+        )
+    };
+    let replay_limit = options.resume.then_some(state.episodes as usize);
+    let mut replay = Replay::open(&options.logdir.join(REPLAY_DIR), layout_of(dims), replay_limit)?;
+    let wall_offset = options
+        .resume
+        .then(|| wall_of_last_record(&options.logdir))
+        .flatten()
+        .unwrap_or(0.0);
+    let mut logger = Logger::new(
+        &options.logdir,
+        config.run.steps,
+        state.env_steps,
+        wall_offset,
+        options.progress,
+    )?;
+    logger.println(format!(
+        "training {} from {} on {:?}: {} env steps, logs in {}",
+        config.run.task,
+        config.run.obs_mode,
+        options.device,
+        config.run.steps,
+        options.logdir.display()
+    ));
+
+    let steps_per_decision = config.run.action_repeat as u64 * collector.num_envs() as u64;
+    let mut curve = Vec::new();
+    let mut session_updates = 0u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(
+        config.run.seed,
+        STREAM_COLLECT,
+        state.collect_draws,
+    ));
+    let mut last_train: Vec<(&'static str, f64)> = Vec::new();
+    let mut last_episode_return = None;
+    while state.env_steps < config.run.steps {
+        if options.max_updates.is_some_and(|m| session_updates >= m) {
+            break;
+        }
+        let before = state.env_steps;
+        let behaviour = if before < config.collect.prefill {
+            Behaviour::Random
+        } else {
+            Behaviour::Explore(&agent, config.collect.expl_noise)
+        };
+        let finished = collector.step(behaviour, &mut rng)?;
+        state.env_steps += steps_per_decision;
+        let after = state.env_steps;
+        for episode in finished {
+            let total = episode.total_reward();
+            last_episode_return = Some(total);
+            replay.add(episode)?;
+            state.episodes += 1;
+            logger.record("episode", after, state.updates, &[("return", total)])?;
+        }
+        logger.set_position(after);
+
+        let prefilled = after >= config.collect.prefill && replay.episodes() > 0;
+        let mut updates = 0;
+        if prefilled && state.updates == 0 {
+            updates += config.collect.pretrain;
+        }
+        if prefilled && crossed(before, after, config.collect.train_every) {
+            updates += config.collect.train_steps;
+        }
+        if updates > 0 {
+            let metrics = run_updates(&mut agent, &replay, &mut state, updates)?;
+            session_updates += updates;
+            logger.record("train", after, state.updates, &metrics)?;
+            last_train = metrics;
+        }
+        let at_end = after >= config.run.steps;
+        if crossed(before, after, config.eval.every) || (at_end && config.eval.every == 0) {
+            let evaluation = env_loop::evaluate(&agent, config.eval.episodes, state.eval_draws, false)?;
+            state.eval_draws += 1;
+            let (mean, std) = (evaluation.mean(), evaluation.std());
+            state.eval_return = Some(mean);
+            curve.push((after, mean));
+            logger.record("eval", after, state.updates, &[("return", mean), ("return_std", std)])?;
+            logger.println(format!(
+                "env steps {after:>8}  updates {:>6}  eval return {mean:9.2} +- {std:7.2}  wall {:7.1} s",
+                state.updates,
+                logger.wall_s()
+            ));
+        }
+        let metric = |name: &str| last_train.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        logger.set_message(format!(
+            "ep {:.1} eval {:.1} model {:.2} value {:.2}",
+            last_episode_return.unwrap_or(f64::NAN),
+            state.eval_return.unwrap_or(f64::NAN),
+            metric("model_loss").unwrap_or(f64::NAN),
+            metric("value_loss").unwrap_or(f64::NAN),
+        ));
+        if crossed(before, after, config.log.checkpoint_every) || at_end {
+            // Episodes still in progress are not in replay; resuming starts new episodes.
+            state.collect_draws += 1;
+            rng = ChaCha8Rng::seed_from_u64(stream_seed(
+                config.run.seed,
+                STREAM_COLLECT,
+                state.collect_draws,
+            ));
+            checkpoint::save(&checkpoint_dir, &agent, &state)?;
+        }
+    }
+    if options.max_updates.is_some() {
+        checkpoint::save(&checkpoint_dir, &agent, &state)?;
+    }
+    logger.finish();
+    if !curve.is_empty() {
+        let all = crate::plot::read_eval_curve(&options.logdir.join("metrics.jsonl"));
+        let png = options.logdir.join("learning-curve.png");
+        if let Err(e) = crate::plot::write_curve(&png, &all, &config.run.task) {
+            logger.println(format!("warning: learning curve not written: {e}"));
+        }
+    }
+    Ok(Summary {
+        env_steps: state.env_steps,
+        updates: state.updates,
+        eval_return: state.eval_return,
+        wall_s: logger.wall_s(),
+        curve,
+    })
+}
+
+/// Run `count` updates, each on a fresh replay sample; returns the mean of each metric.
+pub fn run_updates(
+    agent: &mut Agent,
+    replay: &Replay,
+    state: &mut RunState,
+    count: u64,
+) -> Result<Metrics, RunError> {
+    let t = &agent.config.train;
+    let (batch_size, length) = (t.batch as usize, t.length as usize);
+    let seed = agent.config.run.seed;
+    let mut sums: Metrics = Vec::new();
+    for _ in 0..count {
+        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(seed, STREAM_REPLAY, state.updates));
+        let Some(sample) = replay.sample(batch_size, length, &mut rng) else {
+            break;
+        };
+        let batch = sample.to_batch(agent.device());
+        let metrics = agent.update(&batch, state.updates)?;
+        state.updates += 1;
+        if sums.is_empty() {
+            sums = metrics;
+        } else {
+            for (sum, (_, value)) in sums.iter_mut().zip(metrics) {
+                sum.1 += value;
+            }
+        }
+    }
+    for sum in &mut sums {
+        sum.1 /= count as f64;
+    }
+    Ok(sums)
+}
+
+/// The wall time of the last record of an earlier session, to continue the clock.
+fn wall_of_last_record(logdir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(logdir.join("metrics.jsonl")).ok()?;
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("wall_s")?
+        .as_f64()
+}
