@@ -140,6 +140,10 @@ struct RunArgs {
     /// Seed of the first episode; episode i uses seed + i.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Exact reset seed of every episode (e.g. the ones a trainer evaluation used); sets
+    /// the number of episodes and overrides --seed.
+    #[arg(long, value_delimiter = ',', value_name = "SEED,...")]
+    env_seeds: Vec<u64>,
     /// Decisions per second (default: the task's control rate); 0 = as fast as possible.
     #[arg(long)]
     rate_hz: Option<f64>,
@@ -271,8 +275,14 @@ fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     let mut step_latency = LatencyRecorder::default();
     let mut action = vec![0.0f32; manifest.action.size as usize];
     let mut returns = Vec::new();
-    for episode in 0..args.episodes {
-        let seed = args.seed + u64::from(episode);
+    let seeds: Vec<u64> = if args.env_seeds.is_empty() {
+        (0..u64::from(args.episodes))
+            .map(|i| args.seed + i)
+            .collect()
+    } else {
+        args.env_seeds.clone()
+    };
+    for (episode, &seed) in seeds.iter().enumerate() {
         let mut obs = env.reset(seed);
         agent.reset();
         let faults_before = agent.counters().faults();

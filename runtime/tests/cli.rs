@@ -64,6 +64,20 @@ fn run_drives_the_task_in_closed_loop_and_reports_latency() {
     };
     assert_eq!(returns(&text), returns(&again));
 
+    // Explicit reset seeds reproduce the same episodes.
+    let (ok, explicit) = dreamer_rt(&[
+        "run",
+        path,
+        "--env-seeds",
+        "5,6",
+        "--rate-hz",
+        "0",
+        "--max-decisions",
+        "30",
+    ]);
+    assert!(ok, "{explicit}");
+    assert_eq!(returns(&text), returns(&explicit));
+
     // At a fixed rate the deadlines are reported.
     let (ok, text) = dreamer_rt(&[
         "run",
