@@ -493,9 +493,21 @@ fn obs_inputs(graph: &GraphRunner) -> ObsInputs {
     }
 }
 
+/// Tensors copied into each other must agree in size; checked once at load.
+fn same_size(graph: &str, what: &str, a: usize, b: usize) -> Result<(), LoadError> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(LoadError::Manifest {
+            graph: graph.to_string(),
+            message: format!("{what}: {a} values against {b}"),
+        })
+    }
+}
+
 fn open_fused(dir: &Path, manifest: &Manifest, options: &AgentOptions) -> Result<Fused, LoadError> {
     let graph = GraphRunner::open(dir, manifest, bundle::POLICY_STEP, options)?;
-    Ok(Fused {
+    let fused = Fused {
         obs: obs_inputs(&graph),
         h: graph.require_input(names::H)?,
         s: graph.require_input(names::S)?,
@@ -507,7 +519,40 @@ fn open_fused(dir: &Path, manifest: &Manifest, options: &AgentOptions) -> Result
         out_s: graph.require_output(names::S_NEXT)?,
         out_surprise: graph.require_output(names::SURPRISE)?,
         graph,
-    })
+    };
+    let (g, role) = (&fused.graph, bundle::POLICY_STEP);
+    let a = manifest.action.size as usize;
+    same_size(
+        role,
+        "h_next against h",
+        g.output_len(fused.out_h),
+        g.input_len(fused.h),
+    )?;
+    same_size(
+        role,
+        "s_next against s",
+        g.output_len(fused.out_s),
+        g.input_len(fused.s),
+    )?;
+    same_size(
+        role,
+        "action against the manifest's action size",
+        g.output_len(fused.out_action),
+        a,
+    )?;
+    same_size(
+        role,
+        "prev_action against the manifest's action size",
+        g.input_len(fused.prev_action),
+        a,
+    )?;
+    same_size(
+        role,
+        "surprise (batch 1)",
+        g.output_len(fused.out_surprise),
+        1,
+    )?;
+    Ok(fused)
 }
 
 fn open_separate(
@@ -563,6 +608,39 @@ fn open_separate(
             message: format!("input `feat` holds {f} values, h and s hold {d} + {s}"),
         });
     }
+    let g = &separate;
+    let a = manifest.action.size as usize;
+    let (enc, rssm, actor) = (bundle::ENCODER, bundle::RSSM_OBS_STEP, bundle::ACTOR);
+    same_size(
+        enc,
+        "embed against rssm_obs_step's embed",
+        g.encoder.output_len(g.enc_embed),
+        g.rssm.input_len(g.embed),
+    )?;
+    same_size(
+        rssm,
+        "h_next against h",
+        g.rssm.output_len(g.out_h),
+        g.rssm.input_len(g.h),
+    )?;
+    same_size(
+        rssm,
+        "s_next against s",
+        g.rssm.output_len(g.out_s),
+        g.rssm.input_len(g.s),
+    )?;
+    same_size(
+        rssm,
+        "prev_action against the manifest's action size",
+        g.rssm.input_len(g.prev_action),
+        a,
+    )?;
+    same_size(
+        actor,
+        "action against the manifest's action size",
+        g.actor.output_len(g.out_action),
+        a,
+    )?;
     Ok(separate)
 }
 

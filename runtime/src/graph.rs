@@ -284,6 +284,15 @@ impl GraphRunner {
         &self.inputs[index].info
     }
 
+    /// Number of elements of an input.
+    pub fn input_len(&self, index: usize) -> usize {
+        self.inputs[index].len
+    }
+
+    pub fn output_len(&self, index: usize) -> usize {
+        self.outputs[index].len
+    }
+
     pub fn input_f32(&mut self, index: usize) -> &mut [f32] {
         self.inputs[index].f32_mut()
     }

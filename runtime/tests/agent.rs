@@ -290,6 +290,22 @@ fn tampered_or_mismatched_bundles_are_refused_naming_the_problem() {
         "{text}"
     );
 
+    // The manifest's action size disagrees with the graphs.
+    let mut wrong = manifest.clone();
+    wrong.action.size = 3;
+    common::write_manifest(dir.path(), &wrong);
+    for mode in [GraphMode::Fused, GraphMode::Separate] {
+        let err = Agent::load(
+            dir.path(),
+            AgentOptions {
+                mode,
+                ..AgentOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("action size"), "{err}");
+    }
+
     // A fixed safe action of the wrong length.
     common::write_manifest(dir.path(), &manifest);
     let err = Agent::load(
