@@ -43,6 +43,20 @@ struct Args {
     /// Baud rate set on the port (ignored by ptys).
     #[arg(long, default_value_t = 115_200)]
     baud: u32,
+    /// Serial polling interval while waiting, in microseconds.
+    #[arg(long, default_value_t = 100)]
+    poll_us: u32,
+    /// Start the first episode when the runtime's session opens instead of at start-up.
+    #[arg(long)]
+    episode_at_handshake: bool,
+    /// Publish the plant's physical state to this file after every physics step (read by a
+    /// simulated camera, e.g. `dreamer-rt serve --camera-state FILE`).
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<PathBuf>,
+    /// After the run, keep receiving for this many milliseconds (answers in flight are
+    /// then counted) before the summary.
+    #[arg(long, default_value_t = 0)]
+    drain_ms: u64,
     /// Also write the JSON summary to this file.
     #[arg(long)]
     summary: Option<PathBuf>,
@@ -76,6 +90,9 @@ fn main() -> Result<()> {
         max_missed: args.max_missed,
         heartbeat_hz: args.heartbeat_hz,
         seed: args.seed,
+        poll_interval_us: args.poll_us,
+        episode_at_handshake: args.episode_at_handshake,
+        state_file: args.state_file.clone(),
         ..SimOptions::new(&args.plant)
     };
     let period = Duration::from_secs_f64(1.0 / args.rate_hz.max(1e-3));
@@ -89,6 +106,7 @@ fn main() -> Result<()> {
         args.plant, args.port, args.rate_hz, args.max_missed
     );
     robot.run(duration, &STOP);
+    robot.drain(Duration::from_millis(args.drain_ms));
     let summary = serde_json::to_string_pretty(&robot.finish())?;
     if let Some(path) = &args.summary {
         write_atomically(path, &summary)

@@ -7,9 +7,11 @@
 //! `max_missed` missed deadlines in a row the motor is switched off and a fault is reported
 //! (safe mode); the first on-time valid action afterwards clears the fault and drives again.
 
+mod latency;
 mod motor;
 mod sensors;
 
+pub use latency::{LatencyHistogram, LatencyStats};
 pub use motor::{ActuatorError, Motor};
 pub use sensors::{
     COUNTER_READ, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, ENCODER_COUNTS, SensorError,
@@ -108,6 +110,14 @@ pub struct Firmware<I2C, SPI, PWM, DIR, SER> {
     /// Last applied command (held on a missed deadline); zero in safe mode.
     command: Vec<f32, MAX_ACTION>,
     stats: Stats,
+    /// When the current tick's sensors were read.
+    sampled_at_us: u64,
+    /// When the previous tick's sensors were read.
+    previous_sample_us: Option<u64>,
+    /// Observation sampled -> its action applied, per applied action.
+    round_trip: LatencyHistogram,
+    /// |time between consecutive samples - period|, per tick.
+    period_jitter: LatencyHistogram,
 }
 
 impl<I2C, SPI, PWM, DIR, SER> Firmware<I2C, SPI, PWM, DIR, SER>
@@ -141,6 +151,10 @@ where
             read_failing: false,
             command: Vec::new(),
             stats: Stats::default(),
+            sampled_at_us: 0,
+            previous_sample_us: None,
+            round_trip: LatencyHistogram::new(),
+            period_jitter: LatencyHistogram::new(),
         };
         firmware.motor_off();
         firmware
@@ -162,6 +176,25 @@ where
     /// The command the motor is driven with (empty before the first action and in safe mode).
     pub fn command(&self) -> &[f32] {
         &self.command
+    }
+
+    /// Time from each observation's sample to the application of the action answering it.
+    pub fn round_trip(&self) -> &LatencyHistogram {
+        &self.round_trip
+    }
+
+    /// Deviation of the time between consecutive samples from the period.
+    pub fn period_jitter(&self) -> &LatencyHistogram {
+        &self.period_jitter
+    }
+
+    /// When the next tick is due (µs on the firmware clock), once the first one ran.
+    pub fn next_tick_us(&self) -> Option<u64> {
+        self.next_tick_us
+    }
+
+    pub fn sensors_mut(&mut self) -> &mut Sensors<I2C, SPI> {
+        &mut self.sensors
     }
 
     pub fn motor_mut(&mut self) -> &mut Motor<PWM, DIR> {
@@ -187,11 +220,17 @@ where
         self.next_tick_us = Some(start + u64::from(self.config.period_us));
         // The schedule stays on the fixed grid; the sample is stamped with when it was taken.
         let sampled_at = clock.now_us();
+        if let Some(previous) = self.previous_sample_us {
+            let interval = sampled_at.saturating_sub(previous);
+            self.period_jitter
+                .record(interval.abs_diff(u64::from(self.config.period_us)));
+        }
+        self.previous_sample_us = Some(sampled_at);
+        self.sampled_at_us = sampled_at;
         self.begin_tick(sampled_at);
         self.deadline_us = start + u64::from(self.config.deadline_us.min(self.config.period_us));
         while self.awaiting_action {
-            let now = clock.now_us();
-            self.poll(now);
+            let now = self.poll(clock);
             if !self.awaiting_action || now >= self.deadline_us {
                 break;
             }
@@ -200,11 +239,10 @@ where
         self.end_tick();
     }
 
-    /// Polls the serial port until `until_us`.
-    fn serve_until(&mut self, until_us: u64, clock: &mut impl Clock, delay: &mut impl DelayNs) {
+    /// Serves the serial port (handshakes, actions) until `until_us` without starting a tick.
+    pub fn serve_until(&mut self, until_us: u64, clock: &mut impl Clock, delay: &mut impl DelayNs) {
         loop {
-            let now = clock.now_us();
-            self.poll(now);
+            let now = self.poll(clock);
             if now >= until_us {
                 return;
             }
@@ -278,8 +316,10 @@ where
         }
     }
 
-    /// Reads whatever the serial port holds and handles every complete message.
-    fn poll(&mut self, now: u64) {
+    /// Reads whatever the serial port holds and handles every complete message; returns the
+    /// time the poll started, against which deadlines are judged.
+    fn poll(&mut self, clock: &mut impl Clock) -> u64 {
+        let now = clock.now_us();
         let mut buf = [0u8; 64];
         loop {
             let received = match self.serial.read_ready() {
@@ -293,24 +333,24 @@ where
                     self.read_failing = true;
                     bump(&mut self.stats.serial_errors);
                 }
-                return;
+                return now;
             };
             self.read_failing = false;
             if n == 0 {
-                return;
+                return now;
             }
             for &byte in &buf[..n] {
                 if let Some(Ok(frame)) = self.decoder.push(byte) {
-                    self.handle(frame.message, now);
+                    self.handle(frame.message, now, clock);
                 }
             }
         }
     }
 
-    fn handle(&mut self, message: Message, now: u64) {
+    fn handle(&mut self, message: Message, now: u64, clock: &mut impl Clock) {
         match message {
             Message::Hello(hello) => self.handshake(&hello),
-            Message::Action(action) => self.on_action(&action, now),
+            Message::Action(action) => self.on_action(&action, now, clock),
             Message::HelloAck(_)
             | Message::Observation(_)
             | Message::Heartbeat(_)
@@ -349,7 +389,7 @@ where
         }));
     }
 
-    fn on_action(&mut self, action: &Action, now: u64) {
+    fn on_action(&mut self, action: &Action, now: u64, clock: &mut impl Clock) {
         if self.mode == Mode::AwaitingHandshake || action.seq != self.seq {
             bump(&mut self.stats.stale_actions);
             return;
@@ -382,6 +422,9 @@ where
             }
             return;
         }
+        let applied_at = clock.now_us();
+        self.round_trip
+            .record(applied_at.saturating_sub(self.sampled_at_us));
         self.command = command;
         self.awaiting_action = false;
         self.consecutive_misses = 0;

@@ -127,6 +127,12 @@ impl<I2C: I2c, SPI: SpiDevice> Sensors<I2C, SPI> {
         }
     }
 
+    /// Forgets the previous reading, so the next sample reports zero velocities like the
+    /// first one after start (for when the plant was moved by something else than its motion).
+    pub fn forget_previous(&mut self) {
+        self.previous = None;
+    }
+
     pub fn layout(&self) -> TaskLayout {
         self.layout
     }

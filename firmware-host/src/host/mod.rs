@@ -9,6 +9,7 @@ pub use peripherals::{HostClock, SharedWorld, SimDirection, SimI2c, SimPwm, SimS
 pub use serial::PtySerial;
 pub use world::{MAX_DUTY, SimWorld};
 
+use std::path::PathBuf;
 use std::string::String;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use dreamer_wire::{LinkCounters, MAX_TASK_NAME, Mode};
 use embedded_io::{Read, ReadReady, Write};
 use serde::Serialize;
 
-use crate::firmware::{Config, Firmware, Motor, Sensors, Stats, TaskLayout};
+use crate::firmware::{Config, Firmware, LatencyStats, Motor, Sensors, Stats, TaskLayout};
 
 /// Why the simulated robot could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,12 @@ pub enum HostError {
         task: String,
         firmware: String,
         task_fields: String,
+    },
+    #[error("cannot publish the plant state to {}: {source}", path.display())]
+    StateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("option {option}: {reason}")]
     InvalidOption {
@@ -64,6 +71,14 @@ pub struct SimOptions {
     pub seed: u64,
     /// Cart counter resolution.
     pub counts_per_metre: f64,
+    /// Serial polling interval while waiting for an action or the next tick.
+    pub poll_interval_us: u32,
+    /// Start the first episode (from `seed`) when the first session opens, not at start-up,
+    /// so the return covers exactly the episodes the runtime controlled.
+    pub episode_at_handshake: bool,
+    /// Publish the plant's physical state here after every physics step (see
+    /// [`crate::plant_state`]), for a simulated camera.
+    pub state_file: Option<PathBuf>,
 }
 
 impl SimOptions {
@@ -76,6 +91,9 @@ impl SimOptions {
             heartbeat_hz: 1.0,
             seed: 0,
             counts_per_metre: 20_000.0,
+            poll_interval_us: 100,
+            episode_at_handshake: false,
+            state_file: None,
         }
     }
 
@@ -101,6 +119,9 @@ impl SimOptions {
         if !(self.heartbeat_hz.is_finite() && self.heartbeat_hz >= 0.0) {
             return Err(invalid("heartbeat_hz", "must be zero or positive"));
         }
+        if !(1..=100_000).contains(&self.poll_interval_us) {
+            return Err(invalid("poll_interval_us", "must be in [1, 100000]"));
+        }
         if !(self.counts_per_metre.is_finite() && self.counts_per_metre > 0.0) {
             return Err(invalid("counts_per_metre", "must be positive"));
         }
@@ -117,7 +138,7 @@ impl SimOptions {
             deadline_us: (deadline_s * 1e6).round() as u32,
             max_missed: self.max_missed,
             heartbeat_every,
-            poll_interval_us: 100,
+            poll_interval_us: self.poll_interval_us,
         })
     }
 }
@@ -135,6 +156,13 @@ pub struct Summary {
     pub faults: u32,
     pub recoveries: u32,
     pub clamped_actions: u32,
+    /// Observation sampled -> action applied, per applied action, on the firmware clock.
+    pub round_trip: LatencyStats,
+    /// |interval between consecutive samples - period|, per tick.
+    pub period_jitter: LatencyStats,
+    /// Seconds after start at which the first session opened (and, with
+    /// `episode_at_handshake`, the first episode began).
+    pub session_opened_s: Option<f64>,
     /// Received frames per outcome (bad COBS, bad CRC, wrong length, ...).
     pub frame_errors: LinkCounters,
     pub final_mode: Mode,
@@ -154,6 +182,7 @@ pub struct HostFirmware<SER> {
     clock: HostClock,
     options: SimOptions,
     started: Instant,
+    session_opened_s: Option<f64>,
 }
 
 impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
@@ -162,6 +191,15 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
         let start = Instant::now();
         let world = SimWorld::new(&options.task, options.seed, options.counts_per_metre, start)?;
         let layout: TaskLayout = world.layout();
+        let mut world = world;
+        if let Some(path) = &options.state_file {
+            world
+                .publish_state_to(path)
+                .map_err(|source| HostError::StateFile {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         let world: SharedWorld = Arc::new(Mutex::new(world));
         let sensors = Sensors::new(
             layout,
@@ -176,6 +214,7 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
             clock: HostClock::new(start),
             options,
             started: start,
+            session_opened_s: None,
         })
     }
 
@@ -193,15 +232,42 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
         let end = duration.map(|d| Instant::now() + d);
         while !stop.load(Ordering::Relaxed) && end.is_none_or(|end| Instant::now() < end) {
             let mut delay = self.clock;
+            // Serving up to the tick start here (tick() would do it too) lets a session that
+            // opened meanwhile start its episode before the tick samples the plant.
+            if let Some(due) = self.firmware.next_tick_us() {
+                self.firmware.serve_until(due, &mut self.clock, &mut delay);
+            }
+            self.note_session();
             self.firmware.tick(&mut self.clock, &mut delay);
         }
+    }
+
+    fn note_session(&mut self) {
+        if self.session_opened_s.is_some() || self.firmware.mode() == Mode::AwaitingHandshake {
+            return;
+        }
+        self.session_opened_s = Some(self.started.elapsed().as_secs_f64());
+        if self.options.episode_at_handshake {
+            lock_world(&self.world).restart_episodes();
+            // The plant jumped: the next velocity estimate must not difference across it.
+            self.firmware.sensors_mut().forget_previous();
+        }
+    }
+
+    /// Keeps serving the serial port for `duration` without ticking, so that answers in
+    /// flight at the end of a run are received and counted.
+    pub fn drain(&mut self, duration: Duration) {
+        let mut delay = self.clock;
+        let until = self.started.elapsed() + duration;
+        self.firmware
+            .serve_until(until.as_micros() as u64, &mut self.clock, &mut delay);
     }
 
     /// Switches the motor off, brings the plant up to date and reports the run.
     pub fn finish(mut self) -> Summary {
         // Infallible on the simulated driver.
         let _ = self.firmware.motor_mut().off();
-        let mut world = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        let mut world = lock_world(&self.world);
         world.advance_to_now();
         let stats = *self.firmware.stats();
         Summary {
@@ -214,6 +280,9 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
             faults: stats.faults,
             recoveries: stats.recoveries,
             clamped_actions: stats.clamped_actions,
+            round_trip: self.firmware.round_trip().stats(),
+            period_jitter: self.firmware.period_jitter().stats(),
+            session_opened_s: self.session_opened_s,
             frame_errors: *self.firmware.link(),
             final_mode: self.firmware.mode(),
             episode_return: world.episode_return(),
@@ -222,6 +291,11 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
             firmware: stats,
         }
     }
+}
+
+fn lock_world(world: &SharedWorld) -> std::sync::MutexGuard<'_, SimWorld> {
+    // A panic elsewhere leaves the plant state itself consistent; keep using it.
+    world.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

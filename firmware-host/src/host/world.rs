@@ -3,6 +3,10 @@
 
 use std::boxed::Box;
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::Instant;
 use std::vec::Vec;
 
@@ -10,6 +14,7 @@ use dreamer_tasks::{Env, EnvOptions, ObsMode};
 
 use super::HostError;
 use crate::firmware::{ENCODER_COUNTS, TaskLayout};
+use crate::plant_state;
 
 /// PWM resolution of the simulated motor driver.
 pub const MAX_DUTY: u16 = 1000;
@@ -37,6 +42,39 @@ pub struct SimWorld {
     physics_steps: u64,
     /// (microseconds since start, command from then on), oldest first.
     command_log: VecDeque<(u64, f32)>,
+    /// Where the physical state is published after every physics step, for a camera.
+    state_file: Option<StateFile>,
+}
+
+/// A plant state record file, rewritten in place (one `pwrite` per publication).
+struct StateFile {
+    file: File,
+    published: u64,
+}
+
+impl StateFile {
+    /// Creates the file with a first record (temporary file, then rename).
+    fn create(path: &Path, time_s: f64, state: &[f64]) -> io::Result<Self> {
+        let mut tmp = std::ffi::OsString::from(path.as_os_str());
+        tmp.push(std::format!(".tmp-{}", std::process::id()));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let mut record = Self { file, published: 0 };
+        record.publish(time_s, state)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(record)
+    }
+
+    fn publish(&mut self, time_s: f64, state: &[f64]) -> io::Result<()> {
+        self.published += 1;
+        let mut buf = [0u8; plant_state::MAX_RECORD];
+        let len = plant_state::encode(self.published, time_s, state, &mut buf);
+        self.file.write_all_at(&buf[..len], 0)
+    }
 }
 
 impl SimWorld {
@@ -83,7 +121,34 @@ impl SimWorld {
             completed_returns: Vec::new(),
             physics_steps: 0,
             command_log: VecDeque::from([(0, 0.0)]),
+            state_file: None,
         })
+    }
+
+    /// Publishes the physical state to `path` after every physics step from now on.
+    pub fn publish_state_to(&mut self, path: &Path) -> io::Result<()> {
+        let state = self.env.physical_state();
+        self.state_file = Some(StateFile::create(path, self.sim_time_s, &state)?);
+        Ok(())
+    }
+
+    /// Starts the episode sequence again from the first seed, now (the plant jumps to the
+    /// first episode's initial state); returns and completed episodes so far are discarded.
+    pub fn restart_episodes(&mut self) {
+        self.advance_to_now();
+        self.env.reset(self.seed);
+        self.episodes_started = 1;
+        self.episode_return = 0.0;
+        self.completed_returns.clear();
+        self.publish_state();
+    }
+
+    fn publish_state(&mut self) {
+        if let Some(file) = &mut self.state_file {
+            // A failed write only leaves the camera with an older picture; the control loop
+            // must not stop for it.
+            let _ = file.publish(self.sim_time_s, &self.env.physical_state());
+        }
     }
 
     pub fn layout(&self) -> TaskLayout {
@@ -99,6 +164,7 @@ impl SimWorld {
     /// Steps the plant in whole physics periods until `time_s` (seconds since start).
     pub fn advance_to(&mut self, time_s: f64) {
         let command = [self.motor_command()];
+        let steps_before = self.physics_steps;
         while self.sim_time_s + self.physics_dt <= time_s {
             self.sim_time_s += self.physics_dt;
             self.physics_steps += 1;
@@ -115,6 +181,9 @@ impl SimWorld {
                     .reset(self.seed.wrapping_add(self.episodes_started));
                 self.episodes_started += 1;
             }
+        }
+        if self.physics_steps != steps_before {
+            self.publish_state();
         }
     }
 
