@@ -7,7 +7,15 @@ fn normal_dependencies(package: &str) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(dreamer_tests::repo_root())
-        .args(["tree", "--offline", "--locked", "--prefix", "none", "--edges", "normal,build"])
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "--prefix",
+            "none",
+            "--edges",
+            "normal,build",
+        ])
         .args(["--package", package, "--format", "{p}"])
         .output()
         .expect("run cargo tree");
@@ -49,5 +57,9 @@ fn exporter_has_no_libtorch() {
 #[test]
 fn the_check_sees_libtorch_where_it_is() {
     // Guards the guard: the trainer does link tch, so the same query must find it there.
-    assert!(normal_dependencies("dreamer-trainer").iter().any(|d| d == "tch"));
+    assert!(
+        normal_dependencies("dreamer-trainer")
+            .iter()
+            .any(|d| d == "tch")
+    );
 }
