@@ -1,0 +1,542 @@
+//! One hardware-in-the-loop run: the firmware-host process and the runtime's `serve`
+//! process on two ptys, the relay between them, an optional runtime stall, and the report.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dreamer_wire::LinkCounters;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::proxy::{Direction, FaultRates, LinkStats, Proxy, Reconciliation, reconcile};
+use crate::pty::Pty;
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct HilOptions {
+    pub bundle: PathBuf,
+    /// Control ticks per second (default: the task's own decision rate).
+    pub rate_hz: Option<f64>,
+    /// Seconds of control after the session opened.
+    pub duration_s: f64,
+    pub seed: u64,
+    pub faults: FaultRates,
+    /// Stop the runtime (SIGSTOP) this many seconds after the session opened...
+    pub stall_at_s: Option<f64>,
+    /// ...for this long, then resume it (SIGCONT).
+    pub stall_for_s: f64,
+    /// Missed deadlines in a row before the firmware's safe state.
+    pub max_missed: u16,
+    /// Firmware serial polling interval.
+    pub poll_us: u32,
+    pub firmware_bin: PathBuf,
+    pub runtime_bin: PathBuf,
+    /// Extra arguments for `dreamer-rt serve` (e.g. `--pin-cpu 1`).
+    pub serve_args: Vec<String>,
+    /// Also run the policy in pure simulation (`dreamer-rt run`) for the return comparison.
+    pub compare_simulation: bool,
+    /// Longest wait for the runtime to load and open the session.
+    pub connect_timeout: Duration,
+}
+
+impl HilOptions {
+    pub fn new(bundle: PathBuf, firmware_bin: PathBuf, runtime_bin: PathBuf) -> Self {
+        Self {
+            bundle,
+            rate_hz: None,
+            duration_s: 10.0,
+            seed: 0,
+            faults: FaultRates::default(),
+            stall_at_s: None,
+            stall_for_s: 0.5,
+            max_missed: 3,
+            poll_us: 50,
+            firmware_bin,
+            runtime_bin,
+            serve_args: Vec::new(),
+            compare_simulation: true,
+            connect_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What happened around the runtime stall.
+#[derive(Debug, Clone, Serialize)]
+pub struct StallReport {
+    pub at_s: f64,
+    pub for_s: f64,
+    /// Last observation the runtime could have seen before it stopped.
+    pub last_seq_before: Option<u32>,
+    /// The deadline fault raised during the stall.
+    pub fault_seq: Option<u32>,
+    /// Observations between the stall and the safe state (`fault_seq - last_seq_before`).
+    pub periods_to_safe: Option<u32>,
+    pub max_missed: u16,
+    /// The safe state was reached within `max_missed` periods.
+    pub safe_within_k: bool,
+    /// The fault was cleared after the runtime resumed.
+    pub recovered: bool,
+    /// Seconds from SIGCONT to the cleared fault.
+    pub recovery_s: Option<f64>,
+}
+
+/// The loop's episode return against the same policy in pure simulation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReturnComparison {
+    /// First episode completed through the loop (it starts when the session opens).
+    pub loop_return: Option<f64>,
+    /// Every episode completed through the loop.
+    pub loop_completed: Vec<f64>,
+    /// Reward of the unfinished episode at the end.
+    pub loop_partial: f64,
+    /// `dreamer-rt run --seed S --episodes 1` on the same bundle.
+    pub simulation_return: Option<f64>,
+    /// |loop - simulation| / |simulation|.
+    pub relative_difference: Option<f64>,
+}
+
+/// Load averages (1, 5, 15 min) from /proc/loadavg.
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut values = text
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN));
+    [
+        values.next().unwrap_or(f64::NAN),
+        values.next().unwrap_or(f64::NAN),
+        values.next().unwrap_or(f64::NAN),
+    ]
+}
+
+/// The report of one run (printed as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct HilReport {
+    pub bundle: PathBuf,
+    pub task: String,
+    pub pixels: bool,
+    pub rate_hz: f64,
+    pub duration_s: f64,
+    pub seed: u64,
+    pub load_before: [f64; 3],
+    pub load_after: [f64; 3],
+    /// Observation sampled -> action applied, on the firmware clock (µs).
+    pub round_trip: Value,
+    /// The runtime's policy step (µs).
+    pub inference: Value,
+    /// |sample interval - period| on the firmware (µs).
+    pub period_jitter: Value,
+    pub ticks: u64,
+    pub observations_sent: u64,
+    pub actions_applied: u64,
+    pub deadline_misses: u64,
+    /// Deadline misses per observation sent.
+    pub deadline_miss_ratio: f64,
+    pub faults: u64,
+    pub recoveries: u64,
+    pub final_mode: String,
+    /// Frames the firmware received, per outcome.
+    pub firmware_link: LinkCounters,
+    /// Frames the runtime received, per outcome.
+    pub runtime_link: LinkCounters,
+    pub injected_firmware_to_runtime: crate::proxy::Injected,
+    pub injected_runtime_to_firmware: crate::proxy::Injected,
+    pub reconcile_firmware_to_runtime: Reconciliation,
+    pub reconcile_runtime_to_firmware: Reconciliation,
+    pub stall: Option<StallReport>,
+    pub returns: ReturnComparison,
+    pub proxy_firmware_to_runtime: LinkStats,
+    pub proxy_runtime_to_firmware: LinkStats,
+    /// The firmware-host summary as printed.
+    pub firmware: Value,
+    /// The `dreamer-rt serve` summary as printed.
+    pub runtime: Value,
+}
+
+/// A child process that is killed if the harness fails before stopping it.
+struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+impl Process {
+    fn signal(&self, signal: libc::c_int) -> Result<()> {
+        // SAFETY: plain kill(2) on our own child's pid.
+        if unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } != 0 {
+            bail!(
+                "cannot signal {} (pid {}): {}",
+                self.name,
+                self.child.id(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    fn alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited early with {status}", self.name);
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits up to `timeout` for a clean exit.
+    fn terminate(&mut self, timeout: Duration) -> Result<()> {
+        self.signal(libc::SIGCONT)?;
+        self.signal(libc::SIGTERM)?;
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("{} exited with {status}", self.name);
+                }
+                return Ok(());
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "{} did not exit within {timeout:?} of SIGTERM (killed)",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.signal(libc::SIGCONT);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Passes a child's stderr through, prefixed; returns once `ready` matched a line (or the
+/// stream ended).
+fn relay_stderr(child: &mut Child, name: &'static str, ready: &str) -> Result<()> {
+    let stderr = child.stderr.take().context("stderr not captured")?;
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        eprintln!("[{name}] {line}");
+        if line.contains(ready) {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("[{name}] {line}");
+        }
+    });
+    Ok(())
+}
+
+fn read_json(path: &Path, what: &str) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{what} wrote no summary at {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{what} summary {} is not JSON", path.display()))
+}
+
+fn counters(value: &Value, what: &str) -> Result<LinkCounters> {
+    let field = |name: &str| -> Result<u32> {
+        value
+            .get(name)
+            .and_then(Value::as_u64)
+            .map(|v| v as u32)
+            .with_context(|| format!("{what}: frame counter `{name}` missing"))
+    };
+    Ok(LinkCounters {
+        frames_ok: field("frames_ok")?,
+        bad_cobs: field("bad_cobs")?,
+        bad_crc: field("bad_crc")?,
+        wrong_length: field("wrong_length")?,
+        unknown_message: field("unknown_message")?,
+        malformed: field("malformed")?,
+        sequence_gaps: field("sequence_gaps")?,
+    })
+}
+
+fn u64_field(value: &Value, name: &str) -> u64 {
+    value.get(name).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Sleeps until `epoch + at_s`, checking that both processes live.
+fn sleep_until(epoch: Instant, at_s: f64, processes: &mut [&mut Process]) -> Result<()> {
+    let until = epoch + Duration::from_secs_f64(at_s.max(0.0));
+    while Instant::now() < until {
+        for p in processes.iter_mut() {
+            p.alive()?;
+        }
+        std::thread::sleep(
+            until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50)),
+        );
+    }
+    Ok(())
+}
+
+/// `episode 0 (seed S): return R ...` from `dreamer-rt run`.
+fn simulation_return(options: &HilOptions) -> Result<f64> {
+    let output = Command::new(&options.runtime_bin)
+        .arg("run")
+        .arg(&options.bundle)
+        .args(["--episodes", "1", "--rate-hz", "0", "--seed"])
+        .arg(options.seed.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {}", options.runtime_bin.display()))?;
+    if !output.status.success() {
+        bail!("dreamer-rt run failed with {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("episode 0 ")?;
+            let value = rest.split("return ").nth(1)?.split_whitespace().next()?;
+            value.parse::<f64>().ok()
+        })
+        .with_context(|| format!("no episode return in the output of dreamer-rt run:\n{text}"))
+}
+
+/// Runs the loop and reports.
+pub fn run(options: &HilOptions) -> Result<HilReport> {
+    options.faults.validate().map_err(anyhow::Error::msg)?;
+    if !(options.duration_s.is_finite() && options.duration_s > 0.0) {
+        bail!("--duration-s must be positive, got {}", options.duration_s);
+    }
+    let manifest = dreamer_bundle::read_manifest(&options.bundle)
+        .with_context(|| format!("cannot read the bundle {}", options.bundle.display()))?;
+    let task = manifest.task.name.clone();
+    let pixels = manifest.observation.pixels.is_some();
+    let rate_hz = options
+        .rate_hz
+        .unwrap_or(1.0 / manifest.task.control_period_s);
+    if let Some(at) = options.stall_at_s
+        && at + options.stall_for_s + 0.5 > options.duration_s
+    {
+        bail!(
+            "the stall ({at} s + {} s) must end at least 0.5 s before the run ({} s)",
+            options.stall_for_s,
+            options.duration_s
+        );
+    }
+    for bin in [&options.firmware_bin, &options.runtime_bin] {
+        if !bin.is_file() {
+            bail!("{} not found (build it, or give its path)", bin.display());
+        }
+    }
+    let work = tempfile::tempdir().context("cannot create a working folder")?;
+    let firmware_summary = work.path().join("firmware.json");
+    let runtime_summary = work.path().join("runtime.json");
+    let state_file = work.path().join("plant.state");
+    let firmware_pty = Pty::open().context("cannot open a pty for the firmware")?;
+    let runtime_pty = Pty::open().context("cannot open a pty for the runtime")?;
+    let load_before = load_average();
+    let epoch = Instant::now();
+
+    let mut firmware_cmd = Command::new(&options.firmware_bin);
+    firmware_cmd
+        .args(["--plant", &task, "--port"])
+        .arg(&firmware_pty.slave_path)
+        .args(["--rate-hz", &rate_hz.to_string()])
+        .args(["--seed", &options.seed.to_string()])
+        .args(["--max-missed", &options.max_missed.to_string()])
+        .args(["--poll-us", &options.poll_us.to_string()])
+        .args(["--heartbeat-hz", "10", "--drain-ms", "300"])
+        .arg("--episode-at-handshake")
+        .arg("--summary")
+        .arg(&firmware_summary)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if pixels {
+        firmware_cmd.arg("--state-file").arg(&state_file);
+    }
+    let mut firmware = Process {
+        name: "firmware-host",
+        child: firmware_cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", options.firmware_bin.display()))?,
+    };
+    // Its start-up line comes after the port is open.
+    relay_stderr(&mut firmware.child, "firmware-host", "firmware-host:")?;
+    firmware.alive()?;
+
+    let mut proxy = Proxy::start(
+        &firmware_pty.master,
+        &runtime_pty.master,
+        options.faults,
+        options.seed,
+        epoch,
+    )
+    .context("cannot start the relay")?;
+
+    let mut serve_cmd = Command::new(&options.runtime_bin);
+    serve_cmd
+        .arg("serve")
+        .arg(&options.bundle)
+        .arg("--port")
+        .arg(&runtime_pty.slave_path)
+        .arg("--summary")
+        .arg(&runtime_summary)
+        .args(&options.serve_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if pixels {
+        serve_cmd.arg("--camera-state").arg(&state_file);
+    }
+    let mut runtime = Process {
+        name: "dreamer-rt serve",
+        child: serve_cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", options.runtime_bin.display()))?,
+    };
+    relay_stderr(&mut runtime.child, "serve", "serve:")?;
+
+    // The session is open once observations flow.
+    let connect_end = Instant::now() + options.connect_timeout;
+    let session_s = loop {
+        firmware.alive()?;
+        runtime.alive()?;
+        if let Some(at) = proxy
+            .stats(Direction::FirmwareToRuntime)
+            .first_observation_s
+        {
+            break at;
+        }
+        if Instant::now() > connect_end {
+            bail!(
+                "no session within {:?}: the runtime never completed the handshake",
+                options.connect_timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let mut stall = None;
+    if let Some(at) = options.stall_at_s {
+        sleep_until(epoch, session_s + at, &mut [&mut firmware, &mut runtime])?;
+        runtime.signal(libc::SIGSTOP)?;
+        // Nothing the runtime has not read yet can be answered now: the last observation
+        // forwarded is the last one it could have seen.
+        let last_seq_before = proxy
+            .stats(Direction::FirmwareToRuntime)
+            .last_observation_seq;
+        let events_before = proxy.stats(Direction::FirmwareToRuntime).fault_events.len();
+        sleep_until(
+            epoch,
+            session_s + at + options.stall_for_s,
+            &mut [&mut firmware],
+        )?;
+        runtime.signal(libc::SIGCONT)?;
+        let resumed_s = epoch.elapsed().as_secs_f64();
+        stall = Some((at, last_seq_before, events_before, resumed_s));
+    }
+    sleep_until(
+        epoch,
+        session_s + options.duration_s,
+        &mut [&mut firmware, &mut runtime],
+    )?;
+
+    // Firmware first: it stops ticking and drains the answers in flight, then the runtime
+    // gets everything the firmware sent and drains it.
+    firmware.terminate(Duration::from_secs(10))?;
+    proxy.flush_and_stop(Direction::FirmwareToRuntime)?;
+    runtime.terminate(Duration::from_secs(10))?;
+    proxy.stop()?;
+    let load_after = load_average();
+    let f2r = proxy.stats(Direction::FirmwareToRuntime);
+    let r2f = proxy.stats(Direction::RuntimeToFirmware);
+
+    let fw = read_json(&firmware_summary, "firmware-host")?;
+    let rt = read_json(&runtime_summary, "dreamer-rt serve")?;
+    let firmware_link = counters(&fw["frame_errors"], "firmware-host")?;
+    let runtime_link = counters(&rt["frame_errors"], "dreamer-rt serve")?;
+
+    let stall = stall.map(|(at, last_seq_before, events_before, resumed_s)| {
+        let events = &f2r.fault_events[events_before.min(f2r.fault_events.len())..];
+        let raised = events.iter().find(|e| e.active);
+        let cleared = events
+            .iter()
+            .find(|e| !e.active && e.at_s >= resumed_s && raised.is_some());
+        let periods = match (raised, last_seq_before) {
+            (Some(f), Some(before)) => Some(f.seq.wrapping_sub(before)),
+            _ => None,
+        };
+        StallReport {
+            at_s: at,
+            for_s: options.stall_for_s,
+            last_seq_before,
+            fault_seq: raised.map(|f| f.seq),
+            periods_to_safe: periods,
+            max_missed: options.max_missed,
+            safe_within_k: periods.is_some_and(|p| p <= u32::from(options.max_missed)),
+            recovered: cleared.is_some(),
+            recovery_s: cleared.map(|e| e.at_s - resumed_s),
+        }
+    });
+
+    let loop_completed: Vec<f64> = fw["completed_episode_returns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    let loop_return = loop_completed.first().copied();
+    let simulation_return = if options.compare_simulation {
+        Some(simulation_return(options)?)
+    } else {
+        None
+    };
+    let relative_difference = match (loop_return, simulation_return) {
+        (Some(l), Some(s)) if s != 0.0 => Some((l - s).abs() / s.abs()),
+        _ => None,
+    };
+
+    let observations_sent = u64_field(&fw["firmware"], "observations_sent");
+    let deadline_misses = u64_field(&fw, "deadline_misses");
+    Ok(HilReport {
+        bundle: options.bundle.clone(),
+        task,
+        pixels,
+        rate_hz,
+        duration_s: options.duration_s,
+        seed: options.seed,
+        load_before,
+        load_after,
+        round_trip: fw["round_trip"].clone(),
+        inference: rt["inference"].clone(),
+        period_jitter: fw["period_jitter"].clone(),
+        ticks: u64_field(&fw, "ticks"),
+        observations_sent,
+        actions_applied: u64_field(&fw["firmware"], "actions_applied"),
+        deadline_misses,
+        deadline_miss_ratio: deadline_misses as f64 / observations_sent.max(1) as f64,
+        faults: u64_field(&fw, "faults"),
+        recoveries: u64_field(&fw, "recoveries"),
+        final_mode: fw["final_mode"].as_str().unwrap_or("").to_string(),
+        firmware_link,
+        runtime_link,
+        injected_firmware_to_runtime: f2r.injected,
+        injected_runtime_to_firmware: r2f.injected,
+        reconcile_firmware_to_runtime: reconcile(&f2r.ledger, &runtime_link),
+        reconcile_runtime_to_firmware: reconcile(&r2f.ledger, &firmware_link),
+        stall,
+        returns: ReturnComparison {
+            loop_return,
+            loop_completed,
+            loop_partial: fw["episode_return"].as_f64().unwrap_or(f64::NAN),
+            simulation_return,
+            relative_difference,
+        },
+        proxy_firmware_to_runtime: f2r,
+        proxy_runtime_to_firmware: r2f,
+        firmware: fw,
+        runtime: rt,
+    })
+}

@@ -1,0 +1,122 @@
+//! `dreamer-hil`: runs a policy bundle through the firmware loop over ptys, with optional
+//! fault injection and a runtime stall, and prints a JSON report.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use dreamer_hil::{FaultRates, HilOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dreamer-hil",
+    version,
+    about = "Hardware-in-the-loop run: firmware-host and dreamer-rt serve over ptys"
+)]
+struct Args {
+    /// Policy bundle folder (holds manifest.json).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Control ticks per second [default: the task's decision rate].
+    #[arg(long)]
+    rate_hz: Option<f64>,
+    /// Seconds of control after the session opened.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Seed of the plant's first episode and of the fault injection.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Probability that a byte is dropped.
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Probability that a byte gets one bit flipped.
+    #[arg(long, default_value_t = 0.0)]
+    flip: f64,
+    /// Probability that a byte is sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    dup: f64,
+    /// How long a delayed byte is held back, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_us: u64,
+    /// Probability that a byte (and the stream behind it) is delayed.
+    #[arg(long, default_value_t = 0.0)]
+    delay_p: f64,
+    /// Stop the runtime process this many seconds after the session opened...
+    #[arg(long)]
+    stall_at: Option<f64>,
+    /// ...for this many seconds.
+    #[arg(long, default_value_t = 0.5)]
+    stall_for: f64,
+    /// Missed deadlines in a row before the firmware's safe state.
+    #[arg(long, default_value_t = 3)]
+    max_missed: u16,
+    /// Firmware serial polling interval in microseconds.
+    #[arg(long, default_value_t = 50)]
+    poll_us: u32,
+    /// Skip the pure-simulation run of the same policy.
+    #[arg(long)]
+    no_simulation: bool,
+    /// firmware-host executable [default: next to this one].
+    #[arg(long)]
+    firmware_bin: Option<PathBuf>,
+    /// dreamer-rt executable [default: next to this one].
+    #[arg(long)]
+    runtime_bin: Option<PathBuf>,
+    /// Extra argument for `dreamer-rt serve` (repeatable), e.g. --serve-arg=--pin-cpu=1.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+    /// Also write the report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot locate this executable")?;
+    Ok(me.with_file_name(name))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let options = HilOptions {
+        rate_hz: args.rate_hz,
+        duration_s: args.duration_s,
+        seed: args.seed,
+        faults: FaultRates {
+            drop: args.drop,
+            flip: args.flip,
+            dup: args.dup,
+            delay_p: args.delay_p,
+            delay_us: args.delay_us,
+        },
+        stall_at_s: args.stall_at,
+        stall_for_s: args.stall_for,
+        max_missed: args.max_missed,
+        poll_us: args.poll_us,
+        serve_args: args.serve_args,
+        compare_simulation: !args.no_simulation,
+        connect_timeout: Duration::from_secs(120),
+        ..HilOptions::new(
+            args.bundle,
+            args.firmware_bin
+                .map_or_else(|| sibling("firmware-host"), Ok)?,
+            args.runtime_bin.map_or_else(|| sibling("dreamer-rt"), Ok)?,
+        )
+    };
+    let report = dreamer_hil::run(&options)?;
+    let text = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.json {
+        write_atomically(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// Writes to a temporary file next to `path`, then renames it into place.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
