@@ -234,6 +234,13 @@ fn actions_hold_then_safe_state_then_recovery() {
     fw.tick(&mut clock.clone(), &mut clock);
     assert_eq!(fw.command(), [1.0]);
     assert_eq!(fw.stats().clamped_actions, 1);
+    // Both answers arrived 1 ms after their sample, on a tick grid without jitter.
+    let round_trip = fw.round_trip().stats();
+    assert_eq!(
+        (round_trip.count, round_trip.min_us, round_trip.max_us),
+        (2, 1000, 1000)
+    );
+    assert_eq!(fw.period_jitter().stats().max_us, 0);
 
     // tick 4: the answer comes after the deadline: miss 1, the last action is held.
     serial.send_at(30_000 + DEADLINE + 1_000, &action(3, &[0.1]));

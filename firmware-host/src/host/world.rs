@@ -280,6 +280,32 @@ mod tests {
     use crate::firmware::Sensors;
     use crate::host::{SimI2c, SimSpi};
 
+    /// The published record follows the plant step by step and restarting the episodes
+    /// puts the plant back to the first episode's initial state.
+    #[test]
+    fn state_file_follows_the_plant_and_episodes_restart() {
+        let dir = std::env::temp_dir().join(std::format!("plant-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plant.state");
+        let start = Instant::now() + Duration::from_secs(3600);
+        let mut world = SimWorld::new("cartpole-swingup", 3, 20_000.0, start).unwrap();
+        let initial = world.true_physical_state();
+        world.publish_state_to(&path).unwrap();
+        let first = plant_state::decode(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(&first.values[..], &initial[..]);
+        world.advance_to(0.5);
+        let later = plant_state::decode(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(later.seq > first.seq);
+        assert!((later.time_s - world.sim_time_s()).abs() < 1e-12);
+        assert_eq!(&later.values[..], &world.true_physical_state()[..]);
+        world.restart_episodes();
+        assert_eq!(world.episode_return(), 0.0);
+        assert_eq!(world.true_physical_state(), initial);
+        let restarted = plant_state::decode(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(&restarted.values[..], &initial[..]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// The sensor pipeline (quantised counts over the simulated buses) reproduces the task's
     /// own observation to within one count, in the task's field order.
     #[test]
