@@ -6,7 +6,9 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Some(dir) = std::env::var_os("LIBTORCH") else {
-        panic!("LIBTORCH is not set: run `scripts/fetch-deps` (it fills .deps/libtorch, which .cargo/config.toml points LIBTORCH at)");
+        panic!(
+            "LIBTORCH is not set: run `scripts/fetch-deps` (it fills .deps/libtorch, which .cargo/config.toml points LIBTORCH at)"
+        );
     };
     let dir = PathBuf::from(dir);
     let abs = match dir.canonicalize() {
@@ -22,6 +24,9 @@ fn main() {
             abs.display()
         );
     }
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", abs.join("lib").display());
+    println!(
+        "cargo:rustc-link-arg=-Wl,-rpath,{}",
+        abs.join("lib").display()
+    );
     println!("cargo:rustc-env=DREAMER_LIBTORCH_DIR={}", abs.display());
 }

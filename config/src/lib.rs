@@ -48,17 +48,15 @@ pub enum ConfigError {
         key: String,
         valid: Vec<String>,
     },
-    #[error(
-        "{source_name}: key `{key}` expects a {expected}, got {found} `{value}`; valid keys: {}",
-        valid.join(", ")
-    )]
+    #[error("{source_name}: key `{key}` expects a {expected}, got {found}; valid keys: {valid}")]
     WrongType {
         source_name: String,
         key: String,
         expected: String,
+        /// The type and the value given.
         found: String,
-        value: String,
-        valid: Vec<String>,
+        /// Every valid key, comma-separated.
+        valid: String,
     },
     #[error("{source_name}: {message}; valid keys: {}", valid.join(", "))]
     Schema {
@@ -470,9 +468,8 @@ fn set_key(
                 source_name: source_name.to_string(),
                 key: key.to_string(),
                 expected: old.type_str().to_string(),
-                found: new.type_str().to_string(),
-                value: new.to_string(),
-                valid: valid_keys(),
+                found: format!("{} `{new}`", new.type_str()),
+                valid: valid_keys().join(", "),
             });
         }
     };

@@ -5,15 +5,22 @@
 use std::collections::HashMap;
 
 use dreamer_config::Config;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use tch::nn::{self};
 use tch::{Device, Kind, Tensor};
 
-use crate::networks::{Actor, Decoder, Dims, Encoder, Mlp, Obs, pixels_to_float, unit_normal_log_prob};
-use crate::rssm::{Noise, Rssm, State, kl_divergence};
+use crate::networks::{
+    Actor, Decoder, Dims, Encoder, Mlp, Obs, pixels_to_float, unit_normal_log_prob,
+};
+use crate::rssm::{Rssm, State, kl_divergence};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{loss} is {value} at update {update}: training stopped (the last checkpoint is intact)")]
+    #[error(
+        "{loss} is {value} at update {update}: training stopped (the last checkpoint is intact)"
+    )]
     NonFinite {
         loss: &'static str,
         update: u64,
@@ -44,6 +51,77 @@ pub fn stream_seed(seed: u64, stream: u64, counter: u64) -> u64 {
         x ^= x >> 31;
     }
     x
+}
+
+/// `shape` standard-normal values from `rng` as an f32 tensor on `device`.
+pub fn normal_tensor(rng: &mut ChaCha8Rng, shape: &[i64], device: Device) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
+    Tensor::from_slice(&values).reshape(shape).to_device(device)
+}
+
+/// The standard-normal noise one update uses, drawn on the host from the run seed and the
+/// update index (never from torch's global generator, which other threads share).
+#[derive(Debug)]
+pub struct UpdateNoise {
+    /// [B, T, S]: posterior samples of the batch.
+    pub posterior: Tensor,
+    /// [H, B*T, S]: imagined stochastic states.
+    pub imag_state: Tensor,
+    /// [H, B*T, A]: imagined actions (before tanh).
+    pub imag_action: Tensor,
+}
+
+impl UpdateNoise {
+    pub fn draw(config: &Config, dims: Dims, update_index: u64, device: Device) -> UpdateNoise {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(stream_seed(config.run.seed, STREAM_UPDATE, update_index));
+        let (b, t, h) = (
+            config.train.batch,
+            config.train.length,
+            config.train.horizon,
+        );
+        let s = config.model.stoch;
+        UpdateNoise {
+            posterior: normal_tensor(&mut rng, &[b, t, s], device),
+            imag_state: normal_tensor(&mut rng, &[h, b * t, s], device),
+            imag_action: normal_tensor(&mut rng, &[h, b * t, dims.action], device),
+        }
+    }
+}
+
+/// Re-draw every variable as torch's default layers would (uniform in +-1/sqrt(fan_in),
+/// fan_in from dim 1 of the layer's weight; 1/sqrt(D) for the GRU), from the run seed, so the
+/// initial weights never depend on torch's global generator.
+fn initialise(named: &[(String, Tensor)], seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(seed, STREAM_INIT, 0));
+    let shapes: HashMap<&str, Vec<i64>> =
+        named.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
+    tch::no_grad(|| {
+        for (name, tensor) in named {
+            let (layer, _) = name.rsplit_once('.').unwrap_or(("", name));
+            let fan_in = if layer.ends_with(".gru") {
+                tensor.size()[0] / 3
+            } else {
+                let weight = shapes
+                    .get(format!("{layer}.weight").as_str())
+                    .cloned()
+                    .unwrap_or_else(|| tensor.size());
+                weight.iter().skip(1).product::<i64>().max(1)
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let n = tensor.numel();
+            let values: Vec<f32> = (0..n)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect();
+            let mut target = tensor.shallow_clone();
+            target.copy_(
+                &Tensor::from_slice(&values)
+                    .reshape(tensor.size())
+                    .to_device(tensor.device()),
+            );
+        }
+    });
 }
 
 /// Adam in TensorFlow's form (epsilon added to sqrt(v), bias correction folded into the step
@@ -83,26 +161,33 @@ impl Adam {
     /// clipping.
     pub fn apply(&mut self, grads: &[Tensor]) -> f64 {
         tch::no_grad(|| {
+            // A variable outside the loss's graph has an undefined gradient: it is skipped,
+            // as TensorFlow skips `None` gradients.
             let norm = grads
                 .iter()
+                .filter(|g| g.defined())
                 .map(|g| g.square().sum(Kind::Float))
-                .fold(Tensor::zeros([], (Kind::Float, grads[0].device())), |a, b| {
-                    a + b
-                })
+                .fold(
+                    Tensor::zeros([], (Kind::Float, self.params[0].device())),
+                    |a, b| a + b,
+                )
                 .sqrt();
             let norm_value = norm.double_value(&[]);
             let scale = self.clip / norm_value.max(self.clip);
             self.step += 1;
             let t = self.step as f64;
             let lr_t = self.lr * (1.0 - BETA2.powf(t)).sqrt() / (1.0 - BETA1.powf(t));
-            for i in 0..self.params.len() {
-                let g = &grads[i] * scale;
-                let _ = self.m[i].g_mul_scalar_(BETA1);
-                let _ = self.m[i].g_add_(&(&g * (1.0 - BETA1)));
-                let _ = self.v[i].g_mul_scalar_(BETA2);
-                let _ = self.v[i].g_add_(&(g.square() * (1.0 - BETA2)));
-                let update = &self.m[i] / (self.v[i].sqrt() + self.eps) * lr_t;
-                let _ = self.params[i].g_sub_(&update);
+            let slots = self.params.iter_mut().zip(&mut self.m).zip(&mut self.v);
+            for (((param, m), v), grad) in slots.zip(grads) {
+                if !grad.defined() {
+                    continue;
+                }
+                let g = grad * scale;
+                let _ = m.g_mul_scalar_(BETA1);
+                let _ = m.g_add_(&(&g * (1.0 - BETA1)));
+                let _ = v.g_mul_scalar_(BETA2);
+                let _ = v.g_add_(&(g.square() * (1.0 - BETA2)));
+                let _ = param.g_sub_(&(&*m / (v.sqrt() + self.eps) * lr_t));
             }
             norm_value
         })
@@ -115,10 +200,7 @@ impl Adam {
             out.push((format!("{prefix}.m.{name}"), self.m[i].shallow_clone()));
             out.push((format!("{prefix}.v.{name}"), self.v[i].shallow_clone()));
         }
-        out.push((
-            format!("{prefix}.step"),
-            Tensor::from_slice(&[self.step]),
-        ));
+        out.push((format!("{prefix}.step"), Tensor::from_slice(&[self.step])));
         out
     }
 
@@ -246,7 +328,6 @@ pub struct Agent {
 impl Agent {
     /// Build the networks (initialised from the run seed) and their optimisers.
     pub fn new(config: &Config, dims: Dims, device: Device) -> Agent {
-        tch::manual_seed(stream_seed(config.run.seed, STREAM_INIT, 0) as i64);
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let m = &config.model;
@@ -264,6 +345,7 @@ impl Agent {
 
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
+        initialise(&named, config.run.seed);
         let t = &config.train;
         let take = |group: &str| -> Vec<(String, Tensor)> {
             named
@@ -297,18 +379,20 @@ impl Agent {
     }
 
     /// Reconstruction, reward (and continuation) log-likelihoods and KL with free nats.
-    pub fn world_model_loss(&self, batch: &Batch) -> WorldModelLoss {
+    /// `noise`: posterior noise `[B, T, S]`.
+    pub fn world_model_loss(&self, batch: &Batch, noise: &Tensor) -> WorldModelLoss {
         let t = &self.config.train;
         let size = batch.action.size();
         let (b, steps) = (size[0], size[1]);
         let obs = batch.obs.flatten_time();
         let embed = self.encoder.forward(&obs).reshape([b, steps, -1]); // [B, T, E]
-        let (post, prior) = self.rssm.observe(&embed, &batch.action);
+        let (post, prior) = self.rssm.observe(&embed, &batch.action, noise);
         let feat = Rssm::get_feat(&post).flatten(0, 1); // [B*T, F]
 
         let pixels_loglik = self.decoder.pixels.as_ref().map(|dec| {
             let mean = dec.forward(&feat); // [B*T, 3, 64, 64]
-            let target = pixels_to_float(obs.pixels.as_ref().expect("pixels")).permute([0, 3, 1, 2]);
+            let target =
+                pixels_to_float(obs.pixels.as_ref().expect("pixels")).permute([0, 3, 1, 2]);
             unit_normal_log_prob(&mean, &target, 3).mean(Kind::Float)
         });
         let state_loglik = self.decoder.state.as_ref().map(|dec| {
@@ -328,13 +412,15 @@ impl Agent {
             )
         });
         let kl = kl_divergence(&post, &prior).mean(Kind::Float);
-        let mut loss = kl.clamp_min(t.free_nats) * t.kl_scale - &reward_loglik;
-        for term in [&pixels_loglik, &state_loglik].into_iter().flatten() {
-            loss = loss - term;
-        }
-        if let Some(term) = &pcont_loglik {
-            loss = loss - term * t.pcont_scale;
-        }
+        let mut terms = vec![kl.clamp_min(t.free_nats) * t.kl_scale, -&reward_loglik];
+        terms.extend(
+            [&pixels_loglik, &state_loglik]
+                .into_iter()
+                .flatten()
+                .map(|ll| -ll),
+        );
+        terms.extend(pcont_loglik.as_ref().map(|ll| -ll * t.pcont_scale));
+        let loss = Tensor::stack(&terms, 0).sum(Kind::Float);
         WorldModelLoss {
             loss,
             pixels_loglik,
@@ -348,13 +434,17 @@ impl Agent {
 
     /// Imagine `horizon` steps from every posterior state (gradients stopped at the start) and
     /// form the actor loss (through the learned dynamics) and the value loss (on stopped
-    /// features and targets).
-    pub fn behaviour_loss(&self, post: &State) -> BehaviourLoss {
+    /// features and targets). `state_noise` `[H, N, S]`, `action_noise` `[H, N, A]`.
+    pub fn behaviour_loss(
+        &self,
+        post: &State,
+        state_noise: &Tensor,
+        action_noise: &Tensor,
+    ) -> BehaviourLoss {
         let t = &self.config.train;
         let start = post.detach().flatten_time(); // [N, ..]
-        let imag = self.rssm.imagine(start, t.horizon, |feat| {
-            let (mean, std) = self.actor.dist(&feat.detach());
-            (&mean + std * mean.randn_like()).tanh()
+        let imag = self.rssm.imagine(start, state_noise, |feat, step| {
+            self.actor.sample(&feat.detach(), &action_noise.get(step))
         });
         let feat = Rssm::get_feat(&imag); // [H, N, F]
         let horizon = t.horizon;
@@ -372,7 +462,10 @@ impl Agent {
             t.lambda,
         ); // [H-1, N]
         let weight = Tensor::cat(
-            &[pcont.narrow(0, 0, 1).ones_like(), pcont.narrow(0, 0, horizon - 2)],
+            &[
+                pcont.narrow(0, 0, 1).ones_like(),
+                pcont.narrow(0, 0, horizon - 2),
+            ],
             0,
         )
         .cumprod(0, Kind::Float)
@@ -394,14 +487,17 @@ impl Agent {
         }
     }
 
-    /// One training step of all three parts from `batch`. Randomness is drawn from the seed
+    /// One training step of all three parts from `batch`. Its noise is drawn from the seed
     /// of `update_index`, so the same update on the same state gives the same result.
     pub fn update(&mut self, batch: &Batch, update_index: u64) -> Result<Metrics, TrainError> {
-        tch::manual_seed(stream_seed(self.config.run.seed, STREAM_UPDATE, update_index) as i64);
+        let size = batch.action.size();
+        let mut config = self.config.clone();
+        (config.train.batch, config.train.length) = (size[0], size[1]);
+        let noise = UpdateNoise::draw(&config, self.dims, update_index, self.device());
         let mixed = self.config.train.mixed_precision && self.device().is_cuda();
         let (wm, behaviour) = tch::autocast(mixed, || {
-            let wm = self.world_model_loss(batch);
-            let behaviour = self.behaviour_loss(&wm.post);
+            let wm = self.world_model_loss(batch, &noise.posterior);
+            let behaviour = self.behaviour_loss(&wm.post, &noise.imag_state, &noise.imag_action);
             (wm, behaviour)
         });
         let losses = [
@@ -422,10 +518,18 @@ impl Agent {
             values[i] = value;
         }
         let model_grads = Tensor::run_backward(&[&wm.loss], &self.model_opt.params, false, false);
-        let actor_grads =
-            Tensor::run_backward(&[&behaviour.actor_loss], &self.actor_opt.params, false, false);
-        let value_grads =
-            Tensor::run_backward(&[&behaviour.value_loss], &self.value_opt.params, false, false);
+        let actor_grads = Tensor::run_backward(
+            &[&behaviour.actor_loss],
+            &self.actor_opt.params,
+            false,
+            false,
+        );
+        let value_grads = Tensor::run_backward(
+            &[&behaviour.value_loss],
+            &self.value_opt.params,
+            false,
+            false,
+        );
         let model_norm = self.model_opt.apply(&model_grads);
         let actor_norm = self.actor_opt.apply(&actor_grads);
         let value_norm = self.value_opt.apply(&value_grads);
@@ -480,9 +584,9 @@ impl Agent {
                     &zeros
                 }
             };
-            let (post, _) =
-                self.rssm
-                    .obs_step(latent, prev_action, &embed, Noise::Given(latent_noise));
+            let (post, _) = self
+                .rssm
+                .obs_step(latent, prev_action, &embed, latent_noise);
             let feat = Rssm::get_feat(&post);
             let action = match noise {
                 Some((_, action_noise)) => self.actor.sample(&feat, action_noise),

@@ -33,7 +33,9 @@ pub enum CheckpointError {
     Invalid { path: PathBuf, message: String },
     #[error("{path}: format_version {found} is not supported (this build reads {FORMAT_VERSION})")]
     Version { path: PathBuf, found: u32 },
-    #[error("{path}: tensor `{name}` is missing from the file (the model has it with shape {shape:?})")]
+    #[error(
+        "{path}: tensor `{name}` is missing from the file (the model has it with shape {shape:?})"
+    )]
     Missing {
         path: PathBuf,
         name: String,
@@ -45,7 +47,9 @@ pub enum CheckpointError {
         name: String,
         shape: Vec<i64>,
     },
-    #[error("{path}: tensor `{name}` has shape {found:?} in the file, the model needs {expected:?}")]
+    #[error(
+        "{path}: tensor `{name}` has shape {found:?} in the file, the model needs {expected:?}"
+    )]
     Shape {
         path: PathBuf,
         name: String,
@@ -207,7 +211,10 @@ fn load_named(path: &Path, targets: &[(String, Tensor)]) -> Result<(), Checkpoin
         .into_iter()
         .collect();
     let wanted: HashMap<&str, &Tensor> = targets.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let mut extra: Vec<&String> = tensors.keys().filter(|n| !wanted.contains_key(n.as_str())).collect();
+    let mut extra: Vec<&String> = tensors
+        .keys()
+        .filter(|n| !wanted.contains_key(n.as_str()))
+        .collect();
     extra.sort();
     if let Some(name) = extra.first() {
         return Err(CheckpointError::Extra {

@@ -39,18 +39,22 @@ pub fn load_cuda_library() -> Option<PathBuf> {
     (!handle.is_null()).then_some(path)
 }
 
-/// Resolve `auto | cpu | cuda | cuda:N` and set the CPU thread count. Call once, first.
+/// Resolve `auto | cpu | cuda | cuda:N` and set the CPU thread count (default 1: the
+/// networks are small, and OpenMP's spinning threads lose badly to any other load on the
+/// cores). Call once, first.
 pub fn select(spec: &str, threads: Option<usize>) -> Result<Device, DeviceError> {
     load_cuda_library();
-    if let Some(n) = threads {
-        if n == 0 {
-            return Err(DeviceError::Threads);
-        }
-        tch::set_num_threads(n as i32);
-        tch::set_num_interop_threads(1);
+    let threads = threads.unwrap_or(1);
+    if threads == 0 {
+        return Err(DeviceError::Threads);
     }
+    tch::set_num_threads(threads as i32);
     let cuda = tch::Cuda::is_available();
-    let count = if cuda { tch::Cuda::device_count() as usize } else { 0 };
+    let count = if cuda {
+        tch::Cuda::device_count() as usize
+    } else {
+        0
+    };
     match spec {
         "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
         "cpu" => Ok(Device::Cpu),

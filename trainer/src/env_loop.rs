@@ -60,11 +60,19 @@ pub fn layout_of(dims: Dims) -> Layout {
 pub fn obs_tensors(observations: &[Observation], dims: Dims, device: Device) -> Obs {
     let n = observations.len() as i64;
     let state = dims.state.map(|size| {
-        let flat: Vec<f32> = observations.iter().flat_map(|o| o.state.iter().copied()).collect();
-        Tensor::from_slice(&flat).reshape([n, size]).to_device(device)
+        let flat: Vec<f32> = observations
+            .iter()
+            .flat_map(|o| o.state.iter().copied())
+            .collect();
+        Tensor::from_slice(&flat)
+            .reshape([n, size])
+            .to_device(device)
     });
     let pixels = dims.pixels.then(|| {
-        let flat: Vec<u8> = observations.iter().flat_map(|o| o.pixels.iter().copied()).collect();
+        let flat: Vec<u8> = observations
+            .iter()
+            .flat_map(|o| o.pixels.iter().copied())
+            .collect();
         Tensor::from_slice(&flat)
             .reshape([n, IMAGE_SIZE, IMAGE_SIZE, 3])
             .to_device(device)
@@ -73,7 +81,9 @@ pub fn obs_tensors(observations: &[Observation], dims: Dims, device: Device) -> 
 }
 
 fn normal(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect()
+    (0..n)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect()
 }
 
 /// How to act while collecting.
@@ -264,7 +274,8 @@ pub fn evaluate(
         if record_frames {
             frames.push(obs[0].pixels.clone());
         }
-        let (next, action) = agent.policy_step(&latent, &prev, &obs_tensors(&obs, dims, device), None);
+        let (next, action) =
+            agent.policy_step(&latent, &prev, &obs_tensors(&obs, dims, device), None);
         let actions: Vec<f32> =
             Vec::try_from(action.to_device(Device::Cpu).flatten(0, -1)).expect("f32 actions");
         let steps = envs.step_all(&actions)?;

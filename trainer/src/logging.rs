@@ -43,7 +43,13 @@ pub struct Logger {
 impl Logger {
     /// Append to `<dir>/metrics.jsonl` and a new TensorBoard event file in `dir`; the
     /// progress bar counts environment steps up to `total`.
-    pub fn new(dir: &Path, total: u64, start: u64, wall_offset: f64, show_bar: bool) -> Result<Logger, LogError> {
+    pub fn new(
+        dir: &Path,
+        total: u64,
+        start: u64,
+        wall_offset: f64,
+        show_bar: bool,
+    ) -> Result<Logger, LogError> {
         let jsonl_path = dir.join("metrics.jsonl");
         let file = OpenOptions::new()
             .create(true)
@@ -132,8 +138,16 @@ impl Logger {
     }
 
     /// An animated image summary (GIF bytes) in TensorBoard.
-    pub fn gif(&mut self, tag: &str, env_steps: u64, width: u32, height: u32, gif: Vec<u8>) -> Result<(), LogError> {
-        self.events.image(tag, env_steps as i64, width, height, gif)?;
+    pub fn gif(
+        &mut self,
+        tag: &str,
+        env_steps: u64,
+        width: u32,
+        height: u32,
+        gif: Vec<u8>,
+    ) -> Result<(), LogError> {
+        self.events
+            .image(tag, env_steps as i64, width, height, gif)?;
         self.events.flush()
     }
 

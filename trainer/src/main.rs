@@ -22,7 +22,7 @@ struct DeviceArgs {
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     device: String,
-    /// CPU threads for libtorch (default: libtorch's choice)
+    /// CPU threads for libtorch (default 1)
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -142,7 +142,10 @@ fn main() -> Result<()> {
         } => {
             let resolved = config.resolve()?;
             let logdir = logdir.unwrap_or_else(|| {
-                PathBuf::from(format!("runs/{}-seed{}", resolved.run.task, resolved.run.seed))
+                PathBuf::from(format!(
+                    "runs/{}-seed{}",
+                    resolved.run.task, resolved.run.seed
+                ))
             });
             let resolved = if resume {
                 let dir = logdir.join(CHECKPOINT_DIR);
@@ -251,8 +254,7 @@ fn bench(config: &Config, device: Device, updates: u64, decisions: u64) -> Resul
     let mut collector = env_loop::Collector::new(config)?;
     let dims = collector.dims();
     let mut agent = dreamer_trainer::agent::Agent::new(config, dims, device);
-    let mut replay =
-        dreamer_trainer::replay::Replay::open(&dir, env_loop::layout_of(dims), None)?;
+    let mut replay = dreamer_trainer::replay::Replay::open(&dir, env_loop::layout_of(dims), None)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let steps_per_decision = config.run.action_repeat as u64 * collector.num_envs() as u64;
 
@@ -265,7 +267,8 @@ fn bench(config: &Config, device: Device, updates: u64, decisions: u64) -> Resul
         }
         random_decisions += 1;
     }
-    let random_rate = (random_decisions * steps_per_decision) as f64 / start.elapsed().as_secs_f64();
+    let random_rate =
+        (random_decisions * steps_per_decision) as f64 / start.elapsed().as_secs_f64();
 
     let mut state = checkpoint::RunState::new(&config.run.task, dims);
     run::run_updates(&mut agent, &replay, &mut state, 2)?; // warm-up
@@ -297,7 +300,11 @@ fn bench(config: &Config, device: Device, updates: u64, decisions: u64) -> Resul
         device,
         tch::get_num_threads()
     );
-    println!("updates/s:                       {:.2} ({:.1} ms/update)", 1.0 / update_s, update_s * 1e3);
+    println!(
+        "updates/s:                       {:.2} ({:.1} ms/update)",
+        1.0 / update_s,
+        update_s * 1e3
+    );
     println!("env steps/s, random actions:     {random_rate:.0}");
     println!("env steps/s, agent acting:       {act_rate:.0}");
     println!(

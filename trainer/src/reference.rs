@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::{self, CheckpointError, REFERENCE_FILE};
 use crate::env_loop::{make_envs, obs_tensors};
 use crate::networks::{IMAGE_SIZE, Obs};
-use crate::rssm::{Noise, Rssm, kl_divergence};
+use crate::rssm::{Rssm, kl_divergence};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
@@ -56,9 +56,7 @@ pub fn write_reference(
             let input = obs_tensors(&obs, dims, Device::Cpu);
             let embed = agent.encoder.forward(&input);
             let zeros = latent.s.zeros_like();
-            let (post, prior) = agent
-                .rssm
-                .obs_step(&latent, &action, &embed, Noise::Given(&zeros));
+            let (post, prior) = agent.rssm.obs_step(&latent, &action, &embed, &zeros);
             let next_action = agent.actor.mode(&Rssm::get_feat(&post));
             let surprise = kl_divergence(&post, &prior);
             let row = [
@@ -78,8 +76,7 @@ pub fn write_reference(
                     column.push(value);
                 }
             }
-            let actions: Vec<f32> =
-                Vec::try_from(next_action.flatten(0, -1)).expect("f32 action");
+            let actions: Vec<f32> = Vec::try_from(next_action.flatten(0, -1)).expect("f32 action");
             let step = envs.step_all(&actions)?.remove(0);
             obs = if step.terminated || step.truncated {
                 vec![envs.reset_one(0, rng.random())?]
@@ -136,8 +133,8 @@ pub fn write_reference(
             s: s.shallow_clone(),
             ..prev
         };
-        let img = agent.rssm.img_step(&prev, &a, Noise::Given(&noise));
-        let (post, prior) = agent.rssm.obs_step(&prev, &a, &embed, Noise::Given(&noise));
+        let img = agent.rssm.img_step(&prev, &a, &noise);
+        let (post, prior) = agent.rssm.obs_step(&prev, &a, &embed, &noise);
         let (mean, std) = agent.actor.dist(&Tensor::cat(&[&h, &s], 1));
         let mode = mean.tanh();
         let encoded = agent.encoder.forward(&obs);

@@ -67,7 +67,14 @@ impl Episode {
     }
 
     /// Append one step.
-    pub fn push(&mut self, state: &[f32], pixels: &[u8], action: &[f32], reward: f32, discount: f32) {
+    pub fn push(
+        &mut self,
+        state: &[f32],
+        pixels: &[u8],
+        action: &[f32],
+        reward: f32,
+        discount: f32,
+    ) {
         self.state.extend_from_slice(state);
         self.pixels.extend_from_slice(pixels);
         self.action.extend_from_slice(action);
@@ -106,7 +113,8 @@ impl Replay {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.extension().is_some_and(|x| x == "npz")
-                    && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ep"))
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("ep"))
             })
             .collect();
         files.sort();
@@ -167,16 +175,14 @@ impl Replay {
             let episode = eligible[rng.random_range(0..eligible.len())];
             let start = rng.random_range(0..=episode.len() - length);
             let range = start..start + length;
-            out.state.extend_from_slice(
-                &episode.state[range.start * l.state..range.end * l.state],
-            );
+            out.state
+                .extend_from_slice(&episode.state[range.start * l.state..range.end * l.state]);
             if l.pixels {
                 out.pixels
                     .extend_from_slice(&episode.pixels[range.start * FRAME..range.end * FRAME]);
             }
-            out.action.extend_from_slice(
-                &episode.action[range.start * l.action..range.end * l.action],
-            );
+            out.action
+                .extend_from_slice(&episode.action[range.start * l.action..range.end * l.action]);
             out.reward.extend_from_slice(&episode.reward[range.clone()]);
             out.discount.extend_from_slice(&episode.discount[range]);
         }
@@ -250,7 +256,10 @@ fn save_episode(path: &Path, episode: &Episode, layout: Layout) -> Result<(), Re
     let action = Array2::from_shape_vec((len, layout.action), episode.action.clone())
         .map_err(|e| err(format!("action: {e}")))?;
     added("action", npz.add_array("action", &action))?;
-    added("reward", npz.add_array("reward", &Array1::from(episode.reward.clone())))?;
+    added(
+        "reward",
+        npz.add_array("reward", &Array1::from(episode.reward.clone())),
+    )?;
     added(
         "discount",
         npz.add_array("discount", &Array1::from(episode.discount.clone())),

@@ -1,5 +1,7 @@
 //! The recurrent state-space model: a GRU deterministic state `h` and a Gaussian stochastic
-//! state `s`, with the equations of docs/checkpoint-format.md.
+//! state `s`, with the equations of docs/checkpoint-format.md. Every step takes its
+//! standard-normal noise (`[N, S]`, zeros give the mean) from the caller, so results never
+//! depend on torch's global generator.
 
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
@@ -58,22 +60,6 @@ impl State {
             s: pick(|x| &x.s),
             mean: pick(|x| &x.mean),
             std: pick(|x| &x.std),
-        }
-    }
-}
-
-/// Noise for the stochastic state: drawn from N(0, 1) by torch, or given (zeros = the mean).
-#[derive(Debug, Clone, Copy)]
-pub enum Noise<'a> {
-    Sample,
-    Given(&'a Tensor),
-}
-
-impl Noise<'_> {
-    fn apply(self, mean: &Tensor, std: &Tensor) -> Tensor {
-        match self {
-            Noise::Sample => mean + std * mean.randn_like(),
-            Noise::Given(noise) => mean + std * noise,
         }
     }
 }
@@ -149,7 +135,7 @@ impl Rssm {
     }
 
     /// Prior transition: `(h [N, D], s [N, S])`, action `[N, A]` -> next prior state.
-    pub fn img_step(&self, prev: &State, action: &Tensor, noise: Noise) -> State {
+    pub fn img_step(&self, prev: &State, action: &Tensor, noise: &Tensor) -> State {
         let x = self
             .img_in
             .forward(&Tensor::cat(&[&prev.s, action], -1))
@@ -163,7 +149,7 @@ impl Rssm {
         );
         let y = self.img_out.forward(&h).elu();
         let (mean, std) = self.gaussian(&self.img_dist.forward(&y));
-        let s = noise.apply(&mean, &std);
+        let s = &mean + &std * noise;
         State { h, s, mean, std }
     }
 
@@ -174,16 +160,16 @@ impl Rssm {
         prev: &State,
         action: &Tensor,
         embed: &Tensor,
-        noise: Noise,
+        noise: &Tensor,
     ) -> (State, State) {
         let zeros = prev.s.zeros_like();
-        let prior = self.img_step(prev, action, Noise::Given(&zeros));
+        let prior = self.img_step(prev, action, &zeros);
         let y = self
             .obs_out
             .forward(&Tensor::cat(&[&prior.h, embed], -1))
             .elu();
         let (mean, std) = self.gaussian(&self.obs_dist.forward(&y));
-        let s = noise.apply(&mean, &std);
+        let s = &mean + &std * noise;
         let post = State {
             h: prior.h.shallow_clone(),
             s,
@@ -193,9 +179,10 @@ impl Rssm {
         (post, prior)
     }
 
-    /// Filter a sequence: embeddings `[B, T, E]` and previous actions `[B, T, A]` (the
-    /// action taken before each observation) -> (posterior, prior), each `[B, T, ..]`.
-    pub fn observe(&self, embed: &Tensor, action: &Tensor) -> (State, State) {
+    /// Filter a sequence: embeddings `[B, T, E]`, previous actions `[B, T, A]` (the action
+    /// taken before each observation) and posterior noise `[B, T, S]` -> (posterior, prior),
+    /// each `[B, T, ..]`.
+    pub fn observe(&self, embed: &Tensor, action: &Tensor, noise: &Tensor) -> (State, State) {
         let (batch, steps) = (embed.size()[0], embed.size()[1]);
         let mut state = self.initial(batch, embed.device());
         let mut posts = Vec::with_capacity(steps as usize);
@@ -205,7 +192,7 @@ impl Rssm {
                 &state,
                 &action.select(1, t),
                 &embed.select(1, t),
-                Noise::Sample,
+                &noise.select(1, t),
             );
             state = post.shallow_clone();
             posts.push(post);
@@ -214,19 +201,21 @@ impl Rssm {
         (State::stack(&posts, 1), State::stack(&priors, 1))
     }
 
-    /// Roll the prior `horizon` steps from `start` (`[N, ..]`), choosing each action with
-    /// `policy(feat [N, F]) -> [N, A]`. Returns the states after each action, `[H, N, ..]`.
+    /// Roll the prior from `start` (`[N, ..]`) for as many steps as `noise` (`[H, N, S]`)
+    /// has, choosing each action with `policy(feat [N, F], step) -> [N, A]`. Returns the
+    /// states after each action, `[H, N, ..]`.
     pub fn imagine(
         &self,
         start: State,
-        horizon: i64,
-        mut policy: impl FnMut(&Tensor) -> Tensor,
+        noise: &Tensor,
+        mut policy: impl FnMut(&Tensor, i64) -> Tensor,
     ) -> State {
+        let horizon = noise.size()[0];
         let mut state = start;
         let mut states = Vec::with_capacity(horizon as usize);
-        for _ in 0..horizon {
-            let action = policy(&Rssm::get_feat(&state));
-            let next = self.img_step(&state, &action, Noise::Sample);
+        for step in 0..horizon {
+            let action = policy(&Rssm::get_feat(&state), step);
+            let next = self.img_step(&state, &action, &noise.get(step));
             states.push(next.shallow_clone());
             state = next;
         }

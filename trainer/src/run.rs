@@ -97,7 +97,11 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
         )
     };
     let replay_limit = options.resume.then_some(state.episodes as usize);
-    let mut replay = Replay::open(&options.logdir.join(REPLAY_DIR), layout_of(dims), replay_limit)?;
+    let mut replay = Replay::open(
+        &options.logdir.join(REPLAY_DIR),
+        layout_of(dims),
+        replay_limit,
+    )?;
     let wall_offset = options
         .resume
         .then(|| wall_of_last_record(&options.logdir))
@@ -167,12 +171,18 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
         }
         let at_end = after >= config.run.steps;
         if crossed(before, after, config.eval.every) || (at_end && config.eval.every == 0) {
-            let evaluation = env_loop::evaluate(&agent, config.eval.episodes, state.eval_draws, false)?;
+            let evaluation =
+                env_loop::evaluate(&agent, config.eval.episodes, state.eval_draws, false)?;
             state.eval_draws += 1;
             let (mean, std) = (evaluation.mean(), evaluation.std());
             state.eval_return = Some(mean);
             curve.push((after, mean));
-            logger.record("eval", after, state.updates, &[("return", mean), ("return_std", std)])?;
+            logger.record(
+                "eval",
+                after,
+                state.updates,
+                &[("return", mean), ("return_std", std)],
+            )?;
             logger.println(format!(
                 "env steps {after:>8}  updates {:>6}  eval return {mean:9.2} +- {std:7.2}  wall {:7.1} s",
                 state.updates,

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::agent::{Agent, Batch};
 use crate::networks::IMAGE_SIZE;
-use crate::rssm::{Noise, Rssm, State};
+use crate::rssm::{Rssm, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VideoError {
@@ -56,7 +56,12 @@ pub fn encode_gif(frames: &[Vec<u8>], width: usize, height: usize) -> Result<Vec
 }
 
 /// Write frames as a GIF file (temp file, then rename).
-pub fn write_gif(path: &Path, frames: &[Vec<u8>], width: usize, height: usize) -> Result<(), VideoError> {
+pub fn write_gif(
+    path: &Path,
+    frames: &[Vec<u8>],
+    width: usize,
+    height: usize,
+) -> Result<(), VideoError> {
     let bytes = encode_gif(frames, width, height)?;
     let tmp = path.with_extension("gif.tmp");
     fs::write(&tmp, bytes)?;
@@ -67,7 +72,12 @@ pub fn write_gif(path: &Path, frames: &[Vec<u8>], width: usize, height: usize) -
 /// Open-loop prediction on the first `columns` sequences of a pixel batch: the posterior
 /// filters `context` frames, then the prior rolls forward on the recorded actions (mean
 /// states). Returns frames of size `(3 * 64) x (columns * 64)`: truth, model, error rows.
-pub fn openloop_frames(agent: &Agent, batch: &Batch, context: i64, columns: i64) -> Option<Vec<Vec<u8>>> {
+pub fn openloop_frames(
+    agent: &Agent,
+    batch: &Batch,
+    context: i64,
+    columns: i64,
+) -> Option<Vec<Vec<u8>>> {
     let decoder = agent.decoder.pixels.as_ref()?;
     let pixels = batch.obs.pixels.as_ref()?; // [B, T, 64, 64, 3]
     let size = pixels.size();
@@ -77,11 +87,24 @@ pub fn openloop_frames(agent: &Agent, batch: &Batch, context: i64, columns: i64)
         let truth = pixels.narrow(0, 0, b); // [b, T, 64, 64, 3]
         let action = batch.action.narrow(0, 0, b);
         let obs = crate::networks::Obs {
-            state: batch.obs.state.as_ref().map(|s| s.narrow(0, 0, b).narrow(1, 0, context)),
+            state: batch
+                .obs
+                .state
+                .as_ref()
+                .map(|s| s.narrow(0, 0, b).narrow(1, 0, context)),
             pixels: Some(truth.narrow(1, 0, context)),
         };
-        let embed = agent.encoder.forward(&obs.flatten_time()).reshape([b, context, -1]);
-        let (post, _) = agent.rssm.observe(&embed, &action.narrow(1, 0, context));
+        let embed = agent
+            .encoder
+            .forward(&obs.flatten_time())
+            .reshape([b, context, -1]);
+        let zeros = Tensor::zeros(
+            [b, context, agent.config.model.stoch],
+            (Kind::Float, embed.device()),
+        );
+        let (post, _) = agent
+            .rssm
+            .observe(&embed, &action.narrow(1, 0, context), &zeros);
         let mut feats = vec![Rssm::get_feat(&post)]; // [b, context, F]
         let mut state = State {
             h: post.h.select(1, context - 1),
@@ -92,9 +115,7 @@ pub fn openloop_frames(agent: &Agent, batch: &Batch, context: i64, columns: i64)
         let mut imagined = Vec::new();
         for step in context..t {
             let zeros = state.s.zeros_like();
-            state = agent
-                .rssm
-                .img_step(&state, &action.select(1, step), Noise::Given(&zeros));
+            state = agent.rssm.img_step(&state, &action.select(1, step), &zeros);
             imagined.push(Rssm::get_feat(&state));
         }
         feats.push(Tensor::stack(&imagined, 1));

@@ -1,0 +1,288 @@
+//! Losses, gradient flow and updates of the agent on tiny networks.
+
+mod common;
+
+use common::*;
+use dreamer_trainer::agent::{TrainError, group_of, lambda_return};
+use dreamer_trainer::networks::unit_normal_log_prob;
+use dreamer_trainer::rssm::{State, kl_divergence};
+use tch::{Kind, Tensor};
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-5 * (1.0 + b.abs())
+}
+
+#[test]
+fn lambda_return_matches_a_hand_computed_example() {
+    // T = 2 steps, N = 1; gamma folded into pcont = 0.5, lambda = 0.5, bootstrap 5.
+    // V_1 = 2 + 0.5 * (0.5 * 5 + 0.5 * 5) = 4.5
+    // V_0 = 1 + 0.5 * (0.5 * 4 + 0.5 * 4.5) = 3.125
+    let reward = Tensor::from_slice(&[1.0f32, 2.0]).reshape([2, 1]);
+    let value = Tensor::from_slice(&[3.0f32, 4.0]).reshape([2, 1]);
+    let pcont = Tensor::full([2, 1], 0.5, (Kind::Float, tch::Device::Cpu));
+    let bootstrap = Tensor::from_slice(&[5.0f32]);
+    let returns = lambda_return(&reward, &value, &pcont, &bootstrap, 0.5);
+    assert_eq!(returns.size(), vec![2, 1]);
+    assert!(close(returns.double_value(&[0, 0]), 3.125));
+    assert!(close(returns.double_value(&[1, 0]), 4.5));
+    // lambda = 1 is the discounted Monte-Carlo return with bootstrap.
+    let mc = lambda_return(&reward, &value, &pcont, &bootstrap, 1.0);
+    assert!(close(
+        mc.double_value(&[0, 0]),
+        1.0 + 0.5 * (2.0 + 0.5 * 5.0)
+    ));
+    // lambda = 0 is the one-step TD target.
+    let td = lambda_return(&reward, &value, &pcont, &bootstrap, 0.0);
+    assert!(close(td.double_value(&[0, 0]), 1.0 + 0.5 * 4.0));
+}
+
+fn gaussian(mean: f32, std: f32, dims: i64) -> State {
+    let full = |v: f32| Tensor::full([1, dims], v as f64, (Kind::Float, tch::Device::Cpu));
+    State {
+        h: full(0.0),
+        s: full(mean),
+        mean: full(mean),
+        std: full(std),
+    }
+}
+
+#[test]
+fn kl_divergence_of_gaussians() {
+    // KL(N(1, 2^2) || N(0, 1)) = ln(1/2) + (4 + 1) / 2 - 1/2 per dimension.
+    let per_dim = (0.5f64).ln() + 2.5 - 0.5;
+    let kl = kl_divergence(&gaussian(1.0, 2.0, 3), &gaussian(0.0, 1.0, 3));
+    assert!(close(kl.double_value(&[0]), 3.0 * per_dim));
+    let same = kl_divergence(&gaussian(0.3, 0.7, 3), &gaussian(0.3, 0.7, 3));
+    assert!(same.double_value(&[0]).abs() < 1e-6);
+}
+
+#[test]
+fn free_nats_floor_the_kl_term() {
+    for (free_nats, kl_scale) in [(0.0, 1.0), (1e4, 1.0), (1e4, 0.5)] {
+        let mut config = tiny_config(false);
+        config.train.free_nats = free_nats;
+        config.train.kl_scale = kl_scale;
+        let dims = dims(false);
+        let agent = agent(&config, dims);
+        let batch = synthetic_batch(&config, dims, 1);
+        let wm = agent.world_model_loss(&batch, &noise(&agent, 0).posterior);
+        let kl = wm.kl.double_value(&[]);
+        let likelihood = wm.reward_loglik.double_value(&[])
+            + wm.state_loglik.as_ref().unwrap().double_value(&[]);
+        let kl_term = wm.loss.double_value(&[]) + likelihood;
+        assert!(
+            close(kl_term, kl_scale * kl.max(free_nats)),
+            "{kl_term} vs {kl}"
+        );
+        if free_nats > kl {
+            // Below the floor the KL term passes no gradient to the prior.
+            let prior_weight = agent
+                .named_weights()
+                .into_iter()
+                .find(|(n, _)| n == "rssm.img_dist.weight")
+                .unwrap()
+                .1;
+            let grad = Tensor::run_backward(&[&wm.loss], &[&prior_weight], false, false);
+            assert_eq!(grad[0].abs().sum(Kind::Float).double_value(&[]), 0.0);
+        }
+    }
+}
+
+#[test]
+fn unit_normal_log_prob_sums_event_dims() {
+    let mean = Tensor::zeros([2, 3], (Kind::Float, tch::Device::Cpu));
+    let x = Tensor::ones([2, 3], (Kind::Float, tch::Device::Cpu));
+    let lp = unit_normal_log_prob(&mean, &x, 1);
+    let expected = 3.0 * (-0.5 - 0.5 * (2.0 * std::f64::consts::PI).ln());
+    assert_eq!(lp.size(), vec![2]);
+    assert!(close(lp.double_value(&[1]), expected));
+}
+
+#[test]
+fn behaviour_gradients_are_isolated() {
+    let config = tiny_config(false);
+    let dims = dims(false);
+    let mut agent = agent(&config, dims);
+    let batch = synthetic_batch(&config, dims, 2);
+    let before = snapshot(&agent);
+
+    // The actor loss does reach the dynamics and heads; only the optimiser split keeps them
+    // fixed.
+    let wm = agent.world_model_loss(&batch, &noise(&agent, 0).posterior);
+    let n = noise(&agent, 0);
+    let behaviour = agent.behaviour_loss(&wm.post, &n.imag_state, &n.imag_action);
+    assert!(behaviour.returns.requires_grad());
+    assert!(
+        !behaviour.value_target.requires_grad(),
+        "the value target carries no gradient"
+    );
+    let img_in = agent
+        .model_opt
+        .names
+        .iter()
+        .position(|n| n == "rssm.img_in.weight")
+        .unwrap();
+    let through_dynamics = Tensor::run_backward(
+        &[&behaviour.actor_loss],
+        &[&agent.model_opt.params[img_in]],
+        true,
+        false,
+    );
+    assert!(through_dynamics[0].abs().sum(Kind::Float).double_value(&[]) > 0.0);
+
+    // An actor step moves only actor weights.
+    let grads = Tensor::run_backward(
+        &[&behaviour.actor_loss],
+        &agent.actor_opt.params,
+        false,
+        false,
+    );
+    agent.actor_opt.apply(&grads);
+    let after_actor = snapshot(&agent);
+    let moved = changed(&before, &after_actor);
+    assert!(!moved.is_empty());
+    assert!(moved.iter().all(|n| group_of(n) == "actor"), "{moved:?}");
+
+    // A value step moves only value weights; the value loss reaches nothing else.
+    let grads = Tensor::run_backward(
+        &[&behaviour.value_loss],
+        &agent.value_opt.params,
+        false,
+        false,
+    );
+    agent.value_opt.apply(&grads);
+    let moved = changed(&after_actor, &snapshot(&agent));
+    assert!(!moved.is_empty());
+    assert!(moved.iter().all(|n| group_of(n) == "value"), "{moved:?}");
+
+    // World-model weights receive no gradient from the value loss.
+    let wm = agent.world_model_loss(&batch, &noise(&agent, 0).posterior);
+    let n = noise(&agent, 0);
+    let behaviour = agent.behaviour_loss(&wm.post, &n.imag_state, &n.imag_action);
+    let model_params: Vec<&Tensor> = agent.model_opt.params.iter().collect();
+    let all: Vec<&Tensor> = model_params
+        .iter()
+        .copied()
+        .chain(agent.value_opt.params.iter())
+        .collect();
+    let grads = Tensor::run_backward(&[&behaviour.value_loss], &all, false, false);
+    let (model_grads, value_grads) = grads.split_at(model_params.len());
+    assert!(
+        model_grads.iter().all(|g| !g.defined()),
+        "value loss reached the world model"
+    );
+    assert!(value_grads.iter().all(|g| g.defined()));
+}
+
+#[test]
+fn a_full_update_moves_every_part_state() {
+    full_update(false);
+}
+
+#[test]
+fn a_full_update_moves_every_part_pixels() {
+    full_update(true);
+}
+
+fn full_update(pixels: bool) {
+    let mut config = tiny_config(pixels);
+    // With the KL under the free nats the prior would (correctly) get no gradient.
+    config.train.free_nats = 0.0;
+    let dims = dims(pixels);
+    let mut agent = agent(&config, dims);
+    let batch = synthetic_batch(&config, dims, 4);
+    let before = snapshot(&agent);
+    let metrics = agent.update(&batch, 0).unwrap();
+    for (name, value) in &metrics {
+        assert!(value.is_finite(), "{name} = {value}");
+    }
+    let names: Vec<&str> = metrics.iter().map(|m| m.0).collect();
+    assert!(names.contains(&if pixels { "pixels_loss" } else { "state_loss" }));
+    let moved = changed(&before, &snapshot(&agent));
+    for group in ["model", "actor", "value"] {
+        assert!(
+            moved.iter().any(|n| group_of(n) == group),
+            "{group} did not move"
+        );
+    }
+    // Every weight of the model is trained (nothing is left out of an optimiser).
+    let still: Vec<&String> = before
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !moved.contains(n))
+        .collect();
+    assert!(still.is_empty(), "weights that did not move: {still:?}");
+}
+
+#[test]
+fn world_model_overfits_a_fixed_batch() {
+    let mut config = tiny_config(false);
+    config.model.deter = 32;
+    config.model.stoch = 8;
+    config.model.hidden = 32;
+    config.model.units = 64;
+    config.train.model_lr = 3e-3;
+    let dims = dims(false);
+    let mut agent = agent(&config, dims);
+    let batch = synthetic_batch(&config, dims, 5);
+    let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+    // Squared-error parts of the negative log-likelihoods (without the constant).
+    let errors = |agent: &dreamer_trainer::agent::Agent| {
+        let wm = agent.world_model_loss(&batch, &noise(agent, 0).posterior);
+        let recon = -wm.state_loglik.unwrap().double_value(&[]) - 3.0 * half_log_2pi;
+        let reward = -wm.reward_loglik.double_value(&[]) - half_log_2pi;
+        (recon, reward)
+    };
+    let (recon0, reward0) = errors(&agent);
+    for step in 0..300 {
+        let wm = agent.world_model_loss(&batch, &noise(&agent, step).posterior);
+        let grads = Tensor::run_backward(&[&wm.loss], &agent.model_opt.params, false, false);
+        agent.model_opt.apply(&grads);
+    }
+    let (recon1, reward1) = errors(&agent);
+    assert!(recon1 < 0.1 * recon0, "reconstruction {recon0} -> {recon1}");
+    assert!(reward1 < 0.1 * reward0, "reward {reward0} -> {reward1}");
+}
+
+#[test]
+fn a_non_finite_loss_names_the_loss_and_the_update() {
+    let config = tiny_config(false);
+    let dims = dims(false);
+    let mut agent = agent(&config, dims);
+    let mut batch = synthetic_batch(&config, dims, 6);
+    batch.reward = batch.reward.fill(f64::NAN);
+    let before = snapshot(&agent);
+    match agent.update(&batch, 17) {
+        Err(TrainError::NonFinite { loss, update, .. }) => {
+            assert_eq!(loss, "model_loss");
+            assert_eq!(update, 17);
+        }
+        other => panic!("expected a non-finite loss error, got {other:?}"),
+    }
+    assert!(
+        changed(&before, &snapshot(&agent)).is_empty(),
+        "weights changed"
+    );
+}
+
+#[test]
+fn policy_step_is_deterministic_without_noise() {
+    let config = tiny_config(true);
+    let dims = dims(true);
+    let agent = agent(&config, dims);
+    let batch = synthetic_batch(&config, dims, 7);
+    let obs = dreamer_trainer::networks::Obs {
+        state: None,
+        pixels: Some(batch.obs.pixels.as_ref().unwrap().select(1, 0)),
+    };
+    let latent = agent.rssm.initial(config.train.batch, tch::Device::Cpu);
+    let prev = batch.action.select(1, 0);
+    let (l1, a1) = agent.policy_step(&latent, &prev, &obs, None);
+    let (l2, a2) = agent.policy_step(&latent, &prev, &obs, None);
+    assert!(a1.equal(&a2) && l1.s.equal(&l2.s));
+    assert!(
+        l1.s.equal(&l1.mean),
+        "zero noise: the posterior sample is its mean"
+    );
+    assert!(a1.abs().max().double_value(&[]) < 1.0);
+}

@@ -1,0 +1,289 @@
+//! Checkpoint round trip, load errors, resume equivalence, and a whole tiny run.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use dreamer_trainer::checkpoint::{self, CheckpointError, RunState};
+use dreamer_trainer::run::{self, RunError, RunOptions};
+use tch::{Device, Tensor};
+
+fn optimiser_state(agent: &dreamer_trainer::agent::Agent) -> Vec<(String, Tensor)> {
+    let mut all = agent.model_opt.state("model");
+    all.extend(agent.actor_opt.state("actor"));
+    all.extend(agent.value_opt.state("value"));
+    all
+}
+
+fn assert_identical(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "tensor {na} differs");
+    }
+}
+
+#[test]
+fn checkpoint_round_trip_restores_weights_and_optimiser() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(false);
+    let dims = dims(false);
+    let mut agent = agent(&config, dims);
+    agent.update(&synthetic_batch(&config, dims, 1), 0).unwrap();
+    let mut state = RunState::new("pendulum", dims);
+    state.updates = 1;
+    let path = dir.path().join("ck");
+    checkpoint::save(&path, &agent, &state).unwrap();
+    // Saving again replaces the folder atomically.
+    checkpoint::save(&path, &agent, &state).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "temporary folders left behind");
+
+    let (loaded, loaded_state) = checkpoint::load(&path, Device::Cpu).unwrap();
+    assert_eq!(loaded_state, state);
+    assert_eq!(loaded.config, config);
+    assert_identical(&snapshot(&agent), &snapshot(&loaded));
+    assert_identical(&optimiser_state(&agent), &optimiser_state(&loaded));
+    assert_eq!(loaded.model_opt.step, 1);
+
+    // The weight file uses the documented names.
+    let names: Vec<String> = Tensor::read_safetensors(path.join("model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for name in [
+        "encoder.state.l0.weight",
+        "rssm.gru.weight_ih",
+        "rssm.obs_dist.bias",
+        "actor.out.weight",
+        "value.l2.bias",
+        "reward.out.weight",
+        "decoder.state.out.weight",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} missing from {names:?}"
+        );
+    }
+}
+
+#[test]
+fn load_errors_name_the_tensor_and_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(false);
+    let dims = dims(false);
+    let path = dir.path().join("ck");
+    checkpoint::save(
+        &path,
+        &agent(&config, dims),
+        &RunState::new("pendulum", dims),
+    )
+    .unwrap();
+
+    let mut narrow = config.clone();
+    narrow.model.units = 8;
+    let err = checkpoint::load_into(&path, &mut agent(&narrow, dims)).unwrap_err();
+    match &err {
+        CheckpointError::Shape {
+            name,
+            found,
+            expected,
+            ..
+        } => {
+            assert!(
+                name.starts_with("actor.")
+                    || name.starts_with("decoder.")
+                    || name.starts_with("encoder."),
+                "{name}"
+            );
+            assert_ne!(found, expected);
+        }
+        other => panic!("expected a shape error, got {other}"),
+    }
+    assert!(err.to_string().contains("has shape"), "{err}");
+
+    let mut with_pcont = config.clone();
+    with_pcont.model.pcont = true;
+    let err = checkpoint::load_into(&path, &mut agent(&with_pcont, dims)).unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::Missing { name, .. } if name.starts_with("pcont.")),
+        "{err}"
+    );
+
+    let path2 = dir.path().join("ck2");
+    checkpoint::save(
+        &path2,
+        &agent(&with_pcont, dims),
+        &RunState::new("pendulum", dims),
+    )
+    .unwrap();
+    let err = checkpoint::load_into(&path2, &mut agent(&config, dims)).unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::Extra { name, .. } if name.starts_with("pcont.")),
+        "{err}"
+    );
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(matches!(
+        checkpoint::load(&empty, Device::Cpu),
+        Err(CheckpointError::NotCheckpoint { .. })
+    ));
+
+    let state_path = path.join("state.json");
+    let text = std::fs::read_to_string(&state_path).unwrap();
+    std::fs::write(
+        &state_path,
+        text.replace("\"format_version\": 1", "\"format_version\": 99"),
+    )
+    .unwrap();
+    assert!(matches!(
+        checkpoint::load(&path, Device::Cpu),
+        Err(CheckpointError::Version { found: 99, .. })
+    ));
+}
+
+#[test]
+fn resumed_updates_equal_uninterrupted_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(false);
+    let dims = dims(false);
+    let replay = synthetic_replay(&dir.path().join("replay"), dims, 3, 12);
+
+    let mut straight = agent(&config, dims);
+    let mut straight_state = RunState::new("pendulum", dims);
+    run::run_updates(&mut straight, &replay, &mut straight_state, 4).unwrap();
+
+    let mut first = agent(&config, dims);
+    let mut state = RunState::new("pendulum", dims);
+    run::run_updates(&mut first, &replay, &mut state, 2).unwrap();
+    let path = dir.path().join("ck");
+    checkpoint::save(&path, &first, &state).unwrap();
+    drop(first);
+    let (mut resumed, mut resumed_state) = checkpoint::load(&path, Device::Cpu).unwrap();
+    // Disturb torch's global generator: the update must not depend on it.
+    let _ = Tensor::randn([7], (tch::Kind::Float, Device::Cpu));
+    run::run_updates(&mut resumed, &replay, &mut resumed_state, 2).unwrap();
+
+    assert_eq!(resumed_state.updates, 4);
+    assert_identical(&snapshot(&straight), &snapshot(&resumed));
+    assert_identical(&optimiser_state(&straight), &optimiser_state(&resumed));
+}
+
+#[test]
+fn replay_round_trips_episodes_through_npz() {
+    let dir = tempfile::tempdir().unwrap();
+    let dims = dims(true);
+    let replay = synthetic_replay(dir.path(), dims, 2, 6);
+    let reopened =
+        dreamer_trainer::replay::Replay::open(dir.path(), replay.layout(), None).unwrap();
+    assert_eq!(reopened.episodes(), 2);
+    assert_eq!(reopened.steps(), 12);
+    let limited =
+        dreamer_trainer::replay::Replay::open(dir.path(), replay.layout(), Some(1)).unwrap();
+    assert_eq!(limited.episodes(), 1);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let a = reopened.sample(4, 5, &mut rng).unwrap();
+    let batch = a.to_batch(Device::Cpu);
+    assert_eq!(
+        batch.obs.pixels.as_ref().unwrap().size(),
+        vec![4, 5, 64, 64, 3]
+    );
+    assert_eq!(batch.action.size(), vec![4, 5, 1]);
+    assert!(
+        reopened.sample(1, 7, &mut rng).is_none(),
+        "no episode is 7 steps long"
+    );
+    // A layout mismatch is an error naming the file.
+    let wrong = dreamer_trainer::replay::Layout {
+        action: 2,
+        ..replay.layout()
+    };
+    let err = dreamer_trainer::replay::Replay::open(dir.path(), wrong, None).unwrap_err();
+    assert!(err.to_string().contains("ep000000"), "{err}");
+}
+
+fn options(logdir: &std::path::Path, resume: bool) -> RunOptions {
+    RunOptions {
+        logdir: logdir.to_path_buf(),
+        resume,
+        device: Device::Cpu,
+        progress: false,
+        max_updates: None,
+    }
+}
+
+#[test]
+fn a_tiny_run_trains_evaluates_resumes_and_writes_a_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let logdir = dir.path().join("run");
+    let mut config = tiny_config(false);
+    config.run.steps = 400;
+    let summary = run::train(&config, &options(&logdir, false)).unwrap();
+    assert_eq!(summary.env_steps, 400);
+    // at 200 steps (end of prefill) pretrain 2 + train 2, then 2 at 300 and at 400 steps
+    assert_eq!(summary.updates, 8);
+    assert!(summary.eval_return.unwrap().is_finite());
+    for file in [
+        "metrics.jsonl",
+        "learning-curve.png",
+        "checkpoint/model.safetensors",
+        "checkpoint/config.toml",
+        "replay/ep000001-201.npz",
+    ] {
+        assert!(logdir.join(file).exists(), "{file} missing");
+    }
+    assert!(std::fs::read_dir(&logdir).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents")
+    }));
+
+    // Starting over in the same folder is refused; resuming continues the counters.
+    assert!(matches!(
+        run::train(&config, &options(&logdir, false)),
+        Err(RunError::Exists(_))
+    ));
+    config.run.steps = 500;
+    let resumed = run::train(&config, &options(&logdir, true)).unwrap();
+    assert_eq!(resumed.env_steps, 500);
+    assert_eq!(resumed.updates, 10);
+
+    let reference =
+        dreamer_trainer::reference::write_reference(&logdir.join("checkpoint"), 210, 5).unwrap();
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&reference)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let shape = |name: &str| {
+        tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .size()
+    };
+    let (d, s) = (config.model.deter, config.model.stoch);
+    assert_eq!(shape("traj.obs.state"), vec![210, 3]);
+    assert_eq!(shape("traj.action"), vec![210, 1]);
+    assert_eq!(shape("traj.h"), vec![210, d]);
+    assert_eq!(shape("traj.surprise"), vec![210]);
+    assert_eq!(shape("rand.obs_step.prior_std"), vec![5, s]);
+    assert_eq!(shape("rand.encoder.embed"), vec![5, config.model.units]);
+    assert_eq!(shape("rand.actor.mode"), vec![5, 1]);
+    assert!(!tensors.contains_key("traj.obs.pixels"));
+}
+
+#[test]
+fn bad_run_folders_are_refused_before_work_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(false);
+    let err = run::train(&config, &options(&dir.path().join("none"), true)).unwrap_err();
+    assert!(matches!(err, RunError::NothingToResume(_)), "{err}");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = run::train(&config, &options(&file.join("logs"), false)).unwrap_err();
+    assert!(matches!(err, RunError::Log(_)), "{err}");
+    assert!(err.to_string().contains("a-file"), "{err}");
+}
