@@ -57,6 +57,10 @@ struct Args {
     /// then counted) before the summary.
     #[arg(long, default_value_t = 0)]
     drain_ms: u64,
+    /// Run the control loop with this SCHED_FIFO priority (1-99), where permitted, as the
+    /// firmware would own its microcontroller.
+    #[arg(long)]
+    rt_priority: Option<i32>,
     /// Also write the JSON summary to this file.
     #[arg(long)]
     summary: Option<PathBuf>,
@@ -101,6 +105,11 @@ fn main() -> Result<()> {
     let mut robot =
         HostFirmware::new(options, serial).context("cannot start the simulated robot")?;
     install_signal_handlers();
+    if let Some(priority) = args.rt_priority
+        && let Err(e) = set_fifo_priority(priority)
+    {
+        eprintln!("firmware-host: note: SCHED_FIFO priority {priority} not set: {e}");
+    }
     eprintln!(
         "firmware-host: {} on {} at {} Hz, safe state after {} missed deadlines",
         args.plant, args.port, args.rate_hz, args.max_missed
@@ -113,6 +122,18 @@ fn main() -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!("{summary}");
+    Ok(())
+}
+
+/// Puts the calling thread under SCHED_FIFO at `priority`.
+fn set_fifo_priority(priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: plain syscall on the calling thread with a valid parameter struct.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(())
 }
 

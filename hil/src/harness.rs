@@ -32,6 +32,8 @@ pub struct HilOptions {
     pub max_missed: u16,
     /// Firmware serial polling interval.
     pub poll_us: u32,
+    /// SCHED_FIFO priority for the firmware, the relay and `serve` (where permitted).
+    pub rt_priority: Option<i32>,
     pub firmware_bin: PathBuf,
     pub runtime_bin: PathBuf,
     /// Extra arguments for `dreamer-rt serve` (e.g. `--pin-cpu 1`).
@@ -54,6 +56,7 @@ impl HilOptions {
             stall_for_s: 0.5,
             max_missed: 3,
             poll_us: 50,
+            rt_priority: None,
             firmware_bin,
             runtime_bin,
             serve_args: Vec::new(),
@@ -115,6 +118,7 @@ pub fn load_average() -> [f64; 3] {
 #[derive(Debug, Clone, Serialize)]
 pub struct HilReport {
     pub bundle: PathBuf,
+    pub rt_priority: Option<i32>,
     pub task: String,
     pub pixels: bool,
     pub rate_hz: f64,
@@ -359,6 +363,9 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     if pixels {
         firmware_cmd.arg("--state-file").arg(&state_file);
     }
+    if let Some(priority) = options.rt_priority {
+        firmware_cmd.args(["--rt-priority", &priority.to_string()]);
+    }
     let mut firmware = Process {
         name: "firmware-host",
         child: firmware_cmd
@@ -369,12 +376,13 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     relay_stderr(&mut firmware.child, "firmware-host", "firmware-host:")?;
     firmware.alive()?;
 
-    let mut proxy = Proxy::start(
+    let mut proxy = Proxy::start_with_priority(
         &firmware_pty.master,
         &runtime_pty.master,
         options.faults,
         options.seed,
         epoch,
+        options.rt_priority,
     )
     .context("cannot start the relay")?;
 
@@ -391,6 +399,9 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         .stderr(Stdio::piped());
     if pixels {
         serve_cmd.arg("--camera-state").arg(&state_file);
+    }
+    if let Some(priority) = options.rt_priority {
+        serve_cmd.args(["--rt-priority", &priority.to_string()]);
     }
     let mut runtime = Process {
         name: "dreamer-rt serve",
@@ -502,6 +513,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     let deadline_misses = u64_field(&fw, "deadline_misses");
     Ok(HilReport {
         bundle: options.bundle.clone(),
+        rt_priority: options.rt_priority,
         task,
         pixels,
         rate_hz,

@@ -479,6 +479,19 @@ impl Proxy {
         seed: u64,
         epoch: Instant,
     ) -> io::Result<Proxy> {
+        Self::start_with_priority(firmware, runtime, faults, seed, epoch, None)
+    }
+
+    /// [`Proxy::start`] with the relay threads under SCHED_FIFO at `rt_priority` (a
+    /// failure to set it is reported on stderr and the relay runs at normal priority).
+    pub fn start_with_priority(
+        firmware: &File,
+        runtime: &File,
+        faults: FaultRates,
+        seed: u64,
+        epoch: Instant,
+        rt_priority: Option<i32>,
+    ) -> io::Result<Proxy> {
         pty::set_nonblocking(firmware.as_raw_fd())?;
         pty::set_nonblocking(runtime.as_raw_fd())?;
         let connected = Arc::new(AtomicBool::new(false));
@@ -514,7 +527,14 @@ impl Proxy {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("proxy {direction:?}"))
-                .spawn(move || link.run())?;
+                .spawn(move || {
+                    if let Some(priority) = rt_priority
+                        && let Err(e) = set_fifo_priority(priority)
+                    {
+                        eprintln!("dreamer-hil: note: relay SCHED_FIFO {priority} not set: {e}");
+                    }
+                    link.run()
+                })?;
             links.push((
                 direction,
                 LinkHandle {
@@ -582,6 +602,18 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Puts the calling thread under SCHED_FIFO at `priority`.
+pub fn set_fifo_priority(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: plain syscall on the calling thread with a valid parameter struct.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What a receiver counted, for [`reconcile`].

@@ -2,7 +2,8 @@
 //!
 //! [`Agent`] loads a model bundle (see `dreamer-bundle`), keeps the recurrent latent state
 //! (h, s, previous action) inside, and turns one observation into one action per control step
-//! without heap allocation. [`control`] drives it at a fixed rate with latency statistics.
+//! without heap allocation. [`control`] drives it at a fixed rate with latency statistics. [`serve`] answers a
+//! microcontroller's observations over a serial line (the wire protocol of `dreamer-wire`).
 //!
 //! This crate never links libtorch: ONNX Runtime is loaded at run time (`load-dynamic`), see
 //! [`ortlib`] for where the library is looked for.
@@ -12,6 +13,7 @@ pub mod control;
 mod graph;
 pub mod ortlib;
 pub mod provider;
+pub mod serve;
 
 pub use agent::{
     Agent, AgentOptions, GraphMode, LoadError, Noise, Observation, SafeAction, StepCounters,

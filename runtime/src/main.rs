@@ -1,12 +1,14 @@
 //! `dreamer-rt`: run, benchmark, describe and diagnose a Dreamer policy bundle on the device.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dreamer_bundle::{self as bundle, Manifest};
 use dreamer_runtime::control::{self, LatencyRecorder, LatencySummary};
+use dreamer_runtime::serve::ServeOptions;
 use dreamer_runtime::{
     Agent, AgentOptions, DeviceOptions, GraphBench, GraphMode, LoopOptions, Noise, Observation,
     Provider, RateDriver, SafeAction, ortlib,
@@ -41,6 +43,9 @@ enum Command {
         /// Bundle folder (holds manifest.json).
         bundle: PathBuf,
     },
+    /// Serves a microcontroller over a serial port or pty: handshake, then one action per
+    /// observation; prints a JSON summary at exit (SIGINT/SIGTERM).
+    Serve(ServeArgs),
     /// Checks the ONNX Runtime library, providers, CPUs and optionally a bundle.
     Doctor {
         /// Bundle folder to load and step once.
@@ -187,6 +192,40 @@ struct BenchArgs {
     agent: AgentArgs,
 }
 
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Bundle folder.
+    bundle: PathBuf,
+    /// Serial device or pty path the firmware is on (e.g. /dev/ttyACM0, /dev/pts/7).
+    #[arg(long)]
+    port: PathBuf,
+    /// Baud rate set on a real serial port (ignored by ptys).
+    #[arg(long, default_value_t = 115_200)]
+    baud: u32,
+    /// Plant state file published by `firmware-host --state-file` (pixel policies: the
+    /// simulated camera renders it).
+    #[arg(long, value_name = "FILE")]
+    camera_state: Option<PathBuf>,
+    /// Give up when the firmware has not accepted the handshake within this many seconds
+    /// (default: keep trying).
+    #[arg(long)]
+    handshake_timeout_s: Option<f64>,
+    /// Also write the JSON summary to this file.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+    /// Pin the serving thread to this CPU.
+    #[arg(long)]
+    pin_cpu: Option<usize>,
+    /// SCHED_FIFO priority for the serving thread (1-99), where permitted.
+    #[arg(long)]
+    rt_priority: Option<i32>,
+    /// Lock memory (mlockall), where permitted.
+    #[arg(long)]
+    lock_memory: bool,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
 fn main() -> Result<()> {
     // Exit quietly when the output pipe closes (`dreamer-rt info b | head`), like other
     // Unix tools, instead of failing on the write.
@@ -197,6 +236,7 @@ fn main() -> Result<()> {
         Command::Run(args) => run(args, cli.ort_lib),
         Command::Bench(args) => bench(args, cli.ort_lib),
         Command::Info { bundle } => info(&bundle),
+        Command::Serve(args) => serve(args, cli.ort_lib),
         Command::Doctor { bundle } => doctor(bundle.as_deref(), cli.ort_lib),
     }
 }
@@ -663,6 +703,67 @@ fn info(bundle_dir: &Path) -> Result<()> {
         Err(e) => bail!("files     {e}"),
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// serve
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn serve(args: ServeArgs, ort_lib: Option<PathBuf>) -> Result<()> {
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib))?;
+    let realtime = control::apply_realtime(&LoopOptions {
+        pin_cpu: args.pin_cpu,
+        realtime_priority: args.rt_priority,
+        lock_memory: args.lock_memory,
+    });
+    for note in &realtime.notes {
+        eprintln!("serve: note: {note}");
+    }
+    let handshake_timeout = match args.handshake_timeout_s {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--handshake-timeout-s must be a positive number of seconds, got {s}"),
+        None => None,
+    };
+    let options = ServeOptions {
+        baud: args.baud,
+        camera_state: args.camera_state.clone(),
+        handshake_timeout,
+        ..ServeOptions::new(args.port.clone())
+    };
+    eprintln!(
+        "serve: {} (task {}) on {}",
+        args.bundle.display(),
+        agent.manifest().task.name,
+        args.port.display()
+    );
+    let summary = dreamer_runtime::serve::serve(&mut agent, &options, &STOP)
+        .with_context(|| format!("serving {} failed", args.port.display()))?;
+    let text = serde_json::to_string_pretty(&summary.to_json())?;
+    if let Some(path) = &args.summary {
+        write_atomically(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// Writes to a temporary file next to `path`, then renames it into place.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,249 @@
+//! Short hardware-in-the-loop runs of real exported bundles: `firmware-host` and
+//! `dreamer-rt serve` as separate processes over ptys, through the fault-injection relay.
+//!
+//! Assertions are on counts and states, never on durations, so a loaded machine only
+//! makes the runs slower, not wrong.
+
+#[path = "../../export/tests/common/mod.rs"]
+mod export_fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use dreamer_export::{ExportOptions, export};
+use dreamer_hil::{FaultRates, HilOptions, HilReport};
+use export_fixtures::Spec;
+
+/// One loop at a time: two processes per loop already fill a small machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Fixtures {
+    _dir: tempfile::TempDir,
+    state_bundle: PathBuf,
+    pixel_bundle: PathBuf,
+    firmware_bin: PathBuf,
+    runtime_bin: PathBuf,
+}
+
+/// The sibling binaries, built into this test's own target folder, and two bundles.
+fn fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_dreamer-hil"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let target_dir = bin_dir.parent().unwrap();
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "-p", "firmware-host", "-p", "dreamer-runtime"])
+            .args([
+                "--bin",
+                "firmware-host",
+                "--bin",
+                "dreamer-rt",
+                "--target-dir",
+            ])
+            .arg(target_dir);
+        if bin_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "building firmware-host and dreamer-rt failed"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = |name: &str, spec: &Spec| {
+            let ckpt = export_fixtures::write_checkpoint(&dir.path().join(name), spec, 3);
+            let out = dir.path().join(format!("{name}-bundle"));
+            export(&ckpt, &out, &ExportOptions::default()).unwrap();
+            out
+        };
+        let cartpole_state = Spec {
+            task: "cartpole-swingup",
+            o: 5,
+            steps: 50,
+            ..Spec::state()
+        };
+        let pixels = Spec {
+            steps: 20,
+            ..Spec::pixels()
+        };
+        Fixtures {
+            state_bundle: bundle("state", &cartpole_state),
+            pixel_bundle: bundle("pixels", &pixels),
+            _dir: dir,
+            firmware_bin: bin_dir.join("firmware-host"),
+            runtime_bin: bin_dir.join("dreamer-rt"),
+        }
+    })
+}
+
+fn options(bundle: &Path) -> HilOptions {
+    let f = fixtures();
+    HilOptions {
+        compare_simulation: false,
+        ..HilOptions::new(
+            bundle.to_path_buf(),
+            f.firmware_bin.clone(),
+            f.runtime_bin.clone(),
+        )
+    }
+}
+
+fn run(options: HilOptions) -> HilReport {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // run() fails when a process exits early or with an error status (a panic exits 101).
+    dreamer_hil::run(&options).unwrap()
+}
+
+fn assert_reconciled(report: &HilReport) {
+    for (name, r) in [
+        ("firmware -> runtime", report.reconcile_firmware_to_runtime),
+        ("runtime -> firmware", report.reconcile_runtime_to_firmware),
+    ] {
+        assert!(r.reconciled, "{name}: {r:?}");
+    }
+}
+
+#[test]
+fn clean_loop_controls_the_plant_without_errors() {
+    let report = run(HilOptions {
+        rate_hz: Some(50.0),
+        duration_s: 3.0,
+        ..options(&fixtures().state_bundle)
+    });
+    assert_reconciled(&report);
+    assert_eq!(
+        report.firmware_link.errors(),
+        0,
+        "{:?}",
+        report.firmware_link
+    );
+    assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
+    assert!(
+        report.observations_sent >= 100,
+        "{}",
+        report.observations_sent
+    );
+    // Nearly every observation answered in time (a start-up hiccup is allowed).
+    assert!(
+        report.actions_applied * 10 >= report.observations_sent * 9,
+        "{} applied of {}",
+        report.actions_applied,
+        report.observations_sent
+    );
+    assert_eq!(report.final_mode, "Running");
+    assert_eq!(report.round_trip["count"], report.actions_applied);
+    assert!(report.inference["count"].as_u64().unwrap() >= report.actions_applied);
+    assert!(report.returns.loop_partial.is_finite());
+}
+
+#[test]
+fn every_injected_corruption_is_detected_and_counted() {
+    let report = run(HilOptions {
+        rate_hz: Some(100.0),
+        duration_s: 4.0,
+        seed: 5,
+        faults: FaultRates {
+            drop: 0.003,
+            flip: 0.003,
+            dup: 0.003,
+            delay_p: 0.001,
+            delay_us: 2000,
+        },
+        ..options(&fixtures().state_bundle)
+    });
+    assert_reconciled(&report);
+    for (name, injected, link) in [
+        (
+            "firmware -> runtime",
+            report.injected_firmware_to_runtime,
+            report.runtime_link,
+        ),
+        (
+            "runtime -> firmware",
+            report.injected_runtime_to_firmware,
+            report.firmware_link,
+        ),
+    ] {
+        assert!(injected.corruptions() > 0, "{name}: nothing injected");
+        let rejected = dreamer_hil::proxy::rejected(&link);
+        assert!(rejected > 0, "{name}: no frame rejected");
+        // Each corruption damages at most two frames (a split or a merge).
+        assert!(rejected <= 2 * injected.corruptions(), "{name}");
+    }
+    // The loop kept running through it.
+    assert!(report.actions_applied > report.observations_sent / 2);
+}
+
+#[test]
+fn stalled_runtime_puts_the_firmware_in_the_safe_state_and_control_resumes() {
+    let report = run(HilOptions {
+        rate_hz: Some(50.0),
+        duration_s: 3.5,
+        stall_at_s: Some(1.0),
+        stall_for_s: 0.8,
+        max_missed: 3,
+        ..options(&fixtures().state_bundle)
+    });
+    assert_reconciled(&report);
+    let stall = report.stall.as_ref().unwrap();
+    assert!(stall.fault_seq.is_some(), "no fault raised: {stall:?}");
+    assert!(stall.safe_within_k, "{stall:?}");
+    assert!(stall.recovered, "{stall:?}");
+    assert!(report.faults >= 1 && report.recoveries >= 1);
+    assert_eq!(report.final_mode, "Running");
+    // The stalled runtime found a backlog and answered only the newest observation.
+    assert!(report.runtime["stale_observations"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn pixel_policy_sees_the_plant_through_the_simulated_camera() {
+    let report = run(HilOptions {
+        rate_hz: Some(20.0),
+        duration_s: 2.0,
+        ..options(&fixtures().pixel_bundle)
+    });
+    assert!(report.pixels);
+    assert_reconciled(&report);
+    let frames = report.runtime["camera_frames"].as_u64().unwrap();
+    assert!(frames >= 20, "{frames} camera frames");
+    assert_eq!(report.runtime["camera_errors"].as_u64(), Some(0));
+    assert!(report.actions_applied >= 20);
+}
+
+/// Writes the benchmark bundles of docs/hil.md into `$HIL_BUNDLE_DIR` (random weights at
+/// the default Dreamer sizes): `state` (cartpole-swingup from state) and `pixels`.
+#[test]
+#[ignore = "writes benchmark bundles; run with --ignored and HIL_BUNDLE_DIR set"]
+fn write_benchmark_bundles() {
+    let dir = PathBuf::from(std::env::var_os("HIL_BUNDLE_DIR").expect("set HIL_BUNDLE_DIR"));
+    let sized = |spec: Spec| Spec {
+        d: 200,
+        s: 30,
+        h: 200,
+        u: 200,
+        c: 32,
+        steps: 20,
+        cases: 2,
+        ..spec
+    };
+    for (name, spec) in [
+        (
+            "state",
+            sized(Spec {
+                task: "cartpole-swingup",
+                o: 5,
+                ..Spec::state()
+            }),
+        ),
+        ("pixels", sized(Spec::pixels())),
+    ] {
+        let ckpt = export_fixtures::write_checkpoint(&dir.join(format!("{name}-ckpt")), &spec, 1);
+        export(&ckpt, &dir.join(name), &ExportOptions::default()).unwrap();
+    }
+}

@@ -1,0 +1,156 @@
+//! `serve` against the host firmware (the firmware core on a simulated plant) over a real
+//! pty, with bundles exported by `dreamer-export`.
+
+#[path = "../../export/tests/common/mod.rs"]
+mod export_fixtures;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dreamer_export::{ExportOptions, export};
+use dreamer_runtime::serve::{Camera, ServeError, ServeOptions, serve};
+use dreamer_runtime::{Agent, AgentOptions, ortlib};
+use dreamer_wire::HandshakeResult;
+use export_fixtures::Spec;
+use firmware_host::host::{HostFirmware, PtySerial, SimOptions, Summary};
+use serialport::{SerialPort, TTYPort};
+
+/// One ONNX Runtime environment per process: the exporter's verification uses the runtime's.
+fn share_onnxruntime() {
+    let runtime = ortlib::load(None).unwrap();
+    dreamer_export::use_onnxruntime_environment(runtime.environment().clone(), &runtime.path);
+}
+
+fn bundle(dir: &Path, spec: &Spec) -> PathBuf {
+    share_onnxruntime();
+    let ckpt = export_fixtures::write_checkpoint(&dir.join("ckpt"), spec, 9);
+    let out = dir.join("bundle");
+    export(&ckpt, &out, &ExportOptions::default()).unwrap();
+    out
+}
+
+fn cartpole_state() -> Spec {
+    Spec {
+        task: "cartpole-swingup",
+        o: 5,
+        steps: 30,
+        ..Spec::state()
+    }
+}
+
+/// Runs `options` against a host firmware for `plant` for `seconds`; returns both sides.
+fn against_firmware(
+    plant: &str,
+    bundle: &Path,
+    seconds: f64,
+) -> (
+    Result<dreamer_runtime::serve::ServeSummary, ServeError>,
+    Summary,
+) {
+    let mut agent = Agent::load(bundle, AgentOptions::default()).unwrap();
+    let (master, slave) = TTYPort::pair().unwrap();
+    let port = PathBuf::from(slave.name().unwrap());
+    // serve opens the slave itself, exclusively.
+    drop(slave);
+    let stop = Arc::new(AtomicBool::new(false));
+    let firmware = {
+        let stop = stop.clone();
+        let plant = plant.to_string();
+        std::thread::spawn(move || {
+            let options = SimOptions {
+                rate_hz: 50.0,
+                heartbeat_hz: 10.0,
+                ..SimOptions::new(&plant)
+            };
+            let mut robot = HostFirmware::new(options, PtySerial::new(master)).unwrap();
+            robot.run(
+                Some(Duration::from_secs_f64(seconds)),
+                &AtomicBool::new(false),
+            );
+            robot.drain(Duration::from_millis(100));
+            stop.store(true, Ordering::Relaxed);
+            robot.finish()
+        })
+    };
+    let outcome = serve(&mut agent, &ServeOptions::new(port), &stop);
+    stop.store(true, Ordering::Relaxed);
+    let summary = firmware.join().unwrap();
+    (outcome, summary)
+}
+
+#[test]
+fn answers_every_observation_of_the_host_firmware() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle(tmp.path(), &cartpole_state());
+    let (outcome, firmware) = against_firmware("cartpole-swingup", &bundle, 2.0);
+    let served = outcome.unwrap();
+    assert!(served.session_opened_s.is_some());
+    assert!(served.hello_sent >= 1);
+    assert!(served.answered >= 30, "{served:?}");
+    assert_eq!(
+        served.answered + served.stale_observations,
+        served.observations
+    );
+    assert_eq!(served.frame_errors.errors(), 0, "{:?}", served.frame_errors);
+    assert!(served.heartbeats > 0);
+    assert_eq!(served.agent_faults, 0);
+    assert_eq!(served.inference.count, served.answered);
+    // The firmware took the answers: every action it received was a valid frame.
+    assert_eq!(
+        firmware.frame_errors.errors(),
+        0,
+        "{:?}",
+        firmware.frame_errors
+    );
+    assert!(u64::from(firmware.firmware.actions_applied) >= served.answered * 8 / 10);
+    assert_eq!(firmware.firmware.invalid_actions, 0);
+    assert_eq!(firmware.round_trip.count, firmware.firmware.actions_applied);
+}
+
+#[test]
+fn a_refused_handshake_names_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle(tmp.path(), &cartpole_state());
+    let (outcome, firmware) = against_firmware("pendulum", &bundle, 1.0);
+    let error = outcome.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ServeError::Refused {
+                result: HandshakeResult::TaskMismatch,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("pendulum") && text.contains("cartpole-swingup"),
+        "{text}"
+    );
+    assert_eq!(firmware.firmware.actions_applied, 0);
+}
+
+#[test]
+fn a_pixel_policy_needs_a_readable_camera_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle(
+        tmp.path(),
+        &Spec {
+            steps: 10,
+            ..Spec::pixels()
+        },
+    );
+    let mut agent = Agent::load(&bundle, AgentOptions::default()).unwrap();
+    let stop = AtomicBool::new(true);
+    let error = serve(&mut agent, &ServeOptions::new("/dev/null".into()), &stop).unwrap_err();
+    assert!(error.to_string().contains("--camera-state"), "{error}");
+    let missing = tmp.path().join("no-such.state");
+    let error = Camera::open(&missing, "cartpole-swingup").err().unwrap();
+    assert!(error.to_string().contains("no-such.state"), "{error}");
+    std::fs::write(&missing, b"garbage").unwrap();
+    let error = Camera::open(&missing, "cartpole-swingup").err().unwrap();
+    assert!(error.to_string().contains("PLST"), "{error}");
+}
