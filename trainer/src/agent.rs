@@ -39,6 +39,7 @@ pub const STREAM_REPLAY: u64 = 2;
 pub const STREAM_COLLECT: u64 = 3;
 pub const STREAM_EVAL: u64 = 4;
 pub const STREAM_INIT: u64 = 5;
+pub const STREAM_VIDEO: u64 = 6;
 
 /// A seed for draw `counter` of random stream `stream` of a run with seed `seed`
 /// (splitmix64 over the three values), so any draw can be reproduced after a restart.

@@ -9,11 +9,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
 
-use crate::agent::{Agent, Metrics, STREAM_COLLECT, STREAM_REPLAY, TrainError, stream_seed};
+use crate::agent::{
+    Agent, Metrics, STREAM_COLLECT, STREAM_REPLAY, STREAM_VIDEO, TrainError, stream_seed,
+};
 use crate::checkpoint::{self, CheckpointError, RunState};
 use crate::env_loop::{self, Behaviour, Collector, layout_of};
 use crate::logging::{self, LogError, Logger};
 use crate::replay::{Replay, ReplayError};
+use crate::video;
 
 /// Folder names inside a run's log folder.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
@@ -170,6 +173,9 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
             last_train = metrics;
         }
         let at_end = after >= config.run.steps;
+        if dims.pixels && state.updates > 0 && crossed(before, after, config.log.openloop_every) {
+            log_openloop(&agent, &replay, &mut logger, &options.logdir, after)?;
+        }
         if crossed(before, after, config.eval.every) || (at_end && config.eval.every == 0) {
             let evaluation =
                 env_loop::evaluate(&agent, config.eval.episodes, state.eval_draws, false)?;
@@ -259,6 +265,39 @@ pub fn run_updates(
         sum.1 /= count as f64;
     }
     Ok(sums)
+}
+
+/// Open-loop prediction on replayed sequences: 5 context frames, then the prior on the
+/// recorded actions. Logged to TensorBoard and written as `<logdir>/openloop.gif`.
+fn log_openloop(
+    agent: &Agent,
+    replay: &Replay,
+    logger: &mut Logger,
+    logdir: &Path,
+    env_steps: u64,
+) -> Result<(), RunError> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(stream_seed(agent.config.run.seed, STREAM_VIDEO, env_steps));
+    let Some(sample) = replay.sample(3, agent.config.train.length as usize, &mut rng) else {
+        return Ok(());
+    };
+    let batch = sample.to_batch(agent.device());
+    let Some(frames) = video::openloop_frames(agent, &batch, 5, 3) else {
+        return Ok(());
+    };
+    let (width, height) = (3 * 64, 3 * 64);
+    match video::encode_gif(&frames, width, height) {
+        Ok(gif) => {
+            let path = logdir.join("openloop.gif");
+            let tmp = logdir.join("openloop.gif.tmp");
+            std::fs::write(&tmp, &gif)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|source| LogError { path, source })?;
+            logger.gif("openloop", env_steps, width as u32, height as u32, gif)?;
+        }
+        Err(e) => logger.println(format!("warning: open-loop video not written: {e}")),
+    }
+    Ok(())
 }
 
 /// The wall time of the last record of an earlier session, to continue the clock.

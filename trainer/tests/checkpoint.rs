@@ -287,3 +287,21 @@ fn bad_run_folders_are_refused_before_work_starts() {
     assert!(matches!(err, RunError::Log(_)), "{err}");
     assert!(err.to_string().contains("a-file"), "{err}");
 }
+
+#[test]
+fn a_tiny_pixel_run_logs_open_loop_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let logdir = dir.path().join("run");
+    let mut config = tiny_config(true);
+    config.run.task = "pendulum".into();
+    config.run.action_repeat = 1;
+    config.run.steps = 300;
+    config.train.length = 8;
+    config.log.openloop_every = 300;
+    let summary = run::train(&config, &options(&logdir, false)).unwrap();
+    assert_eq!(summary.env_steps, 300);
+    let gif = std::fs::read(logdir.join("openloop.gif")).unwrap();
+    assert_eq!(&gif[..6], b"GIF89a");
+    let (_, state) = checkpoint::read_meta(&logdir.join("checkpoint")).unwrap();
+    assert!(state.pixels && state.state_size == 0);
+}
