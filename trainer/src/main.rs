@@ -290,10 +290,10 @@ fn bench(config: &Config, device: Device, updates: u64, decisions: u64) -> Resul
     let per_step = 1.0 / act_rate
         + update_s * config.collect.train_steps as f64 / config.collect.train_every as f64;
     println!(
-        "{} ({} from {}, batch {}x{}, horizon {}) on {:?}, {} threads",
+        "{} from {} (action repeat {}, batch {}x{}, horizon {}) on {:?}, {} threads",
         config.run.task,
         config.run.obs_mode,
-        config.run.obs_mode,
+        config.run.action_repeat,
         config.train.batch,
         config.train.length,
         config.train.horizon,
