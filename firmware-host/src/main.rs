@@ -20,8 +20,12 @@ struct Args {
     #[arg(long)]
     plant: String,
     /// Serial device or pty path (e.g. /dev/pts/5).
-    #[arg(long)]
-    port: String,
+    #[arg(long, required_unless_present = "port_fd", conflicts_with = "port_fd")]
+    port: Option<String>,
+    /// An inherited open terminal descriptor to use as the port (e.g. the master of a pty
+    /// pair whose slave the runtime opens: one kernel hop per direction).
+    #[arg(long, value_name = "FD")]
+    port_fd: Option<i32>,
     /// Control ticks per second.
     #[arg(long, default_value_t = 50.0)]
     rate_hz: f64,
@@ -100,8 +104,15 @@ fn main() -> Result<()> {
         ..SimOptions::new(&args.plant)
     };
     let period = Duration::from_secs_f64(1.0 / args.rate_hz.max(1e-3));
-    let serial = PtySerial::open(&args.port, args.baud, period)
-        .with_context(|| format!("cannot open serial port {}", args.port))?;
+    let (serial, port_name) = match (&args.port, args.port_fd) {
+        (Some(path), _) => (
+            PtySerial::open(path, args.baud, period)
+                .with_context(|| format!("cannot open serial port {path}"))?,
+            path.clone(),
+        ),
+        (None, Some(fd)) => (inherited_port(fd, period)?, format!("descriptor {fd}")),
+        (None, None) => anyhow::bail!("give --port or --port-fd"),
+    };
     let mut robot =
         HostFirmware::new(options, serial).context("cannot start the simulated robot")?;
     install_signal_handlers();
@@ -112,7 +123,7 @@ fn main() -> Result<()> {
     }
     eprintln!(
         "firmware-host: {} on {} at {} Hz, safe state after {} missed deadlines",
-        args.plant, args.port, args.rate_hz, args.max_missed
+        args.plant, port_name, args.rate_hz, args.max_missed
     );
     robot.run(duration, &STOP);
     robot.drain(Duration::from_millis(args.drain_ms));
@@ -123,6 +134,22 @@ fn main() -> Result<()> {
     }
     println!("{summary}");
     Ok(())
+}
+
+/// The terminal descriptor `fd` handed over by the parent process, as the serial port.
+fn inherited_port(fd: i32, write_timeout: Duration) -> Result<PtySerial> {
+    use serialport::SerialPort;
+    use std::os::fd::FromRawFd;
+    // SAFETY: isatty only inspects the descriptor.
+    if unsafe { libc::isatty(fd) } != 1 {
+        anyhow::bail!("--port-fd {fd} is not an open terminal descriptor");
+    }
+    // SAFETY: the parent handed this descriptor to this process for its exclusive use; it
+    // is a terminal (checked above) and nothing else here owns it.
+    let mut port = unsafe { serialport::TTYPort::from_raw_fd(fd) };
+    port.set_timeout(write_timeout)
+        .with_context(|| format!("--port-fd {fd}"))?;
+    Ok(PtySerial::new(port))
 }
 
 /// Puts the calling thread under SCHED_FIFO at `priority`.

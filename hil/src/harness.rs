@@ -2,8 +2,11 @@
 //! process on two ptys, the relay between them, an optional runtime stall, and the report.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -34,6 +37,10 @@ pub struct HilOptions {
     pub poll_us: u32,
     /// SCHED_FIFO priority for the firmware, the relay and `serve` (where permitted).
     pub rt_priority: Option<i32>,
+    /// Relay through the proxy even without faults or a stall (they always use it). Without
+    /// it the two processes share one pty pair: the firmware on the master, `serve` on the
+    /// slave, one kernel hop per direction.
+    pub relay: bool,
     pub firmware_bin: PathBuf,
     pub runtime_bin: PathBuf,
     /// Extra arguments for `dreamer-rt serve` (e.g. `--pin-cpu 1`).
@@ -57,6 +64,7 @@ impl HilOptions {
             max_missed: 3,
             poll_us: 50,
             rt_priority: None,
+            relay: false,
             firmware_bin,
             runtime_bin,
             serve_args: Vec::new(),
@@ -119,6 +127,8 @@ pub fn load_average() -> [f64; 3] {
 pub struct HilReport {
     pub bundle: PathBuf,
     pub rt_priority: Option<i32>,
+    /// Bytes went through the relay (faults, stall or `--relay`); otherwise one pty pair.
+    pub relay: bool,
     pub task: String,
     pub pixels: bool,
     pub rate_hz: f64,
@@ -147,12 +157,13 @@ pub struct HilReport {
     pub runtime_link: LinkCounters,
     pub injected_firmware_to_runtime: crate::proxy::Injected,
     pub injected_runtime_to_firmware: crate::proxy::Injected,
-    pub reconcile_firmware_to_runtime: Reconciliation,
-    pub reconcile_runtime_to_firmware: Reconciliation,
+    /// With the relay: the receivers' counts against its ledger.
+    pub reconcile_firmware_to_runtime: Option<Reconciliation>,
+    pub reconcile_runtime_to_firmware: Option<Reconciliation>,
     pub stall: Option<StallReport>,
     pub returns: ReturnComparison,
-    pub proxy_firmware_to_runtime: LinkStats,
-    pub proxy_runtime_to_firmware: LinkStats,
+    pub proxy_firmware_to_runtime: Option<LinkStats>,
+    pub proxy_runtime_to_firmware: Option<LinkStats>,
     /// The firmware-host summary as printed.
     pub firmware: Value,
     /// The `dreamer-rt serve` summary as printed.
@@ -222,8 +233,13 @@ impl Drop for Process {
 }
 
 /// Passes a child's stderr through, prefixed; returns once `ready` matched a line (or the
-/// stream ended).
-fn relay_stderr(child: &mut Child, name: &'static str, ready: &str) -> Result<()> {
+/// stream ended). Later lines containing `session open` set `session`.
+fn relay_stderr(
+    child: &mut Child,
+    name: &'static str,
+    ready: &str,
+    session: Arc<AtomicBool>,
+) -> Result<()> {
     let stderr = child.stderr.take().context("stderr not captured")?;
     let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {
@@ -235,6 +251,9 @@ fn relay_stderr(child: &mut Child, name: &'static str, ready: &str) -> Result<()
     }
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
+            if line.contains("session open") {
+                session.store(true, Ordering::Relaxed);
+            }
             eprintln!("[{name}] {line}");
         }
     });
@@ -341,15 +360,19 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     let firmware_summary = work.path().join("firmware.json");
     let runtime_summary = work.path().join("runtime.json");
     let state_file = work.path().join("plant.state");
+    let use_relay = options.relay || options.faults.any() || options.stall_at_s.is_some();
     let firmware_pty = Pty::open().context("cannot open a pty for the firmware")?;
-    let runtime_pty = Pty::open().context("cannot open a pty for the runtime")?;
+    let runtime_pty = if use_relay {
+        Some(Pty::open().context("cannot open a pty for the runtime")?)
+    } else {
+        None
+    };
     let load_before = load_average();
     let epoch = Instant::now();
 
     let mut firmware_cmd = Command::new(&options.firmware_bin);
     firmware_cmd
-        .args(["--plant", &task, "--port"])
-        .arg(&firmware_pty.slave_path)
+        .args(["--plant", &task])
         .args(["--rate-hz", &rate_hz.to_string()])
         .args(["--seed", &options.seed.to_string()])
         .args(["--max-missed", &options.max_missed.to_string()])
@@ -366,32 +389,55 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     if let Some(priority) = options.rt_priority {
         firmware_cmd.args(["--rt-priority", &priority.to_string()]);
     }
+    let master_fd = firmware_pty.master.as_raw_fd();
+    if use_relay {
+        firmware_cmd.arg("--port").arg(&firmware_pty.slave_path);
+    } else {
+        // The firmware inherits the master; `serve` opens the slave.
+        firmware_cmd.args(["--port-fd", &master_fd.to_string()]);
+        crate::pty::set_cloexec(master_fd, false)?;
+    }
+    let spawned = firmware_cmd.spawn();
+    crate::pty::set_cloexec(master_fd, true)?;
     let mut firmware = Process {
         name: "firmware-host",
-        child: firmware_cmd
-            .spawn()
+        child: spawned
             .with_context(|| format!("cannot start {}", options.firmware_bin.display()))?,
     };
+    let session_flag = Arc::new(AtomicBool::new(false));
     // Its start-up line comes after the port is open.
-    relay_stderr(&mut firmware.child, "firmware-host", "firmware-host:")?;
+    relay_stderr(
+        &mut firmware.child,
+        "firmware-host",
+        "firmware-host:",
+        Arc::new(AtomicBool::new(false)),
+    )?;
     firmware.alive()?;
 
-    let mut proxy = Proxy::start_with_priority(
-        &firmware_pty.master,
-        &runtime_pty.master,
-        options.faults,
-        options.seed,
-        epoch,
-        options.rt_priority,
-    )
-    .context("cannot start the relay")?;
+    let mut proxy = match &runtime_pty {
+        Some(runtime_pty) => Some(
+            Proxy::start_with_priority(
+                &firmware_pty.master,
+                &runtime_pty.master,
+                options.faults,
+                options.seed,
+                epoch,
+                options.rt_priority,
+            )
+            .context("cannot start the relay")?,
+        ),
+        None => None,
+    };
+    let serve_port = runtime_pty
+        .as_ref()
+        .map_or(&firmware_pty.slave_path, |p| &p.slave_path);
 
     let mut serve_cmd = Command::new(&options.runtime_bin);
     serve_cmd
         .arg("serve")
         .arg(&options.bundle)
         .arg("--port")
-        .arg(&runtime_pty.slave_path)
+        .arg(serve_port)
         .arg("--summary")
         .arg(&runtime_summary)
         .args(&options.serve_args)
@@ -409,18 +455,27 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
             .spawn()
             .with_context(|| format!("cannot start {}", options.runtime_bin.display()))?,
     };
-    relay_stderr(&mut runtime.child, "serve", "serve:")?;
+    relay_stderr(&mut runtime.child, "serve", "serve:", session_flag.clone())?;
 
     // The session is open once observations flow.
     let connect_end = Instant::now() + options.connect_timeout;
     let session_s = loop {
         firmware.alive()?;
         runtime.alive()?;
-        if let Some(at) = proxy
-            .stats(Direction::FirmwareToRuntime)
-            .first_observation_s
-        {
-            break at;
+        match &proxy {
+            Some(proxy) => {
+                if let Some(at) = proxy
+                    .stats(Direction::FirmwareToRuntime)
+                    .first_observation_s
+                {
+                    break at;
+                }
+            }
+            None => {
+                if session_flag.load(Ordering::Relaxed) {
+                    break epoch.elapsed().as_secs_f64();
+                }
+            }
         }
         if Instant::now() > connect_end {
             bail!(
@@ -432,7 +487,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     };
 
     let mut stall = None;
-    if let Some(at) = options.stall_at_s {
+    if let (Some(at), Some(proxy)) = (options.stall_at_s, &proxy) {
         sleep_until(epoch, session_s + at, &mut [&mut firmware, &mut runtime])?;
         runtime.signal(libc::SIGSTOP)?;
         // Nothing the runtime has not read yet can be answered now: the last observation
@@ -459,12 +514,20 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     // Firmware first: it stops ticking and drains the answers in flight, then the runtime
     // gets everything the firmware sent and drains it.
     firmware.terminate(Duration::from_secs(10))?;
-    proxy.flush_and_stop(Direction::FirmwareToRuntime)?;
+    if let Some(proxy) = &mut proxy {
+        proxy.flush_and_stop(Direction::FirmwareToRuntime)?;
+    }
     runtime.terminate(Duration::from_secs(10))?;
-    proxy.stop()?;
+    if let Some(proxy) = &mut proxy {
+        proxy.stop()?;
+    }
     let load_after = load_average();
-    let f2r = proxy.stats(Direction::FirmwareToRuntime);
-    let r2f = proxy.stats(Direction::RuntimeToFirmware);
+    let f2r = proxy
+        .as_ref()
+        .map(|p| p.stats(Direction::FirmwareToRuntime));
+    let r2f = proxy
+        .as_ref()
+        .map(|p| p.stats(Direction::RuntimeToFirmware));
 
     let fw = read_json(&firmware_summary, "firmware-host")?;
     let rt = read_json(&runtime_summary, "dreamer-rt serve")?;
@@ -472,7 +535,8 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     let runtime_link = counters(&rt["frame_errors"], "dreamer-rt serve")?;
 
     let stall = stall.map(|(at, last_seq_before, events_before, resumed_s)| {
-        let events = &f2r.fault_events[events_before.min(f2r.fault_events.len())..];
+        let all = f2r.as_ref().map_or(&[][..], |s| &s.fault_events[..]);
+        let events = &all[events_before.min(all.len())..];
         let raised = events.iter().find(|e| e.active);
         let cleared = events
             .iter()
@@ -534,10 +598,11 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         final_mode: fw["final_mode"].as_str().unwrap_or("").to_string(),
         firmware_link,
         runtime_link,
-        injected_firmware_to_runtime: f2r.injected,
-        injected_runtime_to_firmware: r2f.injected,
-        reconcile_firmware_to_runtime: reconcile(&f2r.ledger, &runtime_link),
-        reconcile_runtime_to_firmware: reconcile(&r2f.ledger, &firmware_link),
+        relay: use_relay,
+        injected_firmware_to_runtime: f2r.as_ref().map(|s| s.injected).unwrap_or_default(),
+        injected_runtime_to_firmware: r2f.as_ref().map(|s| s.injected).unwrap_or_default(),
+        reconcile_firmware_to_runtime: f2r.as_ref().map(|s| reconcile(&s.ledger, &runtime_link)),
+        reconcile_runtime_to_firmware: r2f.as_ref().map(|s| reconcile(&s.ledger, &firmware_link)),
         stall,
         returns: ReturnComparison {
             loop_return,

@@ -54,6 +54,9 @@ struct Args {
     /// Firmware serial polling interval in microseconds.
     #[arg(long, default_value_t = 50)]
     poll_us: u32,
+    /// Relay through the fault-injection proxy even without faults or a stall.
+    #[arg(long)]
+    relay: bool,
     /// SCHED_FIFO priority (1-99) for the firmware, the relay and serve, where permitted.
     #[arg(long)]
     rt_priority: Option<i32>,
@@ -97,6 +100,7 @@ fn main() -> Result<()> {
         max_missed: args.max_missed,
         poll_us: args.poll_us,
         rt_priority: args.rt_priority,
+        relay: args.relay,
         serve_args: args.serve_args,
         compare_simulation: !args.no_simulation,
         connect_timeout: Duration::from_secs(120),

@@ -45,8 +45,8 @@ impl Pty {
                 .into_owned(),
         );
         make_raw(slave.as_raw_fd())?;
-        set_cloexec(master.as_raw_fd())?;
-        set_cloexec(slave.as_raw_fd())?;
+        set_cloexec(master.as_raw_fd(), true)?;
+        set_cloexec(slave.as_raw_fd(), true)?;
         Ok(Pty {
             master,
             _slave: slave,
@@ -71,9 +71,11 @@ fn make_raw(fd: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-fn set_cloexec(fd: libc::c_int) -> io::Result<()> {
+/// Sets or clears close-on-exec (cleared: a child process started next inherits `fd`).
+pub fn set_cloexec(fd: libc::c_int, close: bool) -> io::Result<()> {
+    let flags = if close { libc::FD_CLOEXEC } else { 0 };
     // SAFETY: F_SETFD on an open descriptor.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
