@@ -48,7 +48,9 @@ pub enum ConfigError {
         key: String,
         valid: Vec<String>,
     },
-    #[error("{source_name}: key `{key}` expects a {expected}, got {found}; valid keys: {valid}")]
+    #[error(
+        "{source_name}: key `{key}` must be of type {expected}, got {found}; valid keys: {valid}"
+    )]
     WrongType {
         source_name: String,
         key: String,
@@ -522,7 +524,7 @@ mod tests {
             "{err}"
         );
         let err = Config::resolve("paper", None, &["train.batch=1.5".to_string()]).unwrap_err();
-        assert!(err.to_string().contains("expects a integer"), "{err}");
+        assert!(err.to_string().contains("must be of type integer"), "{err}");
         let err = Config::resolve("paper", None, &["run.obs_mode=rgb".to_string()]).unwrap_err();
         assert!(err.to_string().contains("rgb"), "{err}");
     }
