@@ -189,8 +189,6 @@ pub struct EvalConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// Environment steps between metric records.
-    pub every: u64,
     /// Environment steps between checkpoints (0: only at the end).
     pub checkpoint_every: u64,
     /// Environment steps between open-loop video predictions on pixel tasks (0: never).

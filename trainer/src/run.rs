@@ -245,6 +245,7 @@ pub fn run_updates(
     let (batch_size, length) = (t.batch as usize, t.length as usize);
     let seed = agent.config.run.seed;
     let mut sums: Metrics = Vec::new();
+    let mut done = 0u64;
     for _ in 0..count {
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(seed, STREAM_REPLAY, state.updates));
         let Some(sample) = replay.sample(batch_size, length, &mut rng) else {
@@ -253,6 +254,7 @@ pub fn run_updates(
         let batch = sample.to_batch(agent.device());
         let metrics = agent.update(&batch, state.updates)?;
         state.updates += 1;
+        done += 1;
         if sums.is_empty() {
             sums = metrics;
         } else {
@@ -262,7 +264,7 @@ pub fn run_updates(
         }
     }
     for sum in &mut sums {
-        sum.1 /= count as f64;
+        sum.1 /= done as f64;
     }
     Ok(sums)
 }
