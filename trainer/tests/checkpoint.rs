@@ -231,7 +231,7 @@ fn a_tiny_run_trains_evaluates_resumes_and_writes_a_reference() {
         "learning-curve.png",
         "checkpoint/model.safetensors",
         "checkpoint/config.toml",
-        "replay/ep000001-201.npz",
+        "replay/ep000001-101.npz",
     ] {
         assert!(logdir.join(file).exists(), "{file} missing");
     }
