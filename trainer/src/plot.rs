@@ -2,7 +2,6 @@
 //! small raster with a 3x5 digit font for the axis ranges.
 
 use std::fs;
-use std::io::BufWriter;
 use std::path::Path;
 
 const WIDTH: usize = 640;
@@ -79,7 +78,7 @@ impl Canvas {
 }
 
 /// Draw `points` (env steps, return) to a PNG at `path` (temp file, then rename).
-pub fn write_curve(path: &Path, points: &[(u64, f64)], _title: &str) -> std::io::Result<()> {
+pub fn write_curve(path: &Path, points: &[(u64, f64)]) -> Result<(), crate::video::VideoError> {
     let mut canvas = Canvas {
         pixels: vec![255; WIDTH * HEIGHT * 3],
     };
@@ -120,16 +119,5 @@ pub fn write_curve(path: &Path, points: &[(u64, f64)], _title: &str) -> std::io:
             }
         }
     }
-    let tmp = path.with_extension("png.tmp");
-    {
-        let file = fs::File::create(&tmp)?;
-        let mut encoder = png::Encoder::new(BufWriter::new(file), WIDTH as u32, HEIGHT as u32);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
-        writer
-            .write_image_data(&canvas.pixels)
-            .map_err(std::io::Error::other)?;
-    }
-    fs::rename(&tmp, path)
+    crate::video::write_png(path, &canvas.pixels, WIDTH, HEIGHT)
 }

@@ -221,7 +221,7 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
     if !curve.is_empty() {
         let all = crate::plot::read_eval_curve(&options.logdir.join("metrics.jsonl"));
         let png = options.logdir.join("learning-curve.png");
-        if let Err(e) = crate::plot::write_curve(&png, &all, &config.run.task) {
+        if let Err(e) = crate::plot::write_curve(&png, &all) {
             logger.println(format!("warning: learning curve not written: {e}"));
         }
     }
@@ -270,7 +270,8 @@ pub fn run_updates(
 }
 
 /// Open-loop prediction on replayed sequences: 5 context frames, then the prior on the
-/// recorded actions. Logged to TensorBoard and written as `<logdir>/openloop.gif`.
+/// recorded actions. Logged to TensorBoard and written as `<logdir>/openloop.gif` (and a
+/// still, `openloop.png`: every third step of the first sequence).
 fn log_openloop(
     agent: &Agent,
     replay: &Replay,
@@ -296,6 +297,10 @@ fn log_openloop(
                 .and_then(|_| std::fs::rename(&tmp, &path))
                 .map_err(|source| LogError { path, source })?;
             logger.gif("openloop", env_steps, width as u32, height as u32, gif)?;
+            let (still, w, h) = video::openloop_strip(&frames, width, height, 3);
+            if let Err(e) = video::write_png(&logdir.join("openloop.png"), &still, w, h) {
+                logger.println(format!("warning: open-loop still not written: {e}"));
+            }
         }
         Err(e) => logger.println(format!("warning: open-loop video not written: {e}")),
     }

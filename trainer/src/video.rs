@@ -140,3 +140,43 @@ pub fn openloop_frames(
         )
     })
 }
+
+/// A still of an open-loop prediction: the first sequence's column (truth, model, error) at
+/// every `stride`-th step, side by side. `frames` as from [`openloop_frames`], each
+/// `height x width x 3` with 64-pixel columns. Returns (RGB bytes, width, height).
+pub fn openloop_strip(
+    frames: &[Vec<u8>],
+    width: usize,
+    height: usize,
+    stride: usize,
+) -> (Vec<u8>, usize, usize) {
+    let side = IMAGE_SIZE as usize;
+    let picked: Vec<&Vec<u8>> = frames.iter().step_by(stride.max(1)).collect();
+    let out_width = picked.len() * side;
+    let mut out = vec![0u8; out_width * height * 3];
+    for (k, frame) in picked.iter().enumerate() {
+        for y in 0..height {
+            let src = &frame[(y * width) * 3..(y * width + side) * 3];
+            let dst = (y * out_width + k * side) * 3;
+            out[dst..dst + side * 3].copy_from_slice(src);
+        }
+    }
+    (out, out_width, height)
+}
+
+/// Write RGB bytes as a PNG (temp file, then rename).
+pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<(), VideoError> {
+    let tmp = path.with_extension("png.tmp");
+    {
+        let file = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        let mut encoder = png::Encoder::new(file, width as u32, height as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
+        writer
+            .write_image_data(rgb)
+            .map_err(std::io::Error::other)?;
+    }
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
