@@ -65,6 +65,9 @@ struct Args {
     /// firmware would own its microcontroller.
     #[arg(long)]
     rt_priority: Option<i32>,
+    /// Lock the process's memory (mlockall), where permitted, so no page fault stalls a tick.
+    #[arg(long)]
+    lock_memory: bool,
     /// Also write the JSON summary to this file.
     #[arg(long)]
     summary: Option<PathBuf>,
@@ -120,6 +123,13 @@ fn main() -> Result<()> {
         && let Err(e) = set_fifo_priority(priority)
     {
         eprintln!("firmware-host: note: SCHED_FIFO priority {priority} not set: {e}");
+    }
+    // SAFETY: plain syscall; locking current and future pages has no memory-safety effect.
+    if args.lock_memory && unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        eprintln!(
+            "firmware-host: note: memory not locked: {}",
+            std::io::Error::last_os_error()
+        );
     }
     eprintln!(
         "firmware-host: {} on {} at {} Hz, safe state after {} missed deadlines",

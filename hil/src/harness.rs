@@ -37,6 +37,8 @@ pub struct HilOptions {
     pub poll_us: u32,
     /// SCHED_FIFO priority for the firmware, the relay and `serve` (where permitted).
     pub rt_priority: Option<i32>,
+    /// Lock the memory of the firmware, `serve` and the harness (mlockall), where permitted.
+    pub lock_memory: bool,
     /// Relay through the proxy even without faults or a stall (they always use it). Without
     /// it the two processes share one pty pair: the firmware on the master, `serve` on the
     /// slave, one kernel hop per direction.
@@ -64,6 +66,7 @@ impl HilOptions {
             max_missed: 3,
             poll_us: 50,
             rt_priority: None,
+            lock_memory: false,
             relay: false,
             firmware_bin,
             runtime_bin,
@@ -127,6 +130,7 @@ pub fn load_average() -> [f64; 3] {
 pub struct HilReport {
     pub bundle: PathBuf,
     pub rt_priority: Option<i32>,
+    pub lock_memory: bool,
     /// Bytes went through the relay (faults, stall or `--relay`); otherwise one pty pair.
     pub relay: bool,
     pub task: String,
@@ -389,6 +393,16 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     if let Some(priority) = options.rt_priority {
         firmware_cmd.args(["--rt-priority", &priority.to_string()]);
     }
+    if options.lock_memory {
+        firmware_cmd.arg("--lock-memory");
+        // SAFETY: plain syscall; locking pages has no memory-safety effect.
+        if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+            eprintln!(
+                "dreamer-hil: note: memory not locked: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
     let master_fd = firmware_pty.master.as_raw_fd();
     if use_relay {
         firmware_cmd.arg("--port").arg(&firmware_pty.slave_path);
@@ -448,6 +462,9 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     }
     if let Some(priority) = options.rt_priority {
         serve_cmd.args(["--rt-priority", &priority.to_string()]);
+    }
+    if options.lock_memory {
+        serve_cmd.arg("--lock-memory");
     }
     let mut runtime = Process {
         name: "dreamer-rt serve",
@@ -578,6 +595,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     Ok(HilReport {
         bundle: options.bundle.clone(),
         rt_priority: options.rt_priority,
+        lock_memory: options.lock_memory,
         task,
         pixels,
         rate_hz,

@@ -60,6 +60,9 @@ struct Args {
     /// SCHED_FIFO priority (1-99) for the firmware, the relay and serve, where permitted.
     #[arg(long)]
     rt_priority: Option<i32>,
+    /// Lock the memory of the firmware, serve and the harness (mlockall), where permitted.
+    #[arg(long)]
+    lock_memory: bool,
     /// Skip the pure-simulation run of the same policy.
     #[arg(long)]
     no_simulation: bool,
@@ -101,6 +104,7 @@ fn main() -> Result<()> {
         poll_us: args.poll_us,
         rt_priority: args.rt_priority,
         relay: args.relay,
+        lock_memory: args.lock_memory,
         serve_args: args.serve_args,
         compare_simulation: !args.no_simulation,
         connect_timeout: Duration::from_secs(120),
