@@ -86,8 +86,11 @@ pub struct StallReport {
     pub last_seq_before: Option<u32>,
     /// The deadline fault raised during the stall.
     pub fault_seq: Option<u32>,
-    /// Observations between the stall and the safe state (`fault_seq - last_seq_before`).
+    /// Observations between the stall and the safe state (`fault_seq - last_seq_before`;
+    /// 0 when the firmware was already in the safe state when the runtime stopped).
     pub periods_to_safe: Option<u32>,
+    /// The firmware was already in the safe state (a fault raised and not cleared).
+    pub already_safe: bool,
     pub max_missed: u16,
     /// The safe state was reached within `max_missed` periods.
     pub safe_within_k: bool,
@@ -553,12 +556,14 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
 
     let stall = stall.map(|(at, last_seq_before, events_before, resumed_s)| {
         let all = f2r.as_ref().map_or(&[][..], |s| &s.fault_events[..]);
-        let events = &all[events_before.min(all.len())..];
+        let (before, events) = all.split_at(events_before.min(all.len()));
+        let already_safe = before.last().is_some_and(|e| e.active);
         let raised = events.iter().find(|e| e.active);
         let cleared = events
             .iter()
-            .find(|e| !e.active && e.at_s >= resumed_s && raised.is_some());
+            .find(|e| !e.active && e.at_s >= resumed_s && (raised.is_some() || already_safe));
         let periods = match (raised, last_seq_before) {
+            _ if already_safe => Some(0),
             (Some(f), Some(before)) => Some(f.seq.wrapping_sub(before)),
             _ => None,
         };
@@ -568,6 +573,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
             last_seq_before,
             fault_seq: raised.map(|f| f.seq),
             periods_to_safe: periods,
+            already_safe,
             max_missed: options.max_missed,
             safe_within_k: periods.is_some_and(|p| p <= u32::from(options.max_missed)),
             recovered: cleared.is_some(),
