@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use dreamer_export::{ExportOptions, export};
+use dreamer_hil::proxy::rejected;
 use dreamer_hil::{FaultRates, HilOptions, HilReport};
 use export_fixtures::Spec;
 
@@ -120,8 +121,9 @@ fn clean_loop_controls_the_plant_without_errors() {
         ..options(&fixtures().state_bundle)
     });
     assert_reconciled(&report);
+    // Action sequence gaps are allowed: a late runtime answers only the newest observation.
     assert_eq!(
-        report.firmware_link.errors(),
+        rejected(&report.firmware_link),
         0,
         "{:?}",
         report.firmware_link
@@ -174,7 +176,7 @@ fn every_injected_corruption_is_detected_and_counted() {
         ),
     ] {
         assert!(injected.corruptions() > 0, "{name}: nothing injected");
-        let rejected = dreamer_hil::proxy::rejected(&link);
+        let rejected = rejected(&link);
         assert!(rejected > 0, "{name}: no frame rejected");
         // Each corruption damages at most two frames (a split or a merge).
         assert!(rejected <= 2 * injected.corruptions(), "{name}");
@@ -217,8 +219,9 @@ fn pixel_policy_sees_the_plant_through_the_simulated_camera() {
     assert!(report.pixels);
     // One pty pair, no relay: nothing may be lost or corrupted.
     assert!(!report.relay && report.reconcile_firmware_to_runtime.is_none());
+    // Action sequence gaps are allowed: a late runtime answers only the newest observation.
     assert_eq!(
-        report.firmware_link.errors(),
+        rejected(&report.firmware_link),
         0,
         "{:?}",
         report.firmware_link

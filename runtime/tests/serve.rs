@@ -97,14 +97,19 @@ fn answers_every_observation_of_the_host_firmware() {
     assert!(served.heartbeats > 0);
     assert_eq!(served.agent_faults, 0);
     assert_eq!(served.inference.count, served.answered);
-    // The firmware took the answers: every action it received was a valid frame.
+    // The firmware took the answers: every action it received was a valid frame (action
+    // sequence gaps are allowed: a late runtime answers only the newest observation).
+    let link = firmware.frame_errors;
     assert_eq!(
-        firmware.frame_errors.errors(),
+        link.bad_cobs + link.bad_crc + link.wrong_length + link.unknown_message + link.malformed,
         0,
-        "{:?}",
-        firmware.frame_errors
+        "{link:?}"
     );
-    assert!(u64::from(firmware.firmware.actions_applied) >= served.answered * 8 / 10);
+    assert_eq!(
+        u64::from(link.frames_ok),
+        served.answered + served.hello_sent
+    );
+    assert!(u64::from(firmware.firmware.actions_applied) * 2 >= served.answered);
     assert_eq!(firmware.firmware.invalid_actions, 0);
     assert_eq!(firmware.round_trip.count, firmware.firmware.actions_applied);
 }
