@@ -234,7 +234,8 @@ fn pixel_policy_sees_the_plant_through_the_simulated_camera() {
 }
 
 /// Writes the benchmark bundles of docs/hil.md into `$HIL_BUNDLE_DIR` (random weights at
-/// the default Dreamer sizes): `state` (cartpole-swingup from state) and `pixels`.
+/// the default Dreamer sizes): `state` (cartpole-swingup from state) and `pixels`, and
+/// `state-small` (deter 64, stoch 16, hidden and units 64).
 #[test]
 #[ignore = "writes benchmark bundles; run with --ignored and HIL_BUNDLE_DIR set"]
 fn write_benchmark_bundles() {
@@ -259,6 +260,20 @@ fn write_benchmark_bundles() {
             }),
         ),
         ("pixels", sized(Spec::pixels())),
+        (
+            "state-small",
+            Spec {
+                task: "cartpole-swingup",
+                o: 5,
+                d: 64,
+                s: 16,
+                h: 64,
+                u: 64,
+                steps: 20,
+                cases: 2,
+                ..Spec::state()
+            },
+        ),
     ] {
         let ckpt = export_fixtures::write_checkpoint(&dir.join(format!("{name}-ckpt")), &spec, 1);
         export(&ckpt, &dir.join(name), &ExportOptions::default()).unwrap();
