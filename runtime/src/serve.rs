@@ -392,8 +392,8 @@ pub fn serve(
                     }
                     Message::Observation(_) => summary.observations_before_session += 1,
                     Message::HelloAck(ack) => {
-                        handle_ack(&ack, &hello, &mut accepted, &mut summary, started)?;
-                        if accepted {
+                        // A repeated acknowledgement (of a repeated hello) keeps the episode.
+                        if handle_ack(&ack, &hello, &mut accepted, &mut summary, started)? {
                             agent.reset();
                         }
                     }
@@ -482,13 +482,14 @@ pub fn serve(
     Ok(summary)
 }
 
+/// Checks a handshake answer; returns whether it opened the session.
 fn handle_ack(
     ack: &HelloAck,
     hello: &Hello,
     accepted: &mut bool,
     summary: &mut ServeSummary,
     started: Instant,
-) -> Result<(), ServeError> {
+) -> Result<bool, ServeError> {
     if ack.result != HandshakeResult::Accepted {
         return Err(ServeError::Refused {
             result: ack.result,
@@ -499,15 +500,16 @@ fn handle_ack(
             our_layout: hello.layout,
         });
     }
-    if !*accepted {
-        *accepted = true;
-        summary.session_opened_s = Some(started.elapsed().as_secs_f64());
-        eprintln!(
-            "serve: session open with firmware task `{}` (protocol {})",
-            ack.task, ack.protocol_version
-        );
+    if *accepted {
+        return Ok(false);
     }
-    Ok(())
+    *accepted = true;
+    summary.session_opened_s = Some(started.elapsed().as_secs_f64());
+    eprintln!(
+        "serve: session open with firmware task `{}` (protocol {})",
+        ack.task, ack.protocol_version
+    );
+    Ok(true)
 }
 
 fn log_fault(f: &FaultReport) {
