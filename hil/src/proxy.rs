@@ -212,7 +212,11 @@ impl Link {
                 return Ok(());
             }
             if control == FLUSH {
-                flush_deadline.get_or_insert(now + Duration::from_secs(2));
+                if flush_deadline.is_none() {
+                    flush_deadline = Some(now + Duration::from_secs(2));
+                    // Take in what the sender wrote before it stopped.
+                    self.read_waiting(&mut buf)?;
+                }
                 while let Some((_, tagged)) = self.held.pop_front() {
                     self.outgoing.push_back(tagged);
                 }
@@ -268,6 +272,25 @@ impl Link {
             }
             lock(&self.stats).bytes_in += n as u64;
             self.write_out()?;
+        }
+    }
+
+    /// Reads and ingests everything the sender's pty holds now.
+    fn read_waiting(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        loop {
+            match self.src.read(buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    let now = Instant::now();
+                    for &byte in &buf[..n] {
+                        self.ingest(byte, now);
+                    }
+                    lock(&self.stats).bytes_in += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: nothing more; EIO: the sender's side is closed.
+                Err(_) => return Ok(()),
+            }
         }
     }
 

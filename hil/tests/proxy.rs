@@ -61,6 +61,15 @@ fn drain(port: &mut File, decoder: &mut FrameDecoder) -> usize {
     }
 }
 
+/// Waits until the relay has read something in `direction`.
+fn wait_for_input(proxy: &Proxy, direction: Direction) {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while proxy.stats(direction).bytes_in == 0 {
+        assert!(Instant::now() < give_up, "the relay read nothing");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 struct Outcome {
     f2r: (Injected, Ledger, LinkCounters, Reconciliation),
     r2f: (Injected, Ledger, LinkCounters, Reconciliation),
@@ -86,14 +95,15 @@ fn exchange(faults: FaultRates, seed: u64, frames: u32) -> Outcome {
     // The firmware talks first: nothing of it reaches the runtime before the runtime's
     // first byte, and what does reach it starts at a frame boundary.
     firmware.write_all(&frame(&observation(1000))).unwrap();
-    std::thread::sleep(Duration::from_millis(30));
+    wait_for_input(&proxy, Direction::FirmwareToRuntime);
     let hello = Message::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         task: heapless::String::try_from("cartpole-swingup").unwrap(),
         layout: Layout::from_fields(&["a", "b"], 1),
     });
     runtime.write_all(&frame(&hello)).unwrap();
-    std::thread::sleep(Duration::from_millis(30));
+    // Forwarding to the runtime opens once the relay has read its hello.
+    wait_for_input(&proxy, Direction::RuntimeToFirmware);
     for seq in 1..=frames {
         firmware.write_all(&frame(&observation(seq))).unwrap();
         runtime.write_all(&frame(&action(seq))).unwrap();
