@@ -118,6 +118,7 @@ fn clean_loop_controls_the_plant_without_errors() {
         rate_hz: Some(50.0),
         duration_s: 3.0,
         relay: true,
+        compare_simulation: true,
         ..options(&fixtures().state_bundle)
     });
     assert_reconciled(&report);
@@ -145,6 +146,9 @@ fn clean_loop_controls_the_plant_without_errors() {
     assert_eq!(report.round_trip["count"], report.actions_applied);
     assert!(report.inference["count"].as_u64().unwrap() >= report.actions_applied);
     assert!(report.returns.loop_partial.is_finite());
+    // 3 s is shorter than an episode (10 s): no loop return yet, the simulation's is there.
+    assert_eq!(report.returns.loop_return, None);
+    assert!(report.returns.simulation_return.is_some_and(f64::is_finite));
 }
 
 #[test]
