@@ -47,7 +47,8 @@ struct Args {
     /// Baud rate set on the port (ignored by ptys).
     #[arg(long, default_value_t = 115_200)]
     baud: u32,
-    /// Serial polling interval while waiting, in microseconds.
+    /// Longest wait between serial polls, in microseconds (a wait ends early when bytes
+    /// arrive, as with a receive interrupt).
     #[arg(long, default_value_t = 100)]
     poll_us: u32,
     /// Start the first episode when the runtime's session opens instead of at start-up.
@@ -116,8 +117,10 @@ fn main() -> Result<()> {
         (None, Some(fd)) => (inherited_port(fd, period)?, format!("descriptor {fd}")),
         (None, None) => anyhow::bail!("give --port or --port-fd"),
     };
+    let serial_fd = std::os::fd::AsRawFd::as_raw_fd(&serial);
     let mut robot =
         HostFirmware::new(options, serial).context("cannot start the simulated robot")?;
+    robot.wake_on_input(serial_fd);
     install_signal_handlers();
     if let Some(priority) = args.rt_priority
         && let Err(e) = set_fifo_priority(priority)

@@ -9,6 +9,8 @@ pub use peripherals::{HostClock, SharedWorld, SimDirection, SimI2c, SimPwm, SimS
 pub use serial::PtySerial;
 pub use world::{MAX_DUTY, SimWorld};
 
+use std::os::fd::RawFd;
+
 use std::path::PathBuf;
 use std::string::String;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -175,11 +177,44 @@ pub struct Summary {
     pub firmware: Stats,
 }
 
+/// The firmware's waits, ended early by input like a UART receive interrupt would: a
+/// delay returns as soon as bytes arrive on the serial descriptor (without one, or once
+/// the other end hung up, it sleeps the whole time).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InputWait {
+    fd: Option<RawFd>,
+}
+
+impl embedded_hal::delay::DelayNs for InputWait {
+    fn delay_ns(&mut self, ns: u32) {
+        let sleep = || std::thread::sleep(Duration::from_nanos(u64::from(ns)));
+        let Some(fd) = self.fd else {
+            return sleep();
+        };
+        let timeout = libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a valid timeout, no signal mask.
+        let ready = unsafe { libc::ppoll(&mut pfd, 1, &timeout, std::ptr::null()) };
+        if ready > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            // A closed peer would end every wait at once: wait the full time instead.
+            sleep();
+        }
+    }
+}
+
 /// The firmware core wired to simulated peripherals and a serial port.
 pub struct HostFirmware<SER> {
     firmware: Firmware<SimI2c, SimSpi, SimPwm, SimDirection, SER>,
     world: SharedWorld,
     clock: HostClock,
+    input_wait: InputWait,
     options: SimOptions,
     started: Instant,
     session_opened_s: Option<f64>,
@@ -212,6 +247,7 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
             firmware: Firmware::new(config, sensors, motor, serial),
             world,
             clock: HostClock::new(start),
+            input_wait: InputWait::default(),
             options,
             started: start,
             session_opened_s: None,
@@ -227,11 +263,17 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
         &self.firmware
     }
 
+    /// Ends the firmware's waits as soon as bytes arrive on `fd` (the serial port's
+    /// descriptor), as a receive interrupt would, instead of polling at intervals.
+    pub fn wake_on_input(&mut self, fd: RawFd) {
+        self.input_wait = InputWait { fd: Some(fd) };
+    }
+
     /// Runs control ticks until `duration` has passed (if given) or `stop` is set.
     pub fn run(&mut self, duration: Option<Duration>, stop: &AtomicBool) {
         let end = duration.map(|d| Instant::now() + d);
         while !stop.load(Ordering::Relaxed) && end.is_none_or(|end| Instant::now() < end) {
-            let mut delay = self.clock;
+            let mut delay = self.input_wait;
             // Serving up to the tick start here (tick() would do it too) lets a session that
             // opened meanwhile start its episode before the tick samples the plant.
             if let Some(due) = self.firmware.next_tick_us() {
@@ -257,7 +299,7 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
     /// Keeps serving the serial port for `duration` without ticking, so that answers in
     /// flight at the end of a run are received and counted.
     pub fn drain(&mut self, duration: Duration) {
-        let mut delay = self.clock;
+        let mut delay = self.input_wait;
         let until = self.started.elapsed() + duration;
         self.firmware
             .serve_until(until.as_micros() as u64, &mut self.clock, &mut delay);

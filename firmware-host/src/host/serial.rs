@@ -32,6 +32,12 @@ impl PtySerial {
     }
 }
 
+impl std::os::fd::AsRawFd for PtySerial {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.port.as_raw_fd()
+    }
+}
+
 impl embedded_io::ErrorType for PtySerial {
     type Error = io::Error;
 }
