@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 /// Side length of pixel observations.
 pub const IMAGE_SIZE: i64 = 64;
 /// ln(e^5 - 1): shifts the actor's raw std so that a zero output gives std 5.
-pub const ACTOR_STD_SHIFT: f64 = 4.993_215_958_801_848;
+pub const ACTOR_STD_SHIFT: f64 = 4.993_239_250_550_511;
 
 /// Observations, batch dimensions leading: state `[.., O]` f32, pixels `[.., 64, 64, 3]` u8.
 #[derive(Debug)]
