@@ -153,6 +153,39 @@ impl ExportReport {
     pub fn bundle_bytes(&self) -> u64 {
         self.file_bytes.values().sum()
     }
+
+    /// What a user wants to see after an export: where, how big, how long, how close.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut text = format!(
+            "wrote {} ({} files, {} bytes) in {:.2} s (+{:.2} s verification)",
+            self.out_dir.display(),
+            self.file_bytes.len(),
+            self.bundle_bytes(),
+            self.build_time.as_secs_f64(),
+            self.verify_time.as_secs_f64()
+        );
+        match &self.manifest.verification {
+            Some(v) => {
+                for (graph, err) in &v.random_max_abs_err {
+                    let _ = write!(text, "\n  random cases  {graph:<14} max abs err {err:.2e}");
+                }
+                if let (Some(step), Some(last)) = (
+                    v.trajectory_step_max_abs_err,
+                    v.trajectory_final_latent_max_abs_err,
+                ) {
+                    let _ = write!(
+                        text,
+                        "\n  trajectory    {} steps: per step {step:.2e}, final latent {last:.2e}",
+                        v.trajectory_steps
+                    );
+                }
+                let _ = write!(text, "\n  ONNX Runtime {}", v.onnxruntime_version);
+            }
+            None => text.push_str("\n  not verified"),
+        }
+        text
+    }
 }
 
 /// Exports `checkpoint_dir` to the bundle folder `out_dir`.

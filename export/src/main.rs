@@ -47,31 +47,6 @@ fn main() -> anyhow::Result<()> {
     };
     let report = dreamer_export::export(&args.checkpoint_dir, &args.out, &options)
         .with_context(|| format!("exporting {}", args.checkpoint_dir.display()))?;
-    println!(
-        "wrote {} ({} files, {} bytes) in {:.2} s (+{:.2} s verification)",
-        report.out_dir.display(),
-        report.file_bytes.len(),
-        report.bundle_bytes(),
-        report.build_time.as_secs_f64(),
-        report.verify_time.as_secs_f64()
-    );
-    match &report.manifest.verification {
-        Some(v) => {
-            for (graph, err) in &v.random_max_abs_err {
-                println!("  random cases  {graph:<14} max abs err {err:.2e}");
-            }
-            if let (Some(step), Some(last)) = (
-                v.trajectory_step_max_abs_err,
-                v.trajectory_final_latent_max_abs_err,
-            ) {
-                println!(
-                    "  trajectory    {} steps: per step {step:.2e}, final latent {last:.2e}",
-                    v.trajectory_steps
-                );
-            }
-            println!("  ONNX Runtime {}", v.onnxruntime_version);
-        }
-        None => println!("  not verified (--no-verify)"),
-    }
+    println!("{}", report.summary());
     Ok(())
 }

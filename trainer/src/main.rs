@@ -10,6 +10,9 @@ use dreamer_trainer::run::{CHECKPOINT_DIR, RunOptions};
 use dreamer_trainer::{checkpoint, device, env_loop, reference, run, video};
 use tch::Device;
 
+/// Random single-step cases in a reference file.
+const REFERENCE_CASES: i64 = 16;
+
 #[derive(Parser)]
 #[command(name = "dreamer", version, about = "Dreamer (DreamerV1) on libtorch")]
 struct Cli {
@@ -90,6 +93,28 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Export a checkpoint to a verified ONNX model bundle (writes the reference forward
+    /// pass into the checkpoint, builds the graphs, checks them with ONNX Runtime)
+    Export {
+        /// Checkpoint folder (a run's checkpoint/ or the run folder itself)
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Bundle folder; an existing bundle there is replaced once the new one verified
+        #[arg(long)]
+        out: PathBuf,
+        /// Static batch size of every graph
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Store the weights as float16 (computation stays float32)
+        #[arg(long)]
+        fp16: bool,
+        /// Closed-loop steps recorded for the verification
+        #[arg(long, default_value_t = 500)]
+        reference_steps: usize,
+        /// ONNX Runtime library (default: $ORT_DYLIB_PATH, then the project's .deps)
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
     /// Write reference.safetensors (the exporter's verification data) into a checkpoint
     Reference {
         #[arg(long)]
@@ -98,7 +123,7 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         steps: usize,
         /// Random cases
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = REFERENCE_CASES)]
         cases: i64,
     },
     /// Measure updates/s and environment steps/s of a configuration on this machine
@@ -193,6 +218,14 @@ fn run_cli(cli: Cli) -> Result<()> {
                     .map_or("n/a".to_string(), |r| format!("{r:.2}")),
                 summary.wall_s
             );
+            if let (Some(first), Some(last)) = (summary.curve.first(), summary.curve.last())
+                && first.0 < last.0
+            {
+                println!(
+                    "eval return {:.2} at {} env steps -> {:.2} at {} env steps",
+                    first.1, first.0, last.1, last.0
+                );
+            }
         }
         Command::Eval {
             checkpoint: dir,
@@ -220,6 +253,32 @@ fn run_cli(cli: Cli) -> Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("video: {}", path.display());
             }
+        }
+        Command::Export {
+            checkpoint: dir,
+            out,
+            batch,
+            fp16,
+            reference_steps,
+            ort_lib,
+        } => {
+            device::select("cpu", None)?;
+            let dir = checkpoint_folder(dir);
+            reference::write_reference(&dir, reference_steps, REFERENCE_CASES)?;
+            let options = dreamer_export::ExportOptions {
+                batch,
+                precision: if fp16 {
+                    dreamer_export::Precision::Float16
+                } else {
+                    dreamer_export::Precision::Float32
+                },
+                verify: true,
+                onnxruntime: ort_lib,
+                eval_return: None,
+            };
+            let report = dreamer_export::export(&dir, &out, &options)
+                .with_context(|| format!("exporting {}", dir.display()))?;
+            println!("{}", report.summary());
         }
         Command::Reference {
             checkpoint: dir,

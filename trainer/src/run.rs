@@ -136,6 +136,10 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
     ));
     let mut last_train: Vec<(&'static str, f64)> = Vec::new();
     let mut last_episode_return = None;
+    if !options.resume && config.eval.every > 0 {
+        // The untrained policy's return: the "before" of the learning curve.
+        evaluate_and_log(&agent, config, &mut state, &mut curve, &mut logger)?;
+    }
     while state.env_steps < config.run.steps {
         if options.max_updates.is_some_and(|m| session_updates >= m) {
             break;
@@ -177,23 +181,7 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
             log_openloop(&agent, &replay, &mut logger, &options.logdir, after)?;
         }
         if crossed(before, after, config.eval.every) || (at_end && config.eval.every == 0) {
-            let evaluation =
-                env_loop::evaluate(&agent, config.eval.episodes, state.eval_draws, false)?;
-            state.eval_draws += 1;
-            let (mean, std) = (evaluation.mean(), evaluation.std());
-            state.eval_return = Some(mean);
-            curve.push((after, mean));
-            logger.record(
-                "eval",
-                after,
-                state.updates,
-                &[("return", mean), ("return_std", std)],
-            )?;
-            logger.println(format!(
-                "env steps {after:>8}  updates {:>6}  eval return {mean:9.2} +- {std:7.2}  wall {:7.1} s",
-                state.updates,
-                logger.wall_s()
-            ));
+            evaluate_and_log(&agent, config, &mut state, &mut curve, &mut logger)?;
         }
         let metric = |name: &str| last_train.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         logger.set_message(format!(
@@ -232,6 +220,34 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
         wall_s: logger.wall_s(),
         curve,
     })
+}
+
+/// Noise-free evaluation at the current env step: logged, printed, and added to the curve.
+fn evaluate_and_log(
+    agent: &Agent,
+    config: &Config,
+    state: &mut RunState,
+    curve: &mut Vec<(u64, f64)>,
+    logger: &mut Logger,
+) -> Result<(), RunError> {
+    let evaluation = env_loop::evaluate(agent, config.eval.episodes, state.eval_draws, false)?;
+    state.eval_draws += 1;
+    let (mean, std) = (evaluation.mean(), evaluation.std());
+    let at = state.env_steps;
+    state.eval_return = Some(mean);
+    curve.push((at, mean));
+    logger.record(
+        "eval",
+        at,
+        state.updates,
+        &[("return", mean), ("return_std", std)],
+    )?;
+    logger.println(format!(
+        "env steps {at:>8}  updates {:>6}  eval return {mean:9.2} +- {std:7.2}  wall {:7.1} s",
+        state.updates,
+        logger.wall_s()
+    ));
+    Ok(())
 }
 
 /// Run `count` updates, each on a fresh replay sample; returns the mean of each metric.
