@@ -26,17 +26,49 @@ pub fn libtorch_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("DREAMER_LIBTORCH_DIR")))
 }
 
-/// Load `<libtorch>/lib/libtorch_cuda.so` when it exists. Returns the path loaded, if any.
-pub fn load_cuda_library() -> Option<PathBuf> {
+/// What became of `<libtorch>/lib/libtorch_cuda.so` at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CudaLibrary {
+    /// A CPU-only libtorch.
+    Absent,
+    Loaded(PathBuf),
+    /// Present but not loadable (e.g. its CUDA libraries are missing); the loader's message.
+    Failed(PathBuf, String),
+}
+
+/// Load `<libtorch>/lib/libtorch_cuda.so` when it exists.
+pub fn load_cuda_library() -> CudaLibrary {
     let path = libtorch_dir().join("lib").join("libtorch_cuda.so");
     if !path.exists() {
-        return None;
+        return CudaLibrary::Absent;
     }
-    let c_path = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let Ok(c_path) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return CudaLibrary::Failed(path, "path contains a NUL byte".into());
+    };
     // SAFETY: dlopen with a valid NUL-terminated path; the handle is intentionally kept open
     // for the life of the process.
     let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    (!handle.is_null()).then_some(path)
+    if !handle.is_null() {
+        return CudaLibrary::Loaded(path);
+    }
+    // SAFETY: dlerror returns NULL or a NUL-terminated message owned by the loader.
+    let message = unsafe { libc::dlerror() };
+    let message = if message.is_null() {
+        "unknown dlopen error".to_string()
+    } else {
+        // SAFETY: non-null, NUL-terminated, valid until the next dl* call on this thread.
+        unsafe { std::ffi::CStr::from_ptr(message) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    CudaLibrary::Failed(path, message)
+}
+
+/// The version libtorch was composed with (`build-version` in its folder), if recorded.
+pub fn libtorch_version() -> Option<String> {
+    std::fs::read_to_string(libtorch_dir().join("build-version"))
+        .ok()
+        .map(|v| v.trim().to_string())
 }
 
 /// Resolve `auto | cpu | cuda | cuda:N` and set the CPU thread count (default 1: the

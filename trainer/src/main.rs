@@ -300,27 +300,88 @@ fn run_cli(cli: Cli) -> Result<()> {
             let device = device.select()?;
             bench(&config, device, updates, decisions)?;
         }
-        Command::Doctor { device } => {
-            let loaded = device::load_cuda_library();
-            let selected = device::select(&device.device, device.threads);
-            println!("libtorch: {}", device::libtorch_dir().display());
+        Command::Doctor { device } => doctor(&device)?,
+    }
+    Ok(())
+}
+
+/// What the trainer runs on, each problem with its fix. Fails when a check fails.
+fn doctor(device_args: &DeviceArgs) -> Result<()> {
+    let mut failures = 0;
+    let libtorch = device::libtorch_dir();
+    match device::libtorch_version() {
+        Some(v) => println!("ok    libtorch {v} at {}", libtorch.display()),
+        None => println!(
+            "ok    libtorch at {} (no build-version file; tch 0.24 expects 2.11.0)",
+            libtorch.display()
+        ),
+    }
+    match device::load_cuda_library() {
+        device::CudaLibrary::Absent => println!(
+            "      CPU-only libtorch (no lib/libtorch_cuda.so). For a GPU: scripts/fetch-deps --cuda \
+             (or --libtorch DIR of a PyTorch 2.11 install), then rebuild"
+        ),
+        device::CudaLibrary::Loaded(path) => println!("ok    loaded {}", path.display()),
+        device::CudaLibrary::Failed(path, why) => {
+            failures += 1;
             println!(
-                "libtorch_cuda.so: {}",
-                loaded.map_or("not present".to_string(), |p| p.display().to_string())
-            );
-            println!("CUDA available: {}", tch::Cuda::is_available());
-            println!("CPU threads: {}", tch::get_num_threads());
-            match selected {
-                Ok(d) => println!("selected device: {d:?}"),
-                Err(e) => println!("selected device: error: {e}"),
-            }
-            println!("tasks: {}", dreamer_tasks::TASK_NAMES.join(", "));
-            println!(
-                "presets: {}",
-                dreamer_config::PRESETS.map(|p| p.0).join(", ")
+                "FAIL  {} is present but does not load: {why}\n      fix: the CUDA libraries it \
+                 needs must be beside it (a full `pip install torch==2.11.0`), or use a CPU libtorch",
+                path.display()
             );
         }
     }
+    let cuda_devices = if tch::Cuda::is_available() {
+        tch::Cuda::device_count()
+    } else {
+        0
+    };
+    println!(
+        "      CUDA devices seen by libtorch: {cuda_devices}, cuDNN: {}",
+        tch::Cuda::cudnn_is_available()
+    );
+    match device::select(&device_args.device, device_args.threads) {
+        Ok(d) => println!("ok    device {d:?}"),
+        Err(e) => {
+            failures += 1;
+            println!(
+                "FAIL  device: {e}\n      fix: --device cpu, or a CUDA libtorch on a GPU machine"
+            );
+        }
+    }
+    println!(
+        "      CPU threads: libtorch uses {} (--threads), the machine has {}",
+        tch::get_num_threads(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    // ONNX Runtime is what `dreamer export` verifies bundles with.
+    match dreamer_runtime::ortlib::load(None) {
+        Ok(ort) => {
+            println!(
+                "ok    ONNX Runtime {} at {}",
+                ort.version,
+                ort.path.display()
+            );
+            match dreamer_runtime::ortlib::available_providers() {
+                Ok(p) => println!("      execution providers: {}", p.join(", ")),
+                Err(e) => println!("      execution providers: unknown ({e})"),
+            }
+        }
+        Err(e) => {
+            failures += 1;
+            // The error already says where it looked and how to fix it.
+            println!("FAIL  ONNX Runtime: {e}");
+        }
+    }
+    println!("      tasks: {}", dreamer_tasks::TASK_NAMES.join(", "));
+    println!(
+        "      presets: {}",
+        dreamer_config::PRESETS.map(|p| p.0).join(", ")
+    );
+    if failures > 0 {
+        bail!("{failures} check(s) failed");
+    }
+    println!("all checks passed");
     Ok(())
 }
 
