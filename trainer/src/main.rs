@@ -139,7 +139,7 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
-    /// Report libtorch, CUDA, threads and the available tasks and presets
+    /// Report libtorch, CUDA, threads, ONNX Runtime and its providers, each failure with its fix
     Doctor {
         #[command(flatten)]
         device: DeviceArgs,
