@@ -24,7 +24,17 @@ pub const RSSM_OBS_STEP: &str = "rssm_obs_step";
 pub const RSSM_IMG_STEP: &str = "rssm_img_step";
 pub const ACTOR: &str = "actor";
 pub const POLICY_STEP: &str = "policy_step";
-pub const GRAPH_ROLES: [&str; 5] = [ENCODER, RSSM_OBS_STEP, RSSM_IMG_STEP, ACTOR, POLICY_STEP];
+/// `policy_step` after a prepared transition (split steps). Bundles from before it existed
+/// lack it; they still load for the fused and separate steps.
+pub const POLICY_OBSERVE: &str = "policy_observe";
+pub const GRAPH_ROLES: [&str; 6] = [
+    ENCODER,
+    RSSM_OBS_STEP,
+    RSSM_IMG_STEP,
+    ACTOR,
+    POLICY_STEP,
+    POLICY_OBSERVE,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -306,6 +316,11 @@ pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
 /// | `rssm_img_step` | `h`, `s`, `action` `[B,A]`, `noise` `[B,S]` | `h_next`, `s_next`, `mean`, `std` |
 /// | `actor` | `feat` `[B,D+S]`, `action_noise` `[B,A]` | `action`, `mean`, `std` `[B,A]` |
 /// | `policy_step` | `obs_pixels` and/or `obs_state`, `h`, `s`, `prev_action`, `noise`, `action_noise` | `action` `[B,A]`, `h_next`, `s_next`, `surprise` `[B]` |
+/// | `policy_observe` | `obs_pixels` and/or `obs_state`, `h_next` `[B,D]`, `prior_mean`, `prior_std` `[B,S]`, `noise`, `action_noise` | `action`, `s_next`, `surprise` |
+///
+/// `policy_observe` is `policy_step` split after the transition: `h_next`, `prior_mean` and
+/// `prior_std` are `rssm_img_step`'s `h_next`, `mean` and `std` on (h, s, previous action)
+/// with zero noise, so they can be computed before the observation arrives.
 ///
 /// `noise` is the posterior/prior sampling noise and `action_noise` the actor's; feeding zeros
 /// gives the deterministic policy (posterior mean, action mode `tanh(mean)`).

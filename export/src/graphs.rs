@@ -1,8 +1,9 @@
-//! The five bundle graphs, built op for op from the equations of docs/checkpoint-format.md.
+//! The six bundle graphs, built op for op from the equations of docs/checkpoint-format.md.
 //!
 //! Each model part (encoder, RSSM steps, actor, KL) is a function that adds its nodes to a
-//! [`GraphBuilder`] and returns the names of its results, so `policy_step` is the same parts
-//! wired together and cannot drift from the separate graphs.
+//! [`GraphBuilder`] and returns the names of its results, so `policy_step` and
+//! `policy_observe` are the same parts wired together and cannot drift from the separate
+//! graphs or from each other.
 
 use dreamer_bundle::names;
 
@@ -36,12 +37,13 @@ pub fn build_all<'c>(
         ckpt,
         batch: batch as i64,
     };
-    let builders: [(&'static str, BuildFn<'c>); 5] = [
+    let builders: [(&'static str, BuildFn<'c>); 6] = [
         (dreamer_bundle::ENCODER, Net::encoder_graph),
         (dreamer_bundle::RSSM_OBS_STEP, Net::obs_step_graph),
         (dreamer_bundle::RSSM_IMG_STEP, Net::img_step_graph),
         (dreamer_bundle::ACTOR, Net::actor_graph),
         (dreamer_bundle::POLICY_STEP, Net::policy_step_graph),
+        (dreamer_bundle::POLICY_OBSERVE, Net::policy_observe_graph),
     ];
     builders
         .into_iter()
@@ -119,16 +121,20 @@ impl Net<'_> {
     fn encoder(&self, g: &mut GraphBuilder, pixels: Option<&str>, state: Option<&str>) -> String {
         let mut parts = Vec::new();
         if let Some(pixels) = pixels {
-            // u8 [B, 64, 64, 3] -> f32 / 255 - 0.5 -> [B, 3, 64, 64]
-            let x = g.cast_to_f32(pixels);
-            let scale = g.scalar(255.0);
-            let x = g.binary("Div", &x, &scale);
-            let shift = g.scalar(0.5);
-            let x = g.binary("Sub", &x, &shift);
-            let mut x = g.transpose(&x, &[0, 3, 1, 2]);
+            // u8 [B, 64, 64, 3] -> [B, 3, 64, 64] f32; the `x / 255 - 0.5` is folded into the
+            // first convolution (`pixel_folded_conv0`). Transposing bytes moves a quarter of
+            // the data a float transpose moves.
+            let x = g.transpose(pixels, &[0, 3, 1, 2]);
+            let mut x = g.cast_to_f32(&x);
             for i in 0..4 {
-                let w = self.weight(g, &format!("encoder.pixels.conv{i}.weight"));
-                let b = self.weight(g, &format!("encoder.pixels.conv{i}.bias"));
+                let (w, b) = if i == 0 {
+                    self.pixel_folded_conv0(g)
+                } else {
+                    (
+                        self.weight(g, &format!("encoder.pixels.conv{i}.weight")),
+                        self.weight(g, &format!("encoder.pixels.conv{i}.bias")),
+                    )
+                };
                 let y = g.conv(&x, &w, &b, 4, 2);
                 x = g.unary("Relu", &y);
             }
@@ -145,6 +151,34 @@ impl Net<'_> {
             let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
             g.concat(&refs)
         }
+    }
+
+    /// The first pixel convolution with the preprocessing `x / 255 - 0.5` folded in, so it
+    /// takes the raw byte values: `conv(x / 255 - 0.5, W) + b = conv(x, W / 255) + b - 0.5 *
+    /// sum(W)`, the sum over (cin, kh, kw) per output channel. Computed in f64, rounded once
+    /// to f32 (and to f16 after that, with float16 weights). Returns (weight, bias).
+    fn pixel_folded_conv0(&self, g: &mut GraphBuilder) -> (String, String) {
+        let w = self.ckpt.tensor("encoder.pixels.conv0.weight"); // [Cout, Cin, k, k]
+        let b = self.ckpt.tensor("encoder.pixels.conv0.bias"); // [Cout]
+        let per_out = w.data.len() / b.data.len();
+        let folded_w: Vec<f32> = w
+            .data
+            .iter()
+            .map(|&x| (f64::from(x) / 255.0) as f32)
+            .collect();
+        let folded_b: Vec<f32> = w
+            .data
+            .chunks(per_out)
+            .zip(&b.data)
+            .map(|(row, &bias)| {
+                let sum: f64 = row.iter().map(|&x| f64::from(x)).sum();
+                (f64::from(bias) - 0.5 * sum) as f32
+            })
+            .collect();
+        (
+            g.weight("encoder.pixels.conv0.weight.folded", &w.shape, &folded_w),
+            g.weight("encoder.pixels.conv0.bias.folded", &b.shape, &folded_b),
+        )
     }
 
     /// The deterministic transition: (h [B, D], s [B, S], a [B, A]) -> h' [B, D], a GRU cell
@@ -303,6 +337,26 @@ impl Net<'_> {
         g.output(&std, names::STD, &aa);
     }
 
+    /// What follows the transition in a step: posterior from the prepared h' [B, D] and the
+    /// embedding, its sample, KL against the prior (mean, std) [B, S], and the action.
+    /// Returns (action [B, A], s' [B, S], surprise [B]).
+    fn observe(
+        &self,
+        g: &mut GraphBuilder,
+        h_next: &str,
+        (prior_mean, prior_std): (&str, &str),
+        embed: &str,
+        noise: &str,
+        action_noise: &str,
+    ) -> (String, String, String) {
+        let (mean, std) = self.posterior(g, h_next, embed);
+        let s_next = self.sample(g, &mean, &std, noise);
+        let surprise = self.kl(g, &mean, &std, prior_mean, prior_std);
+        let feat = g.concat(&[h_next, &s_next]);
+        let (action, _, _) = self.actor(g, &feat, action_noise);
+        (action, s_next, surprise)
+    }
+
     fn policy_step_graph(&self, g: &mut GraphBuilder) {
         let sz = self.ckpt.sizes;
         let (pixels, state) = self.observation_inputs(g);
@@ -314,13 +368,32 @@ impl Net<'_> {
         let embed = self.encoder(g, pixels.as_deref(), state.as_deref());
         let h_next = self.transition(g, &h, &s, &a);
         let (prior_mean, prior_std) = self.prior(g, &h_next);
-        let (mean, std) = self.posterior(g, &h_next, &embed);
-        let s_next = self.sample(g, &mean, &std, &noise);
-        let surprise = self.kl(g, &mean, &std, &prior_mean, &prior_std);
-        let feat = g.concat(&[&h_next, &s_next]);
-        let (action, _, _) = self.actor(g, &feat, &action_noise);
+        let prior = (prior_mean.as_str(), prior_std.as_str());
+        let (action, s_next, surprise) =
+            self.observe(g, &h_next, prior, &embed, &noise, &action_noise);
         g.output(&action, names::ACTION, &self.dims(sz.action));
         g.output(&h_next, names::H_NEXT, &self.dims(sz.deter));
+        g.output(&s_next, names::S_NEXT, &self.dims(sz.stoch));
+        g.output(&surprise, names::SURPRISE, &[self.batch]);
+    }
+
+    /// `policy_step` without the transition and prior, which depend only on the previous
+    /// latent and action and can be computed (by `rssm_img_step` with zero noise) before the
+    /// observation arrives. The prepared h' is the posterior's h' unchanged, so it is not
+    /// an output.
+    fn policy_observe_graph(&self, g: &mut GraphBuilder) {
+        let sz = self.ckpt.sizes;
+        let (pixels, state) = self.observation_inputs(g);
+        let h_next = self.f32_input(g, names::H_NEXT, sz.deter);
+        let prior_mean = self.f32_input(g, names::PRIOR_MEAN, sz.stoch);
+        let prior_std = self.f32_input(g, names::PRIOR_STD, sz.stoch);
+        let noise = self.f32_input(g, names::NOISE, sz.stoch);
+        let action_noise = self.f32_input(g, names::ACTION_NOISE, sz.action);
+        let embed = self.encoder(g, pixels.as_deref(), state.as_deref());
+        let prior = (prior_mean.as_str(), prior_std.as_str());
+        let (action, s_next, surprise) =
+            self.observe(g, &h_next, prior, &embed, &noise, &action_noise);
+        g.output(&action, names::ACTION, &self.dims(sz.action));
         g.output(&s_next, names::S_NEXT, &self.dims(sz.stoch));
         g.output(&surprise, names::SURPRISE, &[self.batch]);
     }

@@ -366,6 +366,7 @@ pub fn verify(bundle_dir: &Path, reference_file: &Path) -> Result<VerificationIn
     let mut img_step = load(dreamer_bundle::RSSM_IMG_STEP)?;
     let mut actor = load(dreamer_bundle::ACTOR)?;
     let mut policy = load(dreamer_bundle::POLICY_STEP)?;
+    let mut observe = load(dreamer_bundle::POLICY_OBSERVE)?;
 
     let mut random = BTreeMap::new();
     let n = reference.count("rand.h")?;
@@ -394,8 +395,17 @@ pub fn verify(bundle_dir: &Path, reference_file: &Path) -> Result<VerificationIn
             &dims,
         )?,
     );
+    random.insert(
+        dreamer_bundle::POLICY_OBSERVE.to_string(),
+        rand.check_policy_observe(&mut observe, &mut policy, &reference, &dims)?,
+    );
 
-    let traj = closed_loop(&mut policy, &reference, &dims)?;
+    let traj = closed_loop(
+        &mut policy,
+        [&mut img_step, &mut observe],
+        &reference,
+        &dims,
+    )?;
     let info = VerificationInfo {
         random_max_abs_err: random,
         trajectory_step_max_abs_err: Some(traj.step_max_abs_err),
@@ -624,6 +634,84 @@ impl<'r> RandomCases<'r> {
             .collect()
     }
 
+    /// Actor noise for one batch, taken from the posterior noise values: any non-zero values
+    /// exercise the sampling path of every graph alike. [B, A]
+    fn action_noise(&self, d: &Dims, start: usize) -> Vec<f32> {
+        rows(self.noise, d.s, start, d.batch)
+            .chunks(d.s)
+            .flat_map(|row| (0..d.a).map(|i| row[i % d.s]))
+            .collect()
+    }
+
+    /// Every input of `policy_step` for one batch of the random cases.
+    fn policy_step_feeds(&self, d: &Dims, start: usize) -> Vec<(&'static str, Feed)> {
+        let mut feeds = self.observation_feeds(d, start);
+        feeds.extend([
+            (names::H, Feed::F32(rows(self.h, d.d, start, d.batch))),
+            (names::S, Feed::F32(rows(self.s, d.s, start, d.batch))),
+            (
+                names::PREV_ACTION,
+                Feed::F32(rows(self.a, d.a, start, d.batch)),
+            ),
+            (
+                names::NOISE,
+                Feed::F32(rows(self.noise, d.s, start, d.batch)),
+            ),
+            (names::ACTION_NOISE, Feed::F32(self.action_noise(d, start))),
+        ]);
+        feeds
+    }
+
+    /// `policy_observe` on the random cases, its transition prepared by the trainer
+    /// (`rand.img_step.{h,mean,std}`: h' and the prior do not depend on the noise), against
+    /// `policy_step` on the same cases: the split step must give the fused step's action,
+    /// posterior sample and surprise.
+    fn check_policy_observe(
+        &self,
+        observe: &mut Graph,
+        policy: &mut Graph,
+        r: &Reference,
+        d: &Dims,
+    ) -> Result<f64, ExportError> {
+        let n = self.n;
+        let h_next = r.f32("rand.img_step.h", &[n, d.d])?;
+        let prior_mean = r.f32("rand.img_step.mean", &[n, d.s])?;
+        let prior_std = r.f32("rand.img_step.std", &[n, d.s])?;
+        let mut err: f64 = 0.0;
+        for (start, count) in self.chunks(d.batch) {
+            let mut feeds = self.observation_feeds(d, start);
+            feeds.extend([
+                (names::H_NEXT, Feed::F32(rows(h_next, d.d, start, d.batch))),
+                (
+                    names::PRIOR_MEAN,
+                    Feed::F32(rows(prior_mean, d.s, start, d.batch)),
+                ),
+                (
+                    names::PRIOR_STD,
+                    Feed::F32(rows(prior_std, d.s, start, d.batch)),
+                ),
+                (
+                    names::NOISE,
+                    Feed::F32(rows(self.noise, d.s, start, d.batch)),
+                ),
+                (names::ACTION_NOISE, Feed::F32(self.action_noise(d, start))),
+            ]);
+            let split = observe.run(feeds)?;
+            let fused = policy.run(self.policy_step_feeds(d, start))?;
+            for (name, w) in [(names::ACTION, d.a), (names::S_NEXT, d.s)] {
+                err = err.max(max_abs_err(
+                    valid(&split[name], w, count),
+                    valid(&fused[name], w, count),
+                ));
+            }
+            err = err.max(max_rel_err(
+                valid(&split[names::SURPRISE], 1, count),
+                valid(&fused[names::SURPRISE], 1, count),
+            ));
+        }
+        Ok(err)
+    }
+
     /// `policy_step` on the random cases (with sampling noise) against the separate graphs
     /// chained by hand: catches wiring mistakes in the fused graph. The trainer comparison of
     /// `policy_step` is the closed-loop trajectory.
@@ -643,33 +731,13 @@ impl<'r> RandomCases<'r> {
                 .zip(post[names::S_NEXT].chunks(d.s))
                 .flat_map(|(h, s)| h.iter().chain(s).copied())
                 .collect();
-            // Actor noise taken from the posterior noise values: any non-zero values exercise
-            // the sampling path of both graphs alike.
-            let action_noise: Vec<f32> = rows(self.noise, d.s, start, d.batch)
-                .chunks(d.s)
-                .flat_map(|row| (0..d.a).map(|i| row[i % d.s]))
-                .collect();
+            let action_noise = self.action_noise(d, start);
             let act = actor.run(vec![
                 (names::FEAT, Feed::F32(feat)),
-                (names::ACTION_NOISE, Feed::F32(action_noise.clone())),
+                (names::ACTION_NOISE, Feed::F32(action_noise)),
             ])?;
             let surprise = kl_rows(&post, d);
-
-            let mut feeds = self.observation_feeds(d, start);
-            feeds.extend([
-                (names::H, Feed::F32(rows(self.h, d.d, start, d.batch))),
-                (names::S, Feed::F32(rows(self.s, d.s, start, d.batch))),
-                (
-                    names::PREV_ACTION,
-                    Feed::F32(rows(self.a, d.a, start, d.batch)),
-                ),
-                (
-                    names::NOISE,
-                    Feed::F32(rows(self.noise, d.s, start, d.batch)),
-                ),
-                (names::ACTION_NOISE, Feed::F32(action_noise)),
-            ]);
-            let out = policy.run(feeds)?;
+            let out = policy.run(self.policy_step_feeds(d, start))?;
             let pairs = [
                 (names::ACTION, &act[names::ACTION], d.a),
                 (names::H_NEXT, &post[names::H_NEXT], d.d),
@@ -735,8 +803,13 @@ struct TrajectoryErrors {
 /// Runs `policy_step` from the initial state over the recorded observations, feeding back its
 /// own h, s and action with zero noise, and compares every step with the trainer's.
 /// Every batch row gets the same observation, so every row must match.
+///
+/// Each step is also taken from the trainer's own previous latent (teacher-forced), by
+/// `policy_step` and by the split step (`rssm_img_step` with zero noise, then
+/// `policy_observe`); the per-step and surprise figures are the worse of the two.
 fn closed_loop(
     policy: &mut Graph,
+    [img_step, observe]: [&mut Graph; 2],
     r: &Reference,
     d: &Dims,
 ) -> Result<TrajectoryErrors, ExportError> {
@@ -745,13 +818,10 @@ fn closed_loop(
     let want_s = r.f32("traj.s", &[t_len, d.s])?;
     let want_a = r.f32("traj.action", &[t_len, d.a])?;
     let want_surprise = r.f32("traj.surprise", &[t_len])?;
+    let want_prior_mean = r.f32("traj.prior_mean", &[t_len, d.s])?;
+    let want_prior_std = r.f32("traj.prior_std", &[t_len, d.s])?;
     // Recorded in the reference for the trainer's own diagnostics; checked here for shape only.
-    for name in [
-        "traj.post_mean",
-        "traj.post_std",
-        "traj.prior_mean",
-        "traj.prior_std",
-    ] {
+    for name in ["traj.post_mean", "traj.post_std"] {
         r.f32(name, &[t_len, d.s])?;
     }
     let pixels = if d.pixels {
@@ -815,33 +885,64 @@ fn closed_loop(
             ]);
             policy.run(feeds)
         };
-        let errors_against_trainer = |out: &BTreeMap<String, Vec<f32>>| {
-            let err = |name: &str, want: &[f32], n: usize| {
-                max_abs_err(
-                    out.get(name).map_or(&[][..], |v| &v[..]),
-                    &broadcast(&want[t * n..(t + 1) * n], b),
-                )
-            };
-            (
-                err(names::H_NEXT, want_h, d.d),
-                err(names::S_NEXT, want_s, d.s),
-                err(names::ACTION, want_a, d.a),
+        // Largest difference of an output from the trainer's value at step t.
+        let err = |out: &BTreeMap<String, Vec<f32>>, name: &str, want: &[f32], n: usize| {
+            max_abs_err(
+                out.get(name).map_or(&[][..], |v| &v[..]),
+                &broadcast(&want[t * n..(t + 1) * n], b),
             )
+        };
+        let surprise_err = |out: &BTreeMap<String, Vec<f32>>| {
+            let surprise = out.get(names::SURPRISE).map_or(&[][..], |v| &v[..]);
+            max_rel_err(surprise, &vec![want_surprise[t]; b])
         };
 
         // One step from the trainer's own previous latent: the error of a single step.
         let (rh, rs, ra) = recorded(t);
-        let forced = step(rh, rs, ra)?;
-        let (eh, es, ea) = errors_against_trainer(&forced);
-        errors.step_max_abs_err = errors.step_max_abs_err.max(eh.max(es).max(ea));
-        let surprise = forced.get(names::SURPRISE).cloned().unwrap_or_default();
-        errors.surprise_max_rel_err = errors
-            .surprise_max_rel_err
-            .max(max_rel_err(&surprise, &vec![want_surprise[t]; b]));
+        let forced = step(rh.clone(), rs.clone(), ra.clone())?;
+        let step_err = err(&forced, names::H_NEXT, want_h, d.d)
+            .max(err(&forced, names::S_NEXT, want_s, d.s))
+            .max(err(&forced, names::ACTION, want_a, d.a));
+        errors.step_max_abs_err = errors.step_max_abs_err.max(step_err);
+        errors.surprise_max_rel_err = errors.surprise_max_rel_err.max(surprise_err(&forced));
+
+        // The same step split: the transition prepared from that latent, then the observation.
+        let mut prepared = img_step.run(vec![
+            (names::H, Feed::F32(rh)),
+            (names::S, Feed::F32(rs)),
+            (names::ACTION, Feed::F32(ra)),
+            (names::NOISE, Feed::F32(zeros(d.s))),
+        ])?;
+        let prepare_err = err(&prepared, names::H_NEXT, want_h, d.d)
+            .max(err(&prepared, names::MEAN, want_prior_mean, d.s))
+            .max(err(&prepared, names::STD, want_prior_std, d.s));
+        let mut feeds = observation();
+        feeds.extend([
+            (
+                names::H_NEXT,
+                Feed::F32(prepared.remove(names::H_NEXT).unwrap_or_default()),
+            ),
+            (
+                names::PRIOR_MEAN,
+                Feed::F32(prepared.remove(names::MEAN).unwrap_or_default()),
+            ),
+            (
+                names::PRIOR_STD,
+                Feed::F32(prepared.remove(names::STD).unwrap_or_default()),
+            ),
+            (names::NOISE, Feed::F32(zeros(d.s))),
+            (names::ACTION_NOISE, Feed::F32(zeros(d.a))),
+        ]);
+        let split = observe.run(feeds)?;
+        let split_err =
+            err(&split, names::S_NEXT, want_s, d.s).max(err(&split, names::ACTION, want_a, d.a));
+        errors.step_max_abs_err = errors.step_max_abs_err.max(prepare_err.max(split_err));
+        errors.surprise_max_rel_err = errors.surprise_max_rel_err.max(surprise_err(&split));
 
         // The bundle's own closed loop: its latent and action fed back, drift accumulating.
         let mut out = step(h, s, a)?;
-        let (lh, ls, _) = errors_against_trainer(&out);
+        let lh = err(&out, names::H_NEXT, want_h, d.d);
+        let ls = err(&out, names::S_NEXT, want_s, d.s);
         h = out.remove(names::H_NEXT).unwrap_or_default();
         s = out.remove(names::S_NEXT).unwrap_or_default();
         a = out.remove(names::ACTION).unwrap_or_default();

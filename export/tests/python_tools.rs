@@ -43,7 +43,7 @@ fn check_graphs(bundle: &Path) {
     let out = python(&args);
     assert_eq!(
         out.lines().filter(|l| l.starts_with("ok ")).count(),
-        5,
+        dreamer_bundle::GRAPH_ROLES.len(),
         "{out}"
     );
 }
