@@ -20,6 +20,11 @@ pub enum GraphMode {
     /// `encoder`, then `rssm_obs_step`, then `actor`: for devices or providers that cannot
     /// take the fused graph. Surprise is computed here from the posterior and prior.
     Separate,
+    /// The fused step split in two: [`Agent::prepare`] runs `rssm_img_step` (zero noise) on
+    /// the latent and action once the action is out, and [`Agent::step`] runs only
+    /// `policy_observe` on the observation. Same actions as `Fused`, shorter
+    /// observation-to-action path. Needs a bundle with `policy_observe`.
+    Split,
 }
 
 /// Sampling noise fed to the posterior and the actor.
@@ -211,10 +216,38 @@ struct Separate {
     out_action: usize,
 }
 
+/// The split step's graphs and their tensor indices.
+#[derive(Debug)]
+struct Split {
+    /// `rssm_img_step`: its inputs h, s and action hold the latent state and the previous
+    /// action; its noise input stays zero.
+    prepare: GraphRunner,
+    h: usize,
+    s: usize,
+    prev_action: usize,
+    prep_h: usize,
+    prep_mean: usize,
+    prep_std: usize,
+    observe: GraphRunner,
+    obs: ObsInputs,
+    h_next: usize,
+    prior_mean: usize,
+    prior_std: usize,
+    noise: usize,
+    action_noise: usize,
+    out_action: usize,
+    out_s: usize,
+    out_surprise: usize,
+    /// Whether `observe`'s h_next and prior are the transition from the current latent and
+    /// previous action.
+    prepared: bool,
+}
+
 #[derive(Debug)]
 enum Graphs {
     Fused(Box<Fused>),
     Separate(Box<Separate>),
+    Split(Box<Split>),
 }
 
 /// A loaded policy with its latent state.
@@ -273,6 +306,9 @@ impl Agent {
             GraphMode::Separate => {
                 Graphs::Separate(Box::new(open_separate(bundle_dir, &manifest, &options)?))
             }
+            GraphMode::Split => {
+                Graphs::Split(Box::new(open_split(bundle_dir, &manifest, &options)?))
+            }
         };
         let state_size = manifest
             .observation
@@ -307,6 +343,7 @@ impl Agent {
         let (graph, obs) = match &self.graphs {
             Graphs::Fused(f) => (&f.graph, f.obs),
             Graphs::Separate(s) => (&s.encoder, s.obs),
+            Graphs::Split(s) => (&s.observe, s.obs),
         };
         let check = |index: Option<usize>, name: &str, expected: usize| match index {
             Some(i) => {
@@ -372,17 +409,27 @@ impl Agent {
                     s.rssm.input_f32(index).fill(0.0);
                 }
             }
+            Graphs::Split(s) => {
+                for index in [s.h, s.s, s.prev_action] {
+                    s.prepare.input_f32(index).fill(0.0);
+                }
+                s.prepared = false;
+            }
         }
     }
 
     /// One control step. On success returns the policy's action (normalised, `[A]`); on
     /// failure the error, with the safe action in [`Agent::action`], the latent state
     /// unchanged and the fault counted. Allocates nothing in steady state.
+    ///
+    /// In [`GraphMode::Split`] the step runs only `policy_observe` when [`Agent::prepare`]
+    /// was called since the last step, and prepares first otherwise.
     pub fn step(&mut self, obs: &Observation<'_>) -> Result<&[f32], StepError> {
         self.counters.steps += 1;
         let outcome = match &mut self.graphs {
             Graphs::Fused(f) => step_fused(f, obs, self.rng.as_mut(), &mut self.action),
             Graphs::Separate(s) => step_separate(s, obs, self.rng.as_mut(), &mut self.action),
+            Graphs::Split(s) => step_split(s, obs, self.rng.as_mut(), &mut self.action),
         };
         match outcome {
             Ok(surprise) => {
@@ -414,8 +461,26 @@ impl Agent {
         let prev = match &mut self.graphs {
             Graphs::Fused(f) => f.graph.input_f32(f.prev_action),
             Graphs::Separate(s) => s.rssm.input_f32(s.prev_action),
+            Graphs::Split(s) => {
+                // The transition must be recomputed with the safe action.
+                s.prepared = false;
+                s.prepare.input_f32(s.prev_action)
+            }
         };
         prev.copy_from_slice(&self.action);
+    }
+
+    /// [`GraphMode::Split`]: computes the next step's transition and prior from the latent
+    /// state and the action just handed out (`rssm_img_step`, zero noise), so the next
+    /// [`Agent::step`] runs only `policy_observe`. Call it right after the action is out, in
+    /// the slack before the next observation. Does nothing in the other modes or when already
+    /// prepared. On failure the next step prepares again (and counts a failure there). The
+    /// latent state does not change. Allocates nothing.
+    pub fn prepare(&mut self) -> Result<(), StepError> {
+        match &mut self.graphs {
+            Graphs::Split(s) if !s.prepared => prepare_split(s),
+            _ => Ok(()),
+        }
     }
 
     /// Runs the step's graphs on the current inputs and discards the results: the latent
@@ -430,6 +495,8 @@ impl Agent {
                 run(&mut s.rssm)?;
                 run(&mut s.actor)
             }
+            // The observation half only: `prepare` runs right after each action anyway.
+            Graphs::Split(s) => run(&mut s.observe),
         }
     }
 
@@ -454,6 +521,10 @@ impl Agent {
             Graphs::Separate(s) => Latent {
                 h: s.rssm.input_f32_ref(s.h),
                 s: s.rssm.input_f32_ref(s.s),
+            },
+            Graphs::Split(s) => Latent {
+                h: s.prepare.input_f32_ref(s.h),
+                s: s.prepare.input_f32_ref(s.s),
             },
         }
     }
@@ -482,6 +553,7 @@ impl Agent {
             Graphs::Separate(s) => {
                 vec![&s.encoder.placement, &s.rssm.placement, &s.actor.placement]
             }
+            Graphs::Split(s) => vec![&s.observe.placement, &s.prepare.placement],
         }
     }
 }
@@ -644,6 +716,96 @@ fn open_separate(
     Ok(separate)
 }
 
+fn open_split(dir: &Path, manifest: &Manifest, options: &AgentOptions) -> Result<Split, LoadError> {
+    if !manifest.graphs.contains_key(bundle::POLICY_OBSERVE) {
+        return Err(LoadError::Manifest {
+            graph: bundle::POLICY_OBSERVE.to_string(),
+            message: "the bundle has no such graph (it was exported before split steps \
+                      existed): re-export it for the split step, or use the fused or separate \
+                      step"
+                .to_string(),
+        });
+    }
+    let prepare = GraphRunner::open(dir, manifest, bundle::RSSM_IMG_STEP, options)?;
+    let observe = GraphRunner::open(dir, manifest, bundle::POLICY_OBSERVE, options)?;
+    let split = Split {
+        h: prepare.require_input(names::H)?,
+        s: prepare.require_input(names::S)?,
+        prev_action: prepare.require_input(names::ACTION)?,
+        prep_h: prepare.require_output(names::H_NEXT)?,
+        prep_mean: prepare.require_output(names::MEAN)?,
+        prep_std: prepare.require_output(names::STD)?,
+        obs: obs_inputs(&observe),
+        h_next: observe.require_input(names::H_NEXT)?,
+        prior_mean: observe.require_input(names::PRIOR_MEAN)?,
+        prior_std: observe.require_input(names::PRIOR_STD)?,
+        noise: observe.require_input(names::NOISE)?,
+        action_noise: observe.require_input(names::ACTION_NOISE)?,
+        out_action: observe.require_output(names::ACTION)?,
+        out_s: observe.require_output(names::S_NEXT)?,
+        out_surprise: observe.require_output(names::SURPRISE)?,
+        prepare,
+        observe,
+        prepared: false,
+    };
+    let (g, a) = (&split, manifest.action.size as usize);
+    let (img, obs) = (bundle::RSSM_IMG_STEP, bundle::POLICY_OBSERVE);
+    let checks = [
+        (
+            img,
+            "h_next against h",
+            g.prepare.output_len(g.prep_h),
+            g.prepare.input_len(g.h),
+        ),
+        (
+            obs,
+            "h_next against rssm_img_step's h_next",
+            g.observe.input_len(g.h_next),
+            g.prepare.output_len(g.prep_h),
+        ),
+        (
+            obs,
+            "prior_mean against rssm_img_step's mean",
+            g.observe.input_len(g.prior_mean),
+            g.prepare.output_len(g.prep_mean),
+        ),
+        (
+            obs,
+            "prior_std against rssm_img_step's std",
+            g.observe.input_len(g.prior_std),
+            g.prepare.output_len(g.prep_std),
+        ),
+        (
+            obs,
+            "s_next against rssm_img_step's s",
+            g.observe.output_len(g.out_s),
+            g.prepare.input_len(g.s),
+        ),
+        (
+            img,
+            "action against the manifest's action size",
+            g.prepare.input_len(g.prev_action),
+            a,
+        ),
+        (
+            obs,
+            "action against the manifest's action size",
+            g.observe.output_len(g.out_action),
+            a,
+        ),
+        (
+            obs,
+            "surprise (batch 1)",
+            g.observe.output_len(g.out_surprise),
+            1,
+        ),
+    ];
+    for (graph, what, x, y) in checks {
+        same_size(graph, what, x, y)?;
+    }
+    Ok(split)
+}
+
 /// Validates and copies the observation into the graph inputs.
 fn write_observation(
     graph: &mut GraphRunner,
@@ -776,6 +938,56 @@ fn step_separate(
     action.copy_from_slice(g.actor.output_f32(g.out_action));
     g.rssm.input_f32(g.prev_action).copy_from_slice(action);
     Ok(surprise)
+}
+
+/// Runs the transition and prior on the latent state and previous action and hands them to
+/// `policy_observe`.
+fn prepare_split(g: &mut Split) -> Result<(), StepError> {
+    run(&mut g.prepare)?;
+    check_finite(g.prepare.output_f32(g.prep_h), names::H_NEXT)?;
+    check_finite(g.prepare.output_f32(g.prep_mean), names::PRIOR_MEAN)?;
+    check_finite(g.prepare.output_f32(g.prep_std), names::PRIOR_STD)?;
+    let pairs = [
+        (g.prep_h, g.h_next),
+        (g.prep_mean, g.prior_mean),
+        (g.prep_std, g.prior_std),
+    ];
+    for (output, input) in pairs {
+        g.observe
+            .input_f32(input)
+            .copy_from_slice(g.prepare.output_f32(output));
+    }
+    g.prepared = true;
+    Ok(())
+}
+
+fn step_split(
+    g: &mut Split,
+    obs: &Observation<'_>,
+    mut rng: Option<&mut ChaCha8Rng>,
+    action: &mut [f32],
+) -> Result<f32, StepError> {
+    write_observation(&mut g.observe, g.obs, obs)?;
+    if !g.prepared {
+        prepare_split(g)?;
+    }
+    fill_noise(g.observe.input_f32(g.noise), rng.as_deref_mut());
+    fill_noise(g.observe.input_f32(g.action_noise), rng);
+    run(&mut g.observe)?;
+    check_finite(g.observe.output_f32(g.out_action), names::ACTION)?;
+    check_finite(g.observe.output_f32(g.out_s), names::S_NEXT)?;
+    // Commit: the prepared h' and the posterior sample become the state, the action the
+    // previous action; the transition is now stale.
+    g.prepare
+        .input_f32(g.h)
+        .copy_from_slice(g.observe.input_f32_ref(g.h_next));
+    g.prepare
+        .input_f32(g.s)
+        .copy_from_slice(g.observe.output_f32(g.out_s));
+    action.copy_from_slice(g.observe.output_f32(g.out_action));
+    g.prepare.input_f32(g.prev_action).copy_from_slice(action);
+    g.prepared = false;
+    Ok(g.observe.output_f32(g.out_surprise)[0])
 }
 
 /// KL(N(mean_q, std_q) || N(mean_p, std_p)) summed over dimensions (docs/checkpoint-format.md).

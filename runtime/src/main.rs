@@ -80,8 +80,12 @@ struct AgentArgs {
     #[arg(long)]
     spin: bool,
     /// Run encoder, rssm_obs_step and actor separately instead of the fused policy_step.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "split")]
     separate: bool,
+    /// Split each step: rssm_img_step right after the action is out, policy_observe on the
+    /// next observation (needs a bundle with policy_observe).
+    #[arg(long)]
+    split: bool,
     /// Sample the policy with this noise seed (default: deterministic, zero noise).
     #[arg(long, value_name = "SEED")]
     sample_noise: Option<u64>,
@@ -121,6 +125,8 @@ impl AgentArgs {
             spinning: self.spin,
             mode: if self.separate {
                 GraphMode::Separate
+            } else if self.split {
+                GraphMode::Split
             } else {
                 GraphMode::Fused
             },
@@ -313,6 +319,7 @@ fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         );
     }
     let mut step_latency = LatencyRecorder::default();
+    let mut prepare_latency = LatencyRecorder::default();
     let mut action = vec![0.0f32; manifest.action.size as usize];
     let mut returns = Vec::new();
     let seeds: Vec<u64> = if args.env_seeds.is_empty() {
@@ -355,6 +362,11 @@ fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
                 }
             }
             step_latency.record(started.elapsed());
+            // Split steps: the next transition, off the observation-to-action path. A failure
+            // here repeats in the next step, which counts it and sends the safe action.
+            let started = Instant::now();
+            let _ = agent.prepare();
+            prepare_latency.record(started.elapsed());
             let step = env
                 .step(&action)
                 .with_context(|| format!("task `{task}` refused the action {action:?}"))?;
@@ -376,6 +388,9 @@ fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     println!("mean return {mean:.3} over {} episodes", returns.len());
     println!("latency:");
     print_latency("agent step", &step_latency.summary());
+    if agent.options().mode == GraphMode::Split {
+        print_latency("agent prepare (after action)", &prepare_latency.summary());
+    }
     print_latency("tick (step + task)", &driver.work());
     if rate_hz > 0.0 {
         print_latency("wake-up lateness", &driver.wake_late());
@@ -530,16 +545,46 @@ fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     )?;
     let mut bare = GraphBench::open(&args.bundle, &manifest, bundle::POLICY_STEP, &options, 2)?;
     let mut bound = GraphBench::open(&args.bundle, &manifest, bundle::POLICY_STEP, &options, 2)?;
+    // The other step modes, where the bundle has their graphs.
+    let has = |roles: &[&str]| roles.iter().all(|r| manifest.graphs.contains_key(*r));
+    let mode_agent = |mode, roles: &[&str]| -> Result<Option<Agent>> {
+        if !has(roles) {
+            return Ok(None);
+        }
+        let options = AgentOptions {
+            mode,
+            ..options.clone()
+        };
+        load_agent(&args.bundle, options).map(Some)
+    };
+    let mut separate = mode_agent(
+        GraphMode::Separate,
+        &[bundle::ENCODER, bundle::RSSM_OBS_STEP, bundle::ACTOR],
+    )?;
+    let mut split = mode_agent(
+        GraphMode::Split,
+        &[bundle::RSSM_IMG_STEP, bundle::POLICY_OBSERVE],
+    )?;
     for i in 0..args.warmup as usize {
         fused.step(&view(i))?;
         bare.run_session_api().map_err(anyhow::Error::msg)?;
         bound.run_bound().map_err(anyhow::Error::msg)?;
+        if let Some(agent) = separate.as_mut() {
+            agent.step(&view(i))?;
+        }
+        if let Some(agent) = split.as_mut() {
+            agent.step(&view(i))?;
+            agent.prepare()?;
+        }
     }
     let rounds = 10;
     let per_round = (args.steps / rounds).max(1);
     let mut agent_rec = LatencyRecorder::default();
     let mut bare_rec = LatencyRecorder::default();
     let mut bound_rec = LatencyRecorder::default();
+    let mut separate_rec = LatencyRecorder::default();
+    let mut split_rec = LatencyRecorder::default();
+    let mut prepare_rec = LatencyRecorder::default();
     let mut i = 0usize;
     for _ in 0..rounds {
         time_n(per_round, &mut agent_rec, || {
@@ -553,6 +598,25 @@ fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         time_n(per_round, &mut bound_rec, || {
             bound.run_bound().map_err(anyhow::Error::msg)
         })?;
+        if let Some(agent) = separate.as_mut() {
+            time_n(per_round, &mut separate_rec, || {
+                i += 1;
+                agent.step(&view(i))?;
+                Ok(())
+            })?;
+        }
+        if let Some(agent) = split.as_mut() {
+            // Step (observation to action) and prepare (after the action) timed apart.
+            for _ in 0..per_round {
+                i += 1;
+                let started = Instant::now();
+                agent.step(&view(i))?;
+                split_rec.record(started.elapsed());
+                let started = Instant::now();
+                agent.prepare()?;
+                prepare_rec.record(started.elapsed());
+            }
+        }
     }
     let agent_summary = agent_rec.summary();
     let bare_summary = bare_rec.summary();
@@ -576,30 +640,14 @@ fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         "  agent overhead vs bound run:        {}",
         overhead(&bound_summary)
     );
-
-    let has_separate = [bundle::ENCODER, bundle::RSSM_OBS_STEP, bundle::ACTOR]
-        .iter()
-        .all(|r| manifest.graphs.contains_key(*r));
-    if has_separate {
-        let mut separate = load_agent(
-            &args.bundle,
-            AgentOptions {
-                mode: GraphMode::Separate,
-                ..options.clone()
-            },
-        )?;
-        for i in 0..args.warmup as usize {
-            separate.step(&view(i))?;
-        }
-        let mut rec = LatencyRecorder::default();
-        let mut i = 0usize;
-        time_n(args.steps, &mut rec, || {
-            i += 1;
-            separate.step(&view(i))?;
-            Ok(())
-        })?;
-        print_latency("agent step (separate)", &rec.summary());
+    if separate.is_some() {
+        print_latency("agent step (separate)", &separate_rec.summary());
     }
+    if split.is_some() {
+        print_latency("agent step (split)", &split_rec.summary());
+        print_latency("  prepare (after the action)", &prepare_rec.summary());
+    }
+
     for placement in fused.placements() {
         println!("  provider  {placement}");
     }

@@ -469,6 +469,9 @@ pub fn serve(
         if let Some(at) = received_at {
             service.record(at.elapsed());
         }
+        // Split steps: the next transition, while the firmware applies the action. A failure
+        // here repeats in the next step, which counts it and sends the safe action.
+        let _ = agent.prepare();
     }
 
     summary.elapsed_s = started.elapsed().as_secs_f64();

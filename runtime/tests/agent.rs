@@ -319,6 +319,31 @@ fn tampered_or_mismatched_bundles_are_refused_naming_the_problem() {
     assert!(matches!(err, LoadError::Options(_)), "{err}");
 }
 
+/// The test bundles here have the five graphs of bundles exported before `policy_observe`
+/// existed: they load for fused and separate steps, and a split step is refused by name.
+#[test]
+fn bundles_without_policy_observe_load_except_for_split_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    bundle(dir.path(), Sizes::state(), 12);
+    let load = |mode| {
+        Agent::load(
+            dir.path(),
+            AgentOptions {
+                mode,
+                ..AgentOptions::default()
+            },
+        )
+    };
+    load(GraphMode::Fused).unwrap();
+    load(GraphMode::Separate).unwrap();
+    let err = load(GraphMode::Split).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Manifest { graph, .. } if graph == "policy_observe"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("re-export"), "{err}");
+}
+
 #[test]
 fn unavailable_providers_fail_unless_fallback_is_allowed() {
     let sizes = Sizes::state();

@@ -9,7 +9,7 @@ mod export_fixtures;
 use std::path::Path;
 
 use dreamer_export::{ExportOptions, export};
-use dreamer_runtime::{Agent, AgentOptions, GraphMode, Observation, ortlib};
+use dreamer_runtime::{Agent, AgentOptions, GraphMode, Noise, Observation, SafeAction, ortlib};
 use export_fixtures::Spec;
 use safetensors::SafeTensors;
 
@@ -111,12 +111,109 @@ fn replay(spec: &Spec, mode: GraphMode, steps: usize) {
 fn exported_state_policy_takes_the_trainers_actions() {
     replay(&Spec::state(), GraphMode::Fused, 200);
     replay(&Spec::state(), GraphMode::Separate, 200);
+    replay(&Spec::state(), GraphMode::Split, 200);
 }
 
 #[test]
 fn exported_pixel_policy_takes_the_trainers_actions() {
     replay(&Spec::pixels(), GraphMode::Fused, 60);
     replay(&Spec::pixels(), GraphMode::Separate, 60);
+    replay(&Spec::pixels(), GraphMode::Split, 60);
+}
+
+/// Split steps, prepared by the caller after each action or left to `step`, take the fused
+/// step's actions with sampled noise, through a refused observation whose safe action
+/// (zero) changes the previous action the next transition must use.
+fn split_matches_fused(spec: &Spec, steps: usize) {
+    share_onnxruntime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = export_fixtures::write_checkpoint(&tmp.path().join("ckpt"), spec, 6);
+    let out = tmp.path().join("bundle");
+    let options = ExportOptions {
+        verify: false,
+        ..ExportOptions::default()
+    };
+    export(&ckpt, &out, &options).unwrap();
+    let traj = read_trajectory(&ckpt.join("reference.safetensors"));
+    let load = |mode| {
+        let options = AgentOptions {
+            mode,
+            noise: Noise::Sampled { seed: 9 },
+            safe_action: SafeAction::Zero,
+            ..AgentOptions::default()
+        };
+        Agent::load(&out, options).unwrap()
+    };
+    let mut fused = load(GraphMode::Fused);
+    let mut prepared = load(GraphMode::Split);
+    let mut auto = load(GraphMode::Split);
+    let (o, a) = (spec.o, spec.a);
+    let refused_at = steps / 2;
+    let nan_state = vec![f32::NAN; o];
+    let short_frame = [0u8; 100];
+    for t in 0..steps.min(traj.steps) {
+        // A refused observation: non-finite state, or a frame of the wrong size.
+        let refused = t == refused_at;
+        let obs = Observation {
+            state: spec.uses_state().then(|| {
+                if refused {
+                    &nan_state[..]
+                } else {
+                    &traj.state[t * o..(t + 1) * o]
+                }
+            }),
+            pixels: spec.uses_pixels().then(|| {
+                if refused {
+                    &short_frame[..]
+                } else {
+                    &traj.pixels[t * 12288..(t + 1) * 12288]
+                }
+            }),
+        };
+        let outcomes = [fused.step(&obs).is_ok(), prepared.step(&obs).is_ok()];
+        let auto_ok = auto.step(&obs).is_ok();
+        prepared.prepare().unwrap();
+        assert_eq!(outcomes, [!refused; 2], "step {t}");
+        assert_eq!(auto_ok, !refused, "step {t}");
+        for (agent, name) in [(&prepared, "prepared"), (&auto, "auto-prepared")] {
+            let pairs = [
+                ("action", agent.action(), fused.action()),
+                ("h", agent.latent().h, fused.latent().h),
+                ("s", agent.latent().s, fused.latent().s),
+            ];
+            for (what, got, want) in pairs {
+                assert_eq!(got.len(), want.len());
+                for (i, (x, y)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-5,
+                        "{name} split step {t} {what}[{i}]: {x} vs fused {y}"
+                    );
+                }
+            }
+            let (x, y) = (agent.surprise(), fused.surprise());
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+                "{name} split step {t} surprise {x} vs fused {y}"
+            );
+        }
+        assert_eq!(auto.action().len(), a);
+    }
+    assert_eq!(prepared.counters(), fused.counters());
+    // A new episode starts from zeros in every mode.
+    for agent in [&mut fused, &mut prepared, &mut auto] {
+        agent.reset();
+        assert!(agent.latent().h.iter().all(|&x| x == 0.0));
+    }
+}
+
+#[test]
+fn split_state_policy_takes_the_fused_actions() {
+    split_matches_fused(&Spec::state(), 200);
+}
+
+#[test]
+fn split_pixel_policy_takes_the_fused_actions() {
+    split_matches_fused(&Spec::pixels(), 40);
 }
 
 /// Writes bundles at the benchmark sizes (random weights) into `$DREAMER_BENCH_DIR`:

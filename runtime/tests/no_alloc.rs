@@ -4,12 +4,17 @@
 //! thread (ONNX Runtime's C++ allocations, inside its arena, are outside this count).
 
 mod common;
+#[path = "../../export/tests/common/mod.rs"]
+mod export_fixtures;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::path::Path;
 
 use common::{Faults, Sizes, Weights};
+use dreamer_export::{ExportOptions, export};
 use dreamer_runtime::{Agent, AgentOptions, GraphMode, Noise, Observation};
+use export_fixtures::Spec;
 
 struct Counting;
 
@@ -56,7 +61,13 @@ fn assert_steps_do_not_allocate(sizes: Sizes, options: AgentOptions) {
     let dir = tempfile::tempdir().unwrap();
     let weights = Weights::random(sizes, 21);
     common::write_bundle(dir.path(), &weights, Faults::default());
-    let mut agent = Agent::load(dir.path(), options.clone()).unwrap();
+    assert_bundle_steps_do_not_allocate(dir.path(), sizes, options);
+}
+
+/// Steps (with `prepare` after each, as a control loop calls it), primes, resets and one
+/// refused observation on the bundle at `dir`, whose observation sizes are `sizes`.
+fn assert_bundle_steps_do_not_allocate(dir: &Path, sizes: Sizes, options: AgentOptions) {
+    let mut agent = Agent::load(dir, options.clone()).unwrap();
     let observations = common::observations(sizes, 50, 4);
     let view = |i: usize| Observation {
         state: (sizes.obs > 0).then_some(&observations[i % 50].0[..]),
@@ -72,6 +83,10 @@ fn assert_steps_do_not_allocate(sizes: Sizes, options: AgentOptions) {
         agent.prime().unwrap();
         checksum += agent.step(&view(i)).unwrap()[0];
         checksum += agent.surprise() + agent.latent().h[0];
+        if i % 7 != 0 {
+            // Every seventh step prepares on its own.
+            agent.prepare().unwrap();
+        }
         if i == 250 {
             agent.reset();
         }
@@ -108,6 +123,33 @@ fn separate_step_with_sampled_noise_does_not_allocate() {
         AgentOptions {
             mode: GraphMode::Separate,
             noise: Noise::Sampled { seed: 1 },
+            ..AgentOptions::default()
+        },
+    );
+}
+
+#[test]
+fn split_step_and_prepare_do_not_allocate() {
+    // The split step's `policy_observe` comes from the exporter.
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Spec::state();
+    let ckpt = export_fixtures::write_checkpoint(&tmp.path().join("ckpt"), &spec, 5);
+    let bundle = tmp.path().join("bundle");
+    let options = ExportOptions {
+        verify: false,
+        ..ExportOptions::default()
+    };
+    export(&ckpt, &bundle, &options).unwrap();
+    let sizes = Sizes {
+        obs: spec.o,
+        ..Sizes::state()
+    };
+    assert_bundle_steps_do_not_allocate(
+        &bundle,
+        sizes,
+        AgentOptions {
+            mode: GraphMode::Split,
+            noise: Noise::Sampled { seed: 2 },
             ..AgentOptions::default()
         },
     );
