@@ -1,4 +1,4 @@
-//! Turns a trainer checkpoint into a model bundle: five static-shape ONNX graphs (opset 17,
+//! Turns a trainer checkpoint into a model bundle: six static-shape ONNX graphs (opset 17,
 //! IR version 8) and `manifest.json` (schema in `dreamer-bundle`), verified with ONNX Runtime
 //! against the trainer's recorded forward pass. Reads safetensors directly; no libtorch.
 //!
@@ -314,7 +314,8 @@ fn manifest(
                 width: checkpoint::PIXEL_HW as u32,
                 channels: checkpoint::PIXEL_CHANNELS as u32,
                 layout: "HWC".to_string(),
-                preprocess: "x / 255 - 0.5, then HWC -> CHW (inside the graph; feed raw uint8)"
+                preprocess: "x / 255 - 0.5, then HWC -> CHW (inside the graph, the scaling \
+                             folded into the first convolution; feed raw uint8)"
                     .to_string(),
             }),
             state: ckpt.sizes.obs_state.map(|o| StateInfo {
