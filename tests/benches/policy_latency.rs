@@ -1,13 +1,14 @@
 //! Per-step policy latency of the same weights through the trainer (tch eager, the policy
-//! `dreamer eval` runs) and through the runtime (ONNX Runtime, the fused `policy_step` graph),
-//! one thread each, in one process.
+//! `dreamer eval` runs) and through the runtime (ONNX Runtime, the fused `policy_step` graph,
+//! and the split step: `policy_observe` from observation to action, its `prepare` after the
+//! action untimed), one thread each, in one process.
 //!
 //!   cargo bench -p dreamer-tests --bench policy_latency [-- STEPS]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dreamer_config::Config;
-use dreamer_runtime::{Agent as RuntimeAgent, AgentOptions, Observation};
+use dreamer_runtime::{Agent as RuntimeAgent, AgentOptions, GraphMode, Observation};
 use dreamer_tasks::{EnvOptions, ObsMode};
 use dreamer_trainer::agent::Agent as TrainerAgent;
 use dreamer_trainer::checkpoint::{self, RunState};
@@ -20,24 +21,25 @@ struct Percentiles {
     p99: f64,
 }
 
-/// Microsecond percentiles of `steps` timed calls of `f`, after a warm-up.
-fn measure(steps: usize, mut f: impl FnMut()) -> Percentiles {
+/// Microsecond percentiles of `steps` calls of `f`, after a warm-up. `f` returns the time to
+/// count, so a call can do untimed work after its timed part.
+fn measure(steps: usize, mut f: impl FnMut() -> Duration) -> Percentiles {
     for _ in 0..steps / 10 + 10 {
         f();
     }
-    let mut samples: Vec<f64> = (0..steps)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
+    let mut samples: Vec<f64> = (0..steps).map(|_| f().as_secs_f64() * 1e6).collect();
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     Percentiles {
         p50: at(0.5),
         p99: at(0.99),
     }
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
 }
 
 fn compare(name: &str, preset: &str, overrides: &[&str], steps: usize) {
@@ -76,9 +78,11 @@ fn compare(name: &str, preset: &str, overrides: &[&str], steps: usize) {
     let mut latent = trainer.rssm.initial(1, Device::Cpu);
     let mut prev = Tensor::zeros([1, dims.action], (Kind::Float, Device::Cpu));
     let eager = measure(steps, || {
-        let (next, action) = trainer.policy_step(&latent, &prev, &input, None);
-        latent = next;
-        prev = action;
+        timed(|| {
+            let (next, action) = trainer.policy_step(&latent, &prev, &input, None);
+            latent = next;
+            prev = action;
+        })
     });
 
     let mut runtime = RuntimeAgent::load(&bundle, AgentOptions::default()).unwrap();
@@ -87,17 +91,33 @@ fn compare(name: &str, preset: &str, overrides: &[&str], steps: usize) {
         pixels: (!obs.pixels.is_empty()).then_some(&obs.pixels[..]),
     };
     let onnx = measure(steps, || {
-        runtime.step(&view).unwrap();
+        timed(|| {
+            runtime.step(&view).unwrap();
+        })
+    });
+    let split_options = AgentOptions {
+        mode: GraphMode::Split,
+        ..AgentOptions::default()
+    };
+    let mut split = RuntimeAgent::load(&bundle, split_options).unwrap();
+    let split_step = measure(steps, || {
+        let step = timed(|| {
+            split.step(&view).unwrap();
+        });
+        split.prepare().unwrap();
+        step
     });
 
     println!(
-        "{name:<28} tch eager p50 {:>8.1} us p99 {:>8.1} us | runtime p50 {:>8.1} us p99 {:>8.1} us | runtime {:.2}x faster at p50, {:.2}x at p99",
+        "{name:<28} tch eager p50 {:>8.1} us p99 {:>8.1} us | runtime p50 {:>8.1} us p99 {:>8.1} us | runtime {:.2}x faster at p50, {:.2}x at p99 | split step p50 {:>8.1} us p99 {:>8.1} us",
         eager.p50,
         eager.p99,
         onnx.p50,
         onnx.p99,
         eager.p50 / onnx.p50,
         eager.p99 / onnx.p99,
+        split_step.p50,
+        split_step.p99,
     );
 }
 
