@@ -392,8 +392,8 @@ impl Agent {
 
         let pixels_loglik = self.decoder.pixels.as_ref().map(|dec| {
             let mean = dec.forward(&feat); // [B*T, 3, 64, 64]
-            let target =
-                pixels_to_float(obs.pixels.as_ref().expect("pixels")).permute([0, 3, 1, 2]);
+            let target = pixels_to_float(obs.pixels.as_ref().expect("pixels"), Kind::Float)
+                .permute([0, 3, 1, 2]);
             unit_normal_log_prob(&mean, &target, 3).mean(Kind::Float)
         });
         let state_loglik = self.decoder.state.as_ref().map(|dec| {

@@ -94,7 +94,8 @@ impl PixelEncoder {
 
     // [N, 64, 64, 3] u8 -> [N, 32C]
     pub fn forward(&self, pixels: &Tensor) -> Tensor {
-        let mut x = pixels_to_float(pixels).permute([0, 3, 1, 2]);
+        let kind = self.convs[0].ws.kind();
+        let mut x = pixels_to_float(pixels, kind).permute([0, 3, 1, 2]);
         for conv in &self.convs {
             x = conv.forward(&x).relu();
         }
@@ -103,8 +104,8 @@ impl PixelEncoder {
 }
 
 /// u8 pixels to the network's input space `x / 255 - 0.5` (any shape).
-pub fn pixels_to_float(pixels: &Tensor) -> Tensor {
-    pixels.to_kind(Kind::Float) / 255.0 - 0.5
+pub fn pixels_to_float(pixels: &Tensor, kind: Kind) -> Tensor {
+    pixels.to_kind(kind) / 255.0 - 0.5
 }
 
 /// Encoder of whichever observations are in use; the embedding is `concat(pixels, state)`.
@@ -277,5 +278,5 @@ pub fn unit_normal_log_prob(mean: &Tensor, x: &Tensor, event_dims: usize) -> Ten
         return lp;
     }
     let dims: Vec<i64> = (1..=event_dims as i64).map(|d| -d).collect();
-    lp.sum_dim_intlist(dims.as_slice(), false, Kind::Float)
+    lp.sum_dim_intlist(dims.as_slice(), false, lp.kind())
 }

@@ -1,6 +1,13 @@
 //! `reference.safetensors`: the trainer's own forward pass on a recorded closed-loop
 //! trajectory of real observations and on random inputs, for the exporter's verification
 //! (docs/checkpoint-format.md, "Reference file").
+//!
+//! The networks run in float64 on the checkpoint's float32 weights, and every input (the
+//! latent and action carried between steps included) is a float32 value, so each recorded
+//! output is the exact result for float32 inputs, rounded once to float32. A float32 bundle
+//! is then measured against the exact function, not against another float32 implementation
+//! whose own rounding (a few ulps per matmul, amplified by trained weights) would add to its
+//! error.
 
 use std::path::{Path, PathBuf};
 
@@ -41,7 +48,8 @@ pub fn write_reference(
     if steps == 0 || cases < 1 {
         return Err(ReferenceError::Empty);
     }
-    let (agent, _) = checkpoint::load(checkpoint_dir, Device::Cpu)?;
+    let (mut agent, _) = checkpoint::load(checkpoint_dir, Device::Cpu)?;
+    agent.vs.double();
     let dims = agent.dims;
     let mut named: Vec<(String, Tensor)> = Vec::new();
     tch::no_grad(|| -> Result<(), ReferenceError> {
@@ -50,10 +58,10 @@ pub fn write_reference(
         let mut rng = ChaCha8Rng::seed_from_u64(REFERENCE_SEED);
         let mut obs = envs.reset_all(&[rng.random()])?;
         let mut latent = agent.rssm.initial(1, Device::Cpu);
-        let mut action = Tensor::zeros([1, dims.action], (Kind::Float, Device::Cpu));
+        let mut action = Tensor::zeros([1, dims.action], (Kind::Double, Device::Cpu));
         let mut columns: Vec<Vec<Tensor>> = (0..10).map(|_| Vec::with_capacity(steps)).collect();
         for _ in 0..steps {
-            let input = obs_tensors(&obs, dims, Device::Cpu);
+            let input = exact(obs_tensors(&obs, dims, Device::Cpu));
             let embed = agent.encoder.forward(&input);
             let zeros = latent.s.zeros_like();
             let (post, prior) = agent.rssm.obs_step(&latent, &action, &embed, &zeros);
@@ -76,6 +84,7 @@ pub fn write_reference(
                     column.push(value);
                 }
             }
+            let next_action = next_action.to_kind(Kind::Float);
             let actions: Vec<f32> = Vec::try_from(next_action.flatten(0, -1)).expect("f32 action");
             let step = envs.step_all(&actions)?.remove(0);
             obs = if step.terminated || step.truncated {
@@ -83,8 +92,13 @@ pub fn write_reference(
             } else {
                 vec![step.obs]
             };
-            latent = post;
-            action = next_action;
+            // The next step starts from float32 values, as the bundle's does.
+            latent = crate::rssm::State {
+                h: to_f32_values(&post.h),
+                s: to_f32_values(&post.s),
+                ..post
+            };
+            action = next_action.to_kind(Kind::Double);
         }
         let names = [
             "traj.obs.pixels",
@@ -110,7 +124,9 @@ pub fn write_reference(
         let mut normal = |shape: &[i64]| {
             let n: i64 = shape.iter().product();
             let values: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
-            Tensor::from_slice(&values).reshape(shape)
+            Tensor::from_slice(&values)
+                .reshape(shape)
+                .to_kind(Kind::Double)
         };
         let h = normal(&[cases, m.deter]);
         let s = normal(&[cases, m.stoch]);
@@ -127,6 +143,7 @@ pub fn write_reference(
             state: state_obs,
             pixels: pixels_obs,
         };
+        let a = to_f32_values(&a);
         let prev = agent.rssm.initial(cases, Device::Cpu);
         let prev = crate::rssm::State {
             h: h.shallow_clone(),
@@ -168,7 +185,14 @@ pub fn write_reference(
     })?;
     let named: Vec<(String, Tensor)> = named
         .into_iter()
-        .map(|(n, t)| (n, t.contiguous()))
+        .map(|(n, t)| {
+            let t = if t.kind() == Kind::Double {
+                t.to_kind(Kind::Float)
+            } else {
+                t
+            };
+            (n, t.contiguous())
+        })
         .collect();
     let path = checkpoint_dir.join(REFERENCE_FILE);
     let tmp = checkpoint_dir.join(format!("{REFERENCE_FILE}.tmp-{}", std::process::id()));
@@ -179,4 +203,17 @@ pub fn write_reference(
     Tensor::write_safetensors(&named, &tmp).map_err(|e| write_err(e.to_string()))?;
     std::fs::rename(&tmp, &path).map_err(|e| write_err(e.to_string()))?;
     Ok(path)
+}
+
+/// Float64 values that are exactly representable in float32 (rounded once).
+fn to_f32_values(t: &Tensor) -> Tensor {
+    t.to_kind(Kind::Float).to_kind(Kind::Double)
+}
+
+/// Observations as the float64 networks take them (pixels stay u8).
+fn exact(obs: Obs) -> Obs {
+    Obs {
+        state: obs.state.map(|s| s.to_kind(Kind::Double)),
+        pixels: obs.pixels,
+    }
 }

@@ -4,7 +4,7 @@
 //! depend on torch's global generator.
 
 use tch::nn::{self, Module};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// A latent state with the Gaussian it was drawn from. Leading dims are the batch (`[N]`
 /// for one step, `[B, T]` or `[H, N]` for sequences).
@@ -111,9 +111,9 @@ impl Rssm {
         }
     }
 
-    /// The all-zero state of `n` sequences.
+    /// The all-zero state of `n` sequences, in the weights' precision.
     pub fn initial(&self, n: i64, device: Device) -> State {
-        let zeros = |size| Tensor::zeros([n, size], (Kind::Float, device));
+        let zeros = |size| Tensor::zeros([n, size], (self.weight_hh.kind(), device));
         State {
             h: zeros(self.deter),
             s: zeros(self.stoch),
@@ -230,6 +230,6 @@ pub fn kl_divergence(post: &State, prior: &State) -> Tensor {
     ((var_ratio + mean_term - 1.0) * 0.5 - (&post.std / &prior.std).log()).sum_dim_intlist(
         -1,
         false,
-        Kind::Float,
+        post.mean.kind(),
     )
 }
