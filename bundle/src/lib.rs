@@ -199,7 +199,9 @@ pub struct TrainingInfo {
 pub struct VerificationInfo {
     /// Largest absolute difference of any output on random single-step inputs, per graph.
     pub random_max_abs_err: BTreeMap<String, f64>,
-    /// Largest absolute per-step difference along the recorded closed-loop trajectory.
+    /// Largest absolute per-step difference along the recorded closed-loop trajectory, each
+    /// step taken from the trainer's previous latent by `policy_step` and by the split step
+    /// (`rssm_img_step`, then `policy_observe`, where the bundle has it).
     pub trajectory_step_max_abs_err: Option<f64>,
     /// Largest absolute difference of the latent state at the end of that trajectory.
     pub trajectory_final_latent_max_abs_err: Option<f64>,
