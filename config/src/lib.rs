@@ -168,6 +168,9 @@ pub struct TrainConfig {
     pub model_lr: f64,
     pub value_lr: f64,
     pub actor_lr: f64,
+    /// Weight of the policy-entropy bonus in the actor loss (0: DreamerV1's actor loss).
+    #[serde(default)]
+    pub actor_entropy: f64,
     /// Adam epsilon, added to sqrt(v) as in TensorFlow's Adam.
     pub adam_eps: f64,
     /// Global gradient-norm clip, per optimiser.
@@ -325,6 +328,7 @@ impl Config {
             ("collect.expl_noise", self.collect.expl_noise),
             ("train.free_nats", self.train.free_nats),
             ("train.kl_scale", self.train.kl_scale),
+            ("train.actor_entropy", self.train.actor_entropy),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return invalid(key, &format!("must be a non-negative number, got {value}"));

@@ -276,6 +276,8 @@ pub struct BehaviourLoss {
     /// What the value head regresses on: the stopped returns `[H-1, N]`.
     pub value_target: Tensor,
     pub imag_reward: Tensor,
+    /// Mean single-sample estimate of the policy's entropy over the imagined actions.
+    pub entropy: Tensor,
 }
 
 /// `V_t = r_t + pcont_t * ((1 - lambda) * v_{t+1} + lambda * V_{t+1})`, computed backwards
@@ -444,9 +446,15 @@ impl Agent {
     ) -> BehaviourLoss {
         let t = &self.config.train;
         let start = post.detach().flatten_time(); // [N, ..]
+        let mut entropy = Vec::with_capacity(t.horizon as usize); // H x [N]
         let imag = self.rssm.imagine(start, state_noise, |feat, step| {
-            self.actor.sample(&feat.detach(), &action_noise.get(step))
+            let (action, step_entropy) = self
+                .actor
+                .sample_with_entropy(&feat.detach(), &action_noise.get(step));
+            entropy.push(step_entropy);
+            action
         });
+        let entropy = Tensor::stack(&entropy, 0); // [H, N]
         let feat = Rssm::get_feat(&imag); // [H, N, F]
         let horizon = t.horizon;
         let reward = self.reward.forward(&feat).squeeze_dim(-1); // [H, N]
@@ -471,7 +479,8 @@ impl Agent {
         )
         .cumprod(0, Kind::Float)
         .detach(); // [H-1, N]
-        let actor_loss = -(&weight * &returns).mean(Kind::Float);
+        let actor_loss =
+            -(&weight * &returns).mean(Kind::Float) - entropy.mean(Kind::Float) * t.actor_entropy;
         let value_pred = self
             .value
             .forward(&feat.narrow(0, 0, horizon - 1).detach())
@@ -485,6 +494,7 @@ impl Agent {
             returns,
             value_target,
             imag_reward: reward.mean(Kind::Float).detach(),
+            entropy: entropy.mean(Kind::Float).detach(),
         }
     }
 
@@ -556,6 +566,7 @@ impl Agent {
             ("actor_grad_norm", actor_norm),
             ("value_grad_norm", value_norm),
             ("imag_reward", behaviour.imag_reward.double_value(&[])),
+            ("actor_entropy", behaviour.entropy.double_value(&[])),
             (
                 "imag_return",
                 behaviour.value_target.mean(Kind::Float).double_value(&[]),

@@ -263,6 +263,22 @@ impl Actor {
         (mean + std * noise).tanh()
     }
 
+    /// Single-sample estimate of the policy's entropy, `-log pi(a)`, for the sample drawn with
+    /// `noise`: `[N, F]`, noise `[N, A]` -> (action `[N, A]`, entropy `[N]`). The tanh's log-Jacobian
+    /// `log(1 - tanh(u)^2) = 2 (ln 2 - u - softplus(-2u))` is written so it stays finite when
+    /// the action saturates.
+    pub fn sample_with_entropy(&self, feat: &Tensor, noise: &Tensor) -> (Tensor, Tensor) {
+        let (mean, std) = self.dist(feat);
+        let pre = &mean + &std * noise;
+        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        let log_jacobian = ((-&pre * 2.0).softplus() + &pre - std::f64::consts::LN_2) * -2.0;
+        let entropy = noise.square() * 0.5 + std.log() + half_log_2pi + log_jacobian;
+        (
+            pre.tanh(),
+            entropy.sum_dim_intlist(-1, false, entropy.kind()),
+        )
+    }
+
     /// The deterministic action `tanh(mean)`: `[N, F]` -> `[N, A]`.
     pub fn mode(&self, feat: &Tensor) -> Tensor {
         self.dist(feat).0.tanh()

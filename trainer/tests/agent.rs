@@ -286,3 +286,35 @@ fn policy_step_is_deterministic_without_noise() {
     );
     assert!(a1.abs().max().double_value(&[]) < 1.0);
 }
+
+#[test]
+fn policy_entropy_estimate_is_minus_log_density_and_finite_when_saturated() {
+    tch::manual_seed(0);
+    let config = tiny_config(false);
+    let dims = dims(false);
+    let agent = agent(&config, dims);
+    let feat_size = config.model.deter + config.model.stoch;
+    let feat = Tensor::randn([64, feat_size], (Kind::Float, tch::Device::Cpu));
+    let noise = Tensor::randn([64, dims.action], (Kind::Float, tch::Device::Cpu)) * 0.1;
+    let (mean, std) = agent.actor.dist(&feat);
+    let (action, entropy) = agent.actor.sample_with_entropy(&feat, &noise);
+    assert_eq!(entropy.size(), vec![64]);
+    // Away from saturation the textbook density is accurate: -log N(u) + log(1 - tanh(u)^2).
+    let pre = &mean + &std * &noise;
+    let expected = (noise.square() * 0.5
+        + std.log()
+        + 0.5 * (2.0 * std::f64::consts::PI).ln()
+        + (-action.square() + 1.0).log())
+    .sum_dim_intlist(-1, false, Kind::Float);
+    let unsaturated = pre.abs().max_dim(-1, false).0.lt(3.0);
+    let gap = (&entropy - &expected).abs().masked_select(&unsaturated);
+    assert!(gap.numel() > 0);
+    assert!(gap.max().double_value(&[]) < 1e-3, "{gap}");
+    // A saturated sample (tanh(u) rounds to 1, where the textbook log(1 - a^2) is -inf)
+    // still has a finite entropy, and a low one.
+    let far = noise.ones_like() * 10.0;
+    let (saturated_action, saturated) = agent.actor.sample_with_entropy(&feat, &far);
+    assert!(saturated_action.abs().min().double_value(&[]) > 0.999);
+    assert!(saturated.isfinite().all().int64_value(&[]) == 1);
+    assert!(saturated.max().double_value(&[]) < 0.0, "{saturated}");
+}
