@@ -51,6 +51,8 @@ pub struct HilOptions {
     pub compare_simulation: bool,
     /// Longest wait for the runtime to load and open the session.
     pub connect_timeout: Duration,
+    /// Seconds of pty echo at the control rate before the run ([`crate::baseline`]); 0: none.
+    pub pty_baseline_s: f64,
 }
 
 impl HilOptions {
@@ -73,6 +75,7 @@ impl HilOptions {
             serve_args: Vec::new(),
             compare_simulation: true,
             connect_timeout: Duration::from_secs(120),
+            pty_baseline_s: 0.0,
         }
     }
 }
@@ -175,6 +178,9 @@ pub struct HilReport {
     pub firmware: Value,
     /// The `dreamer-rt serve` summary as printed.
     pub runtime: Value,
+    /// The bare pty echo measured before the run, against the firmware's deadline (half the
+    /// period): the platform's share of misses.
+    pub pty_echo_baseline: Option<crate::baseline::PtyEcho>,
 }
 
 /// A child process that is killed if the harness fails before stopping it.
@@ -363,6 +369,24 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
             bail!("{} not found (build it, or give its path)", bin.display());
         }
     }
+    if !(options.pty_baseline_s.is_finite() && options.pty_baseline_s >= 0.0) {
+        bail!(
+            "--pty-baseline-s must be 0 or more seconds, got {}",
+            options.pty_baseline_s
+        );
+    }
+    let pty_echo_baseline = if options.pty_baseline_s > 0.0 {
+        let report = crate::baseline::pty_echo(
+            rate_hz,
+            Duration::from_secs_f64(options.pty_baseline_s),
+            Duration::from_secs_f64(0.5 / rate_hz),
+            options.rt_priority,
+        )
+        .context("pty echo baseline")?;
+        Some(report)
+    } else {
+        None
+    };
     let work = tempfile::tempdir().context("cannot create a working folder")?;
     let firmware_summary = work.path().join("firmware.json");
     let runtime_summary = work.path().join("runtime.json");
@@ -639,5 +663,6 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         proxy_runtime_to_firmware: r2f,
         firmware: fw,
         runtime: rt,
+        pty_echo_baseline,
     })
 }

@@ -8,6 +8,7 @@
 //! the loop's latency, deadline misses, frame errors and episode return next to the same
 //! policy's return in pure simulation. See `docs/hil.md`.
 
+pub mod baseline;
 pub mod harness;
 pub mod proxy;
 pub mod pty;

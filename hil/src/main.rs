@@ -75,6 +75,10 @@ struct Args {
     /// Extra argument for `dreamer-rt serve` (repeatable), e.g. --serve-arg=--pin-cpu=1.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
+    /// Seconds of bare pty echo at the control rate before the run: the platform's own
+    /// latency floor, reported next to the loop's.
+    #[arg(long, default_value_t = 0.0)]
+    pty_baseline_s: f64,
     /// Also write the report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -108,6 +112,7 @@ fn main() -> Result<()> {
         serve_args: args.serve_args,
         compare_simulation: !args.no_simulation,
         connect_timeout: Duration::from_secs(120),
+        pty_baseline_s: args.pty_baseline_s,
         ..HilOptions::new(
             args.bundle,
             args.firmware_bin

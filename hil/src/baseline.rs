@@ -1,0 +1,195 @@
+//! The platform's floor for the loop's latency: bytes echoed over one pty pair between two
+//! threads at the control rate, with no protocol and no inference. Every round trip of the
+//! real loop crosses the same kernel path twice (pty data is handed over by kernel workers
+//! that run at normal priority), so the share of echoes above the deadline is a lower bound
+//! for the loop's deadline misses on this machine.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::proxy::set_fifo_priority;
+use crate::pty::{Pty, wait_ready};
+
+/// Bytes per echo: about one observation frame.
+const MESSAGE_LEN: usize = 32;
+/// An echo not back within this long counts as lost.
+const LOST_AFTER_MS: libc::c_int = 100;
+
+/// Round trips of the pty echo, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct PtyEcho {
+    pub rate_hz: f64,
+    pub echoes: u64,
+    pub lost: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub deadline_us: u64,
+    /// Echoes slower than the deadline (lost ones included).
+    pub over_deadline: u64,
+    pub over_deadline_ratio: f64,
+}
+
+/// Echoes `MESSAGE_LEN` bytes every `1 / rate_hz` seconds for `duration`, both threads under
+/// SCHED_FIFO at `rt_priority` when given and permitted.
+pub fn pty_echo(
+    rate_hz: f64,
+    duration: Duration,
+    deadline: Duration,
+    rt_priority: Option<i32>,
+) -> io::Result<PtyEcho> {
+    if !(rate_hz.is_finite() && rate_hz > 0.0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("pty echo rate must be positive, got {rate_hz}"),
+        ));
+    }
+    let pty = Pty::open()?;
+    let mut far_end = File::options()
+        .read(true)
+        .write(true)
+        .open(&pty.slave_path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo_stop = Arc::clone(&stop);
+    let echo =
+        std::thread::Builder::new()
+            .name("pty echo".into())
+            .spawn(move || -> io::Result<()> {
+                set_priority(rt_priority, "echo");
+                let mut buf = [0u8; 256];
+                while !echo_stop.load(Ordering::Relaxed) {
+                    if wait_ready(far_end.as_raw_fd(), false, 20)?.0 {
+                        let n = far_end.read(&mut buf)?;
+                        far_end.write_all(&buf[..n])?;
+                    }
+                }
+                Ok(())
+            })?;
+    let pinger = std::thread::Builder::new()
+        .name("pty ping".into())
+        .spawn(move || ping(pty, rate_hz, duration, rt_priority))?;
+    let round_trips = pinger
+        .join()
+        .map_err(|_| io::Error::other("ping thread panicked"))?;
+    stop.store(true, Ordering::Relaxed);
+    echo.join()
+        .map_err(|_| io::Error::other("echo thread panicked"))??;
+    let (mut round_trips, lost) = round_trips?;
+    round_trips.sort_unstable();
+    let deadline_us = deadline.as_micros() as u64;
+    let over = round_trips.iter().filter(|&&us| us > deadline_us).count() as u64 + lost;
+    let echoes = round_trips.len() as u64 + lost;
+    let pct = |p: f64| -> u64 {
+        let last = round_trips.len().saturating_sub(1);
+        round_trips
+            .get((p * last as f64).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(PtyEcho {
+        rate_hz,
+        echoes,
+        lost,
+        p50_us: pct(0.5),
+        p90_us: pct(0.9),
+        p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        max_us: round_trips.last().copied().unwrap_or(0),
+        deadline_us,
+        over_deadline: over,
+        over_deadline_ratio: over as f64 / echoes.max(1) as f64,
+    })
+}
+
+/// The timing side: absolute send times (no drift), blocking until each echo is complete.
+/// Returns (round trips in µs, lost echoes).
+fn ping(
+    mut pty: Pty,
+    rate_hz: f64,
+    duration: Duration,
+    rt_priority: Option<i32>,
+) -> io::Result<(Vec<u64>, u64)> {
+    set_priority(rt_priority, "ping");
+    let period = Duration::from_secs_f64(1.0 / rate_hz);
+    let count = (duration.as_secs_f64() * rate_hz).ceil() as usize;
+    let mut round_trips = Vec::with_capacity(count);
+    let mut lost = 0;
+    let message = [0x55u8; MESSAGE_LEN];
+    let mut buf = [0u8; 256];
+    let start = Instant::now() + period;
+    for k in 0..count {
+        let due = start + period * k as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        // Bytes of an echo that came back after it was counted lost.
+        while wait_ready(pty.master.as_raw_fd(), false, 0)?.0 {
+            if pty.master.read(&mut buf)? == 0 {
+                break;
+            }
+        }
+        let sent = Instant::now();
+        pty.master.write_all(&message)?;
+        let mut got = 0;
+        while got < MESSAGE_LEN {
+            if !wait_ready(pty.master.as_raw_fd(), false, LOST_AFTER_MS)?.0 {
+                break;
+            }
+            got += pty.master.read(&mut buf)?;
+        }
+        if got >= MESSAGE_LEN {
+            round_trips.push(sent.elapsed().as_micros() as u64);
+        } else {
+            lost += 1;
+        }
+    }
+    Ok((round_trips, lost))
+}
+
+fn set_priority(rt_priority: Option<i32>, thread: &str) {
+    if let Some(priority) = rt_priority
+        && let Err(e) = set_fifo_priority(priority)
+    {
+        eprintln!("dreamer-hil: note: pty {thread} thread SCHED_FIFO {priority} not set: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_come_back_and_are_counted() {
+        let report = pty_echo(
+            500.0,
+            Duration::from_millis(200),
+            Duration::from_millis(1),
+            None,
+        )
+        .unwrap();
+        assert_eq!(report.echoes, 100);
+        assert_eq!(report.lost, 0);
+        assert!(report.p50_us > 0 && report.p50_us <= report.max_us);
+        assert!(report.over_deadline <= report.echoes);
+    }
+
+    #[test]
+    fn a_bad_rate_is_an_error() {
+        let error = pty_echo(
+            0.0,
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+            None,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("rate"), "{error}");
+    }
+}
