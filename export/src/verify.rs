@@ -435,9 +435,10 @@ fn check_goals(info: &VerificationInfo, goals: Goals) -> Result<(), ExportError>
         }
     }
     let checks = [
-        // Trained weights carry larger activations than random ones, and float32 rounding
-        // differs between ONNX Runtime and libtorch kernels: one step from the trainer's own
-        // latent is held to the looser latent bound (the figure itself is recorded).
+        // The reference is exact (float64 on the float32 weights); what remains is the
+        // bundle's own float32 rounding, which trained weights amplify (pre-tanh actor
+        // outputs reach tens): one step is held to the latent bound, and its figure,
+        // recorded in the manifest, is compared with the 1e-5 goal in docs/export.md.
         (
             "trajectory, one step from the trainer's latent",
             info.trajectory_step_max_abs_err,
