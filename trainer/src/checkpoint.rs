@@ -86,6 +86,10 @@ pub struct RunState {
     pub eval_draws: u64,
     /// Mean noise-free return of the last evaluation.
     pub eval_return: Option<f64>,
+    /// The highest evaluation return so far and the env step it was reached at (the agent
+    /// then is saved in the run's `best/` folder).
+    #[serde(default)]
+    pub best_eval: Option<(u64, f64)>,
 }
 
 impl RunState {
@@ -102,6 +106,7 @@ impl RunState {
             collect_draws: 0,
             eval_draws: 0,
             eval_return: None,
+            best_eval: None,
         }
     }
 

@@ -226,6 +226,12 @@ fn run_cli(cli: Cli) -> Result<()> {
                     first.1, first.0, last.1, last.0
                 );
             }
+            if let Some((at, best)) = summary.best_eval {
+                println!(
+                    "best eval return {best:.2} at {at} env steps, agent in {}",
+                    options.logdir.join(run::BEST_CHECKPOINT_DIR).display()
+                );
+            }
         }
         Command::Eval {
             checkpoint: dir,

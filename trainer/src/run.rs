@@ -20,6 +20,8 @@ use crate::video;
 
 /// Folder names inside a run's log folder.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
+/// The checkpoint with the highest evaluation return of the run.
+pub const BEST_CHECKPOINT_DIR: &str = "best";
 pub const REPLAY_DIR: &str = "replay";
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub struct Summary {
     pub wall_s: f64,
     /// (env steps, mean eval return) of every evaluation of this session.
     pub curve: Vec<(u64, f64)>,
+    /// (env steps, mean eval return) of the best evaluation of the run, saved in `best/`.
+    pub best_eval: Option<(u64, f64)>,
 }
 
 fn crossed(before: u64, after: u64, every: u64) -> bool {
@@ -139,6 +143,7 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
     if !options.resume && config.eval.every > 0 {
         // The untrained policy's return: the "before" of the learning curve.
         evaluate_and_log(&agent, config, &mut state, &mut curve, &mut logger)?;
+        save_if_best(&agent, &mut state, &options.logdir)?;
     }
     while state.env_steps < config.run.steps {
         if options.max_updates.is_some_and(|m| session_updates >= m) {
@@ -182,6 +187,7 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
         }
         if crossed(before, after, config.eval.every) || (at_end && config.eval.every == 0) {
             evaluate_and_log(&agent, config, &mut state, &mut curve, &mut logger)?;
+            save_if_best(&agent, &mut state, &options.logdir)?;
         }
         let metric = |name: &str| last_train.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         logger.set_message(format!(
@@ -219,7 +225,23 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
         eval_return: state.eval_return,
         wall_s: logger.wall_s(),
         curve,
+        best_eval: state.best_eval,
     })
+}
+
+/// After an evaluation: when it beats every earlier one, the agent goes to `best/`
+/// (written atomically like the main checkpoint). Selected on the evaluation's own episodes,
+/// its return is an optimistic estimate; `dreamer eval` re-measures it on fresh episodes.
+fn save_if_best(agent: &Agent, state: &mut RunState, logdir: &Path) -> Result<(), RunError> {
+    let Some(latest) = state.eval_return else {
+        return Ok(());
+    };
+    if state.best_eval.is_some_and(|(_, best)| best >= latest) {
+        return Ok(());
+    }
+    state.best_eval = Some((state.env_steps, latest));
+    checkpoint::save(&logdir.join(BEST_CHECKPOINT_DIR), agent, state)?;
+    Ok(())
 }
 
 /// Noise-free evaluation at the current env step: logged, printed, and added to the curve.

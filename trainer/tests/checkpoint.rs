@@ -226,6 +226,14 @@ fn a_tiny_run_trains_evaluates_resumes_and_writes_a_reference() {
     // at 200 steps (end of prefill) pretrain 2 + train 2, then 2 at 300 and at 400 steps
     assert_eq!(summary.updates, 8);
     assert!(summary.eval_return.unwrap().is_finite());
+    // The best evaluation (untrained one included) is kept with its agent in best/.
+    let (best_at, best) = summary.best_eval.unwrap();
+    assert!(summary.curve.iter().all(|&(_, r)| r <= best));
+    assert!(summary.curve.contains(&(best_at, best)));
+    let (_, best_state) = dreamer_trainer::checkpoint::load(&logdir.join("best"), tch::Device::Cpu)
+        .expect("best/ is a loadable checkpoint");
+    assert_eq!(best_state.env_steps, best_at);
+    assert_eq!(best_state.best_eval, Some((best_at, best)));
     for file in [
         "metrics.jsonl",
         "learning-curve.png",
