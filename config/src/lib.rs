@@ -168,9 +168,18 @@ pub struct TrainConfig {
     pub model_lr: f64,
     pub value_lr: f64,
     pub actor_lr: f64,
-    /// Weight of the policy-entropy bonus in the actor loss (0: DreamerV1's actor loss).
+    /// Weight of the policy-entropy bonus in the actor loss (0: DreamerV1's actor loss); the
+    /// starting weight when `entropy_lr` adapts it.
     #[serde(default)]
     pub actor_entropy: f64,
+    /// Step size of the adaptation of the entropy weight, in log space per update and per nat
+    /// of entropy below `entropy_target` (0: the weight stays `actor_entropy`).
+    #[serde(default)]
+    pub entropy_lr: f64,
+    /// Policy entropy per action dimension, in nats, that an adapted weight holds the
+    /// imagined actions at.
+    #[serde(default)]
+    pub entropy_target: f64,
     /// Adam epsilon, added to sqrt(v) as in TensorFlow's Adam.
     pub adam_eps: f64,
     /// Global gradient-norm clip, per optimiser.
@@ -329,10 +338,20 @@ impl Config {
             ("train.free_nats", self.train.free_nats),
             ("train.kl_scale", self.train.kl_scale),
             ("train.actor_entropy", self.train.actor_entropy),
+            ("train.entropy_lr", self.train.entropy_lr),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return invalid(key, &format!("must be a non-negative number, got {value}"));
             }
+        }
+        if !self.train.entropy_target.is_finite() {
+            return invalid("train.entropy_target", "must be a finite number");
+        }
+        if self.train.entropy_lr > 0.0 && self.train.actor_entropy <= 0.0 {
+            return invalid(
+                "train.actor_entropy",
+                "must be above 0 when train.entropy_lr adapts it (it is the starting weight)",
+            );
         }
         if !self.train.reward_scale.is_finite() || self.train.reward_scale == 0.0 {
             return invalid("train.reward_scale", "must be a finite non-zero number");
@@ -537,6 +556,10 @@ mod tests {
         assert!(err.to_string().contains("train.gamma"), "{err}");
         assert!(Config::resolve("nope", None, &[]).is_err());
         assert!(Config::resolve("paper", None, &["batch".to_string()]).is_err());
+        // An adapted entropy weight needs a positive starting value.
+        let err = Config::resolve("paper", None, &["train.entropy_lr=0.01".to_string()])
+            .unwrap_err();
+        assert!(err.to_string().contains("train.actor_entropy"), "{err}");
     }
 
     #[test]

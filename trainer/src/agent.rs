@@ -326,6 +326,9 @@ pub struct Agent {
     pub model_opt: Adam,
     pub actor_opt: Adam,
     pub value_opt: Adam,
+    /// Weight of the entropy bonus in the actor loss: `train.actor_entropy`, adapted after
+    /// every update when `train.entropy_lr` is above 0.
+    pub entropy_scale: f64,
 }
 
 impl Agent {
@@ -374,6 +377,7 @@ impl Agent {
             model_opt,
             actor_opt,
             value_opt,
+            entropy_scale: t.actor_entropy,
         }
     }
 
@@ -479,8 +483,8 @@ impl Agent {
         )
         .cumprod(0, Kind::Float)
         .detach(); // [H-1, N]
-        let actor_loss =
-            -(&weight * &returns).mean(Kind::Float) - entropy.mean(Kind::Float) * t.actor_entropy;
+        let actor_loss = -(&weight * &returns).mean(Kind::Float)
+            - entropy.mean(Kind::Float) * self.entropy_scale;
         let value_pred = self
             .value
             .forward(&feat.narrow(0, 0, horizon - 1).detach())
@@ -544,6 +548,8 @@ impl Agent {
         let model_norm = self.model_opt.apply(&model_grads);
         let actor_norm = self.actor_opt.apply(&actor_grads);
         let value_norm = self.value_opt.apply(&value_grads);
+        let entropy = behaviour.entropy.double_value(&[]);
+        self.adapt_entropy_scale(entropy);
 
         let mut metrics: Metrics = vec![
             ("model_loss", values[0]),
@@ -566,13 +572,25 @@ impl Agent {
             ("actor_grad_norm", actor_norm),
             ("value_grad_norm", value_norm),
             ("imag_reward", behaviour.imag_reward.double_value(&[])),
-            ("actor_entropy", behaviour.entropy.double_value(&[])),
+            ("actor_entropy", entropy),
+            ("entropy_scale", self.entropy_scale),
             (
                 "imag_return",
                 behaviour.value_target.mean(Kind::Float).double_value(&[]),
             ),
         ]);
         Ok(metrics)
+    }
+
+    /// Move the entropy weight towards the value that holds the policy's entropy at
+    /// `train.entropy_target` per action dimension: up when the imagined actions' mean
+    /// entropy `entropy` is below it, down when above, in log space (so it stays positive).
+    fn adapt_entropy_scale(&mut self, entropy: f64) {
+        let t = &self.config.train;
+        if t.entropy_lr > 0.0 {
+            let shortfall = t.entropy_target * self.dims.action as f64 - entropy;
+            self.entropy_scale = (self.entropy_scale.ln() + t.entropy_lr * shortfall).exp();
+        }
     }
 
     /// One decision: filter the new observation into the latent and choose an action.

@@ -16,6 +16,8 @@ use crate::networks::Dims;
 pub const FORMAT_VERSION: u32 = 1;
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIM_FILE: &str = "optim.safetensors";
+/// The entropy weight in `optim.safetensors` (f64 `[1]`).
+const ENTROPY_SCALE: &str = "entropy.scale";
 pub const STATE_FILE: &str = "state.json";
 pub const REFERENCE_FILE: &str = "reference.safetensors";
 
@@ -155,6 +157,10 @@ pub fn save(dir: &Path, agent: &Agent, state: &RunState) -> Result<(), Checkpoin
     let mut optim = agent.model_opt.state("model");
     optim.extend(agent.actor_opt.state("actor"));
     optim.extend(agent.value_opt.state("value"));
+    optim.push((
+        ENTROPY_SCALE.to_string(),
+        Tensor::from_slice(&[agent.entropy_scale]),
+    ));
     let optim_path = tmp.join(OPTIM_FILE);
     Tensor::write_safetensors(&optim, &optim_path).map_err(torch(&optim_path))?;
     let state_path = tmp.join(STATE_FILE);
@@ -268,6 +274,10 @@ pub fn load_into(dir: &Path, agent: &mut Agent) -> Result<(), CheckpointError> {
                 path: optim_path.clone(),
                 message: e.to_string(),
             })?;
+    }
+    // Absent from checkpoints of runs that never adapted it: the config's weight then holds.
+    if let Some(scale) = tensors.get(ENTROPY_SCALE) {
+        agent.entropy_scale = scale.double_value(&[0]);
     }
     Ok(())
 }

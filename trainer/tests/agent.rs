@@ -318,3 +318,29 @@ fn policy_entropy_estimate_is_minus_log_density_and_finite_when_saturated() {
     assert!(saturated.isfinite().all().int64_value(&[]) == 1);
     assert!(saturated.max().double_value(&[]) < 0.0, "{saturated}");
 }
+
+#[test]
+fn entropy_weight_adapts_towards_the_target_entropy() {
+    let dims = dims(false);
+    let batch = synthetic_batch(&tiny_config(false), dims, 3);
+    // (target per action dimension, whether the weight must rise): no tanh-Normal on [-1, 1]
+    // reaches +5 nats, and every one exceeds -100.
+    for (target, rises) in [(5.0, true), (-100.0, false)] {
+        let mut config = tiny_config(false);
+        config.train.actor_entropy = 1e-2;
+        config.train.entropy_lr = 0.01;
+        config.train.entropy_target = target;
+        let mut agent = agent(&config, dims);
+        let metrics = agent.update(&batch, 0).unwrap();
+        let metric = |name: &str| metrics.iter().find(|(n, _)| *n == name).unwrap().1;
+        let entropy = metric("actor_entropy");
+        let expected = (1e-2f64.ln() + 0.01 * (target - entropy)).exp();
+        assert!(close(agent.entropy_scale, expected), "{target}");
+        assert_eq!(metric("entropy_scale"), agent.entropy_scale);
+        assert_eq!(agent.entropy_scale > 1e-2, rises, "{target}");
+    }
+    // Without a step size the weight is the configured constant.
+    let mut fixed = agent(&tiny_config(false), dims);
+    fixed.update(&batch, 0).unwrap();
+    assert_eq!(fixed.entropy_scale, 0.0);
+}

@@ -46,6 +46,7 @@ fn checkpoint_round_trip_restores_weights_and_optimiser() {
     assert_identical(&snapshot(&agent), &snapshot(&loaded));
     assert_identical(&optimiser_state(&agent), &optimiser_state(&loaded));
     assert_eq!(loaded.model_opt.step, 1);
+    assert_eq!(loaded.entropy_scale, agent.entropy_scale);
 
     // The weight file uses the documented names.
     let names: Vec<String> = Tensor::read_safetensors(path.join("model.safetensors"))
@@ -148,7 +149,10 @@ fn load_errors_name_the_tensor_and_shapes() {
 #[test]
 fn resumed_updates_equal_uninterrupted_updates() {
     let dir = tempfile::tempdir().unwrap();
-    let config = tiny_config(false);
+    let mut config = tiny_config(false);
+    // An adapted entropy weight is part of the state a resume must restore.
+    config.train.actor_entropy = 1e-2;
+    config.train.entropy_lr = 0.1;
     let dims = dims(false);
     let replay = synthetic_replay(&dir.path().join("replay"), dims, 3, 12);
 
@@ -168,6 +172,8 @@ fn resumed_updates_equal_uninterrupted_updates() {
     run::run_updates(&mut resumed, &replay, &mut resumed_state, 2).unwrap();
 
     assert_eq!(resumed_state.updates, 4);
+    assert_ne!(straight.entropy_scale, 1e-2);
+    assert_eq!(straight.entropy_scale, resumed.entropy_scale);
     assert_identical(&snapshot(&straight), &snapshot(&resumed));
     assert_identical(&optimiser_state(&straight), &optimiser_state(&resumed));
 }
