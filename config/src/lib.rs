@@ -557,8 +557,8 @@ mod tests {
         assert!(Config::resolve("nope", None, &[]).is_err());
         assert!(Config::resolve("paper", None, &["batch".to_string()]).is_err());
         // An adapted entropy weight needs a positive starting value.
-        let err = Config::resolve("paper", None, &["train.entropy_lr=0.01".to_string()])
-            .unwrap_err();
+        let err =
+            Config::resolve("paper", None, &["train.entropy_lr=0.01".to_string()]).unwrap_err();
         assert!(err.to_string().contains("train.actor_entropy"), "{err}");
     }
 
