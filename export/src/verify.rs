@@ -801,9 +801,15 @@ struct TrajectoryErrors {
     surprise_max_rel_err: f64,
 }
 
-/// Runs `policy_step` from the initial state over the recorded observations, feeding back its
-/// own h, s and action with zero noise, and compares every step with the trainer's.
-/// Every batch row gets the same observation, so every row must match.
+/// Runs `policy_step` from the initial state over the recorded observations with zero noise,
+/// feeding back its own h and s, and compares every step with the trainer's. Every batch row
+/// gets the same observation, so every row must match.
+///
+/// The action fed back is the trainer's recorded one: the observations are a recording, so
+/// they cannot answer a different action, and with a policy that is not saturated the loop
+/// action -> latent -> action on fixed observations amplifies any rounding difference (two
+/// float64 implementations of the same agent end up 0.6 apart after 500 steps; docs/export.md).
+/// With the recorded actions the latent recurrence itself is checked, and it contracts.
 ///
 /// Each step is also taken from the trainer's own previous latent (teacher-forced), by
 /// `policy_step` and by the split step (`rssm_img_step` with zero noise, then
@@ -940,13 +946,13 @@ fn closed_loop(
         errors.step_max_abs_err = errors.step_max_abs_err.max(prepare_err.max(split_err));
         errors.surprise_max_rel_err = errors.surprise_max_rel_err.max(surprise_err(&split));
 
-        // The bundle's own closed loop: its latent and action fed back, drift accumulating.
+        // The bundle's own closed loop: its latent fed back, drift accumulating.
         let mut out = step(h, s, a)?;
         let lh = err(&out, names::H_NEXT, want_h, d.d);
         let ls = err(&out, names::S_NEXT, want_s, d.s);
         h = out.remove(names::H_NEXT).unwrap_or_default();
         s = out.remove(names::S_NEXT).unwrap_or_default();
-        a = out.remove(names::ACTION).unwrap_or_default();
+        a = broadcast(&want_a[t * d.a..(t + 1) * d.a], b);
         if t + 1 == t_len {
             errors.final_latent_max_abs_err = lh.max(ls);
         }

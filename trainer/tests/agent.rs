@@ -340,7 +340,10 @@ fn entropy_weight_adapts_towards_the_target_entropy() {
         assert_eq!(agent.entropy_scale > 1e-2, rises, "{target}");
     }
     // Without a step size the weight is the configured constant.
-    let mut fixed = agent(&tiny_config(false), dims);
+    let mut config = tiny_config(false);
+    config.train.actor_entropy = 3e-3;
+    config.train.entropy_lr = 0.0;
+    let mut fixed = agent(&config, dims);
     fixed.update(&batch, 0).unwrap();
-    assert_eq!(fixed.entropy_scale, 0.0);
+    assert_eq!(fixed.entropy_scale, 3e-3);
 }
