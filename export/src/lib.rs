@@ -179,6 +179,16 @@ impl ExportReport {
                         "\n  trajectory    {} steps: per step {step:.2e}, final latent {last:.2e}",
                         v.trajectory_steps
                     );
+                    // Only a latent-sized error fails the export; between the two the bundle
+                    // is valid and the trained policy amplifies float32 rounding.
+                    let goal = goals(&self.manifest.precision).step;
+                    if step >= goal {
+                        let _ = write!(
+                            text,
+                            "\n  note          per step is above the {goal:.0e} goal: this policy \
+                             amplifies float32 rounding (steep or saturated actor, docs/export.md)"
+                        );
+                    }
                 }
                 let _ = write!(text, "\n  ONNX Runtime {}", v.onnxruntime_version);
             }
