@@ -6,11 +6,16 @@
 //! a value of the same TOML type (an integer is accepted where a float is expected). An unknown
 //! or ill-typed key is an error that lists the valid keys.
 
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod checkpoint;
+mod obs_mode;
+
+pub use checkpoint::CONFIG_FILE;
+pub use obs_mode::{OBS_MODE_NAMES, ObsMode, UnknownObsMode};
 
 /// Preset names and their TOML text, embedded from `presets/`.
 pub const PRESETS: [(&str, &str); 3] = [
@@ -22,8 +27,6 @@ pub const PRESETS: [(&str, &str); 3] = [
 /// The preset `dreamer train` uses when none is named.
 pub const DEFAULT_PRESET: &str = "cpu-state";
 
-/// File name of the resolved configuration inside a checkpoint folder.
-pub const CONFIG_FILE: &str = "config.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,34 +71,6 @@ pub enum ConfigError {
     },
     #[error("invalid value for `{key}`: {message}")]
     Invalid { key: String, message: String },
-}
-
-/// Which observations the agent sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ObsMode {
-    State,
-    Pixels,
-    Both,
-}
-
-impl ObsMode {
-    pub fn uses_state(self) -> bool {
-        matches!(self, ObsMode::State | ObsMode::Both)
-    }
-    pub fn uses_pixels(self) -> bool {
-        matches!(self, ObsMode::Pixels | ObsMode::Both)
-    }
-}
-
-impl fmt::Display for ObsMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ObsMode::State => "state",
-            ObsMode::Pixels => "pixels",
-            ObsMode::Both => "both",
-        })
-    }
 }
 
 /// The task and the length of the run.

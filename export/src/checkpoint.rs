@@ -14,12 +14,10 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::ExportError;
 
-pub const MODEL_FILE: &str = "model.safetensors";
-pub const CONFIG_FILE: &str = "config.toml";
-pub const STATE_FILE: &str = "state.json";
-pub const REFERENCE_FILE: &str = "reference.safetensors";
-/// Checkpoint `format_version` this exporter reads.
-pub const CHECKPOINT_FORMAT_VERSION: u64 = 1;
+pub use dreamer_config::ObsMode;
+pub use dreamer_config::checkpoint::{
+    CONFIG_FILE, FORMAT_VERSION, MODEL_FILE, REFERENCE_FILE, STATE_FILE,
+};
 
 /// Pixel observations are `[64, 64, 3]` u8 HWC by contract.
 pub const PIXEL_HW: usize = 64;
@@ -30,41 +28,6 @@ pub const PIXEL_CHANNELS: usize = 3;
 pub struct Tensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
-}
-
-/// Which observations the agent was trained on (`run.obs_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObsMode {
-    pub pixels: bool,
-    pub state: bool,
-}
-
-impl ObsMode {
-    pub fn parse(value: &str) -> Option<ObsMode> {
-        match value {
-            "state" => Some(ObsMode {
-                pixels: false,
-                state: true,
-            }),
-            "pixels" => Some(ObsMode {
-                pixels: true,
-                state: false,
-            }),
-            "both" => Some(ObsMode {
-                pixels: true,
-                state: true,
-            }),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match (self.pixels, self.state) {
-            (true, true) => "both",
-            (true, false) => "pixels",
-            _ => "state",
-        }
-    }
 }
 
 /// Network sizes, named as in docs/checkpoint-format.md.
@@ -167,11 +130,13 @@ impl Checkpoint {
         let config = Config::read(&dir.join(CONFIG_FILE))?;
         let task_name = config.string("run.task")?;
         let obs_name = config.string("run.obs_mode")?;
-        let obs = ObsMode::parse(&obs_name).ok_or_else(|| ExportError::Unsupported {
-            option: "run.obs_mode".to_string(),
-            value: obs_name.clone(),
-            supported: "state, pixels, both".to_string(),
-        })?;
+        let obs = obs_name
+            .parse::<ObsMode>()
+            .map_err(|_| ExportError::Unsupported {
+                option: "run.obs_mode".to_string(),
+                value: obs_name.clone(),
+                supported: dreamer_config::OBS_MODE_NAMES.join(", "),
+            })?;
         let action_repeat = config.integer("run.action_repeat")?;
         let action_repeat = u32::try_from(action_repeat)
             .ok()
@@ -306,7 +271,7 @@ fn derive_sizes(
             ),
         });
     }
-    let cnn_depth = if obs.pixels {
+    let cnn_depth = if obs.uses_pixels() {
         Some(dim(
             weights,
             path,
@@ -317,7 +282,7 @@ fn derive_sizes(
     } else {
         None
     };
-    let obs_state = if obs.state {
+    let obs_state = if obs.uses_state() {
         Some(dim(weights, path, "encoder.state.l0.weight", 1, "[U, O]")?)
     } else {
         None
@@ -350,7 +315,7 @@ pub fn contract(sizes: &Sizes, obs: ObsMode, with_pcont: bool) -> Vec<(String, V
         list.push((format!("{name}.weight"), vec![out, inp]));
         list.push((format!("{name}.bias"), vec![out]));
     };
-    if let (true, Some(c)) = (obs.state, sizes.obs_state) {
+    if let (true, Some(c)) = (obs.uses_state(), sizes.obs_state) {
         linear("encoder.state.l0", u, c);
         linear("encoder.state.l1", u, u);
         linear("decoder.state.l0", u, f);
@@ -375,7 +340,7 @@ pub fn contract(sizes: &Sizes, obs: ObsMode, with_pcont: bool) -> Vec<(String, V
         head("pcont", 3, 1);
     }
     head("actor", 4, 2 * a);
-    if obs.pixels {
+    if obs.uses_pixels() {
         linear(
             "decoder.pixels.linear",
             32 * sizes.cnn_depth.unwrap_or(0),
@@ -386,7 +351,7 @@ pub fn contract(sizes: &Sizes, obs: ObsMode, with_pcont: bool) -> Vec<(String, V
     list.push(("rssm.gru.bias_ih".into(), vec![3 * d]));
     list.push(("rssm.gru.weight_hh".into(), vec![3 * d, d]));
     list.push(("rssm.gru.bias_hh".into(), vec![3 * d]));
-    if let (true, Some(c)) = (obs.pixels, sizes.cnn_depth) {
+    if let (true, Some(c)) = (obs.uses_pixels(), sizes.cnn_depth) {
         let depths = [PIXEL_CHANNELS, c, 2 * c, 4 * c, 8 * c];
         for i in 0..4 {
             let name = format!("encoder.pixels.conv{i}");
@@ -668,11 +633,11 @@ impl State {
                 path: path.to_path_buf(),
                 message: "missing key `format_version` (an integer)".to_string(),
             })?;
-        if version != CHECKPOINT_FORMAT_VERSION {
+        if version != u64::from(FORMAT_VERSION) {
             return Err(ExportError::Unsupported {
                 option: format!("{STATE_FILE} format_version"),
                 value: version.to_string(),
-                supported: CHECKPOINT_FORMAT_VERSION.to_string(),
+                supported: FORMAT_VERSION.to_string(),
             });
         }
         Ok(state)

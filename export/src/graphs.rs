@@ -94,7 +94,7 @@ impl Net<'_> {
 
     /// The observation inputs in use: (pixels u8 [B, 64, 64, 3], state [B, O]).
     fn observation_inputs(&self, g: &mut GraphBuilder) -> (Option<String>, Option<String>) {
-        let pixels = self.ckpt.obs.pixels.then(|| {
+        let pixels = self.ckpt.obs.uses_pixels().then(|| {
             let hw = PIXEL_HW as i64;
             g.input(
                 names::OBS_PIXELS,

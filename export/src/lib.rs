@@ -35,10 +35,7 @@ pub use checkpoint::{
 };
 pub use onnx::{IR_VERSION, OPSET, Precision};
 pub use task::{TaskFacts, task_facts};
-pub use verify::{
-    Goals, goals, init_onnxruntime, onnxruntime_library, onnxruntime_version,
-    use_onnxruntime_environment, verify,
-};
+pub use verify::{Goals, goals, init_onnxruntime, verify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -118,7 +115,7 @@ pub struct ExportOptions {
     pub precision: Precision,
     /// Run the verification pass (needs `reference.safetensors` in the checkpoint).
     pub verify: bool,
-    /// ONNX Runtime library for verification; see [`onnxruntime_library`] for the fallbacks.
+    /// ONNX Runtime library for verification; `None` searches as `dreamer_ort` says.
     pub onnxruntime: Option<PathBuf>,
     /// Mean noise-free return measured at export time; overrides `eval_return` in `state.json`.
     pub eval_return: Option<f64>,
@@ -319,7 +316,7 @@ fn manifest(
             episode_decisions: facts.episode_decisions,
         },
         observation: ObservationInfo {
-            pixels: ckpt.obs.pixels.then(|| PixelInfo {
+            pixels: ckpt.obs.uses_pixels().then(|| PixelInfo {
                 height: checkpoint::PIXEL_HW as u32,
                 width: checkpoint::PIXEL_HW as u32,
                 channels: checkpoint::PIXEL_CHANNELS as u32,

@@ -26,14 +26,10 @@ pub fn task_facts(name: &str, obs: ObsMode, action_repeat: u32) -> Result<TaskFa
         name: name.to_string(),
         message: e.to_string(),
     };
-    let obs_mode = obs
-        .name()
-        .parse::<dreamer_tasks::ObsMode>()
-        .map_err(task_err)?;
     let env = dreamer_tasks::make(
         name,
         dreamer_tasks::EnvOptions {
-            obs_mode,
+            obs_mode: obs,
             action_repeat,
         },
     )

@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use dreamer_bundle::{GraphInfo, Manifest, VerificationInfo, names};
 use ort::environment::Environment;
@@ -42,83 +41,15 @@ pub fn goals(precision: &str) -> Goals {
 
 // ---- ONNX Runtime ---------------------------------------------------------------------
 
-static ORT: OnceLock<Result<(Environment, PathBuf), String>> = OnceLock::new();
-
-/// The ONNX Runtime library to load: `explicit`, else `$ORT_DYLIB_PATH`, else
-/// `$DREAMER_ORT_DYLIB` at run time, else the project's `.deps` library this crate was built
-/// with, else `libonnxruntime.so` from the loader path.
-pub fn onnxruntime_library(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    for var in ["ORT_DYLIB_PATH", "DREAMER_ORT_DYLIB"] {
-        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            return PathBuf::from(v);
-        }
-    }
-    match option_env!("DREAMER_ORT_DYLIB") {
-        Some(p) if Path::new(p).exists() => PathBuf::from(p),
-        _ => PathBuf::from("libonnxruntime.so"),
-    }
-}
-
-/// Loads ONNX Runtime once per process (see [`onnxruntime_library`] for which file) and
-/// returns the process-wide environment. Later calls return the first result, whatever
-/// library they name.
-pub fn init_onnxruntime(explicit: Option<&Path>) -> Result<&'static Environment, ExportError> {
-    let result = ORT.get_or_init(|| {
-        let path = onnxruntime_library(explicit);
-        let builder = ort::init_from(&path).map_err(|e| {
-            format!(
-                "cannot load ONNX Runtime from {}: {e} (run scripts/fetch-deps, or set ORT_DYLIB_PATH)",
-                path.display()
-            )
-        })?;
-        let env = builder
-            .with_name("dreamer-export")
-            .with_telemetry(false)
-            .build()
-            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
-        Ok((env, path))
-    });
-    match result {
-        Ok((env, _)) => Ok(env),
-        Err(message) => Err(ExportError::OnnxRuntime {
-            file: None,
-            message: message.clone(),
-        }),
-    }
-}
-
-/// Makes verification use an ONNX Runtime environment created elsewhere in this process
-/// (ONNX Runtime allows one per process; a program that already holds one, e.g. for the
-/// runtime, hands it over before exporting). `library` is the file it was loaded from.
-/// Returns false, changing nothing, when an environment is already in use here.
-pub fn use_onnxruntime_environment(env: Environment, library: &Path) -> bool {
-    ORT.set(Ok((env, library.to_path_buf()))).is_ok()
-}
-
-/// The loaded ONNX Runtime's version: the version in the library's file name (after
-/// symlinks, `libonnxruntime.so.1.31.1`) and the commit from its build string.
-pub fn onnxruntime_version() -> String {
-    let info = ort::info();
-    let commit = info
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .find_map(|part| part.strip_prefix("git-commit-id="));
-    let from_name = ORT
-        .get()
-        .and_then(|r| r.as_ref().ok())
-        .and_then(|(_, path)| {
-            let real = std::fs::canonicalize(path).ok()?;
-            let name = real.file_name()?.to_string_lossy().into_owned();
-            let version = name.split_once(".so.").map(|(_, v)| v.to_string())?;
-            Some(version)
-        });
-    match (from_name, commit) {
-        (Some(version), Some(commit)) => format!("{version} (commit {commit})"),
-        (Some(version), None) => version,
-        _ => info.to_string(),
-    }
+/// Loads ONNX Runtime once per process through `dreamer-ort` (whose search order `explicit`
+/// enters first); later calls return the first result, whatever library they name.
+pub fn init_onnxruntime(
+    explicit: Option<&Path>,
+) -> Result<&'static dreamer_ort::OrtRuntime, ExportError> {
+    dreamer_ort::load(explicit).map_err(|e| ExportError::OnnxRuntime {
+        file: None,
+        message: e.to_string(),
+    })
 }
 
 /// Input data of one graph input, batch-major.
@@ -348,7 +279,8 @@ const PIXEL_LEN: usize = 64 * 64 * 3;
 /// Verifies a bundle folder against a reference file and returns the figures. Fails with
 /// [`ExportError::Verification`] when a figure misses the goal for the bundle's precision.
 pub fn verify(bundle_dir: &Path, reference_file: &Path) -> Result<VerificationInfo, ExportError> {
-    let env = init_onnxruntime(None)?;
+    let onnxruntime = init_onnxruntime(None)?;
+    let env = onnxruntime.environment();
     let manifest = dreamer_bundle::open(bundle_dir)?;
     let reference = Reference::read(reference_file)?;
     let dims = Dims {
@@ -412,7 +344,7 @@ pub fn verify(bundle_dir: &Path, reference_file: &Path) -> Result<VerificationIn
         trajectory_final_latent_max_abs_err: Some(traj.final_latent_max_abs_err),
         trajectory_surprise_max_rel_err: Some(traj.surprise_max_rel_err),
         trajectory_steps: traj.steps as u32,
-        onnxruntime_version: onnxruntime_version(),
+        onnxruntime_version: onnxruntime.version_and_commit(),
     };
     check_goals(&info, goals(&manifest.precision))?;
     Ok(info)

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use crate::graph::GraphRunner;
-use crate::ortlib::{self, OrtLibError, OrtRuntime};
+use dreamer_ort::{OrtLibError, OrtRuntime};
 use crate::provider::{DeviceOptions, GraphPlacement, Provider};
 
 /// Which graphs a step runs.
@@ -52,7 +52,7 @@ pub enum SafeAction {
 /// Everything that can be set when loading an agent.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    /// ONNX Runtime library to load; `None` searches (see [`crate::ortlib`]).
+    /// ONNX Runtime library to load; `None` searches (see `dreamer_ort`).
     pub ort_lib: Option<PathBuf>,
     pub provider: Provider,
     pub device: DeviceOptions,
@@ -298,7 +298,7 @@ impl Agent {
             SafeAction::Fixed(v) => v.clone(),
             _ => vec![0.0; action_size],
         };
-        let runtime = ortlib::load(options.ort_lib.as_deref())?;
+        let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
         let graphs = match options.mode {
             GraphMode::Fused => {
                 Graphs::Fused(Box::new(open_fused(bundle_dir, &manifest, &options)?))

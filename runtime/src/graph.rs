@@ -4,7 +4,7 @@
 //! output values, so a run makes no Rust heap allocation: the safe `Session::run` path
 //! collects names and wraps every output in a new value on each call.
 
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CString, c_char};
 use std::path::Path;
 use std::ptr;
 
@@ -12,31 +12,14 @@ use dreamer_bundle::{DType, GraphInfo, Manifest, TensorInfo};
 use ort::AsPointer;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::sys::{OrtApi, OrtStatusPtr, OrtValue};
+use ort::sys::{OrtApi, OrtValue};
 use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use crate::agent::{AgentOptions, LoadError};
-use crate::ortlib;
 use crate::provider::{self, GraphPlacement};
-
-/// Turns an ONNX Runtime status into `Err(message)`, releasing it.
-pub(crate) fn status_to_result(status: OrtStatusPtr) -> Result<(), String> {
-    if status.0.is_null() {
-        return Ok(());
-    }
-    let api = ort::api();
-    // SAFETY: a non-null status is a valid OrtStatus until released, and its message is a
-    // NUL-terminated string owned by it.
-    let message = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: released exactly once, after the message was copied.
-    unsafe { (api.ReleaseStatus)(status.0) };
-    Err(message)
-}
 
 /// Element type of a bound tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +156,7 @@ impl GraphRunner {
         options: &AgentOptions,
     ) -> Result<Self, LoadError> {
         let info: &GraphInfo = manifest.graph(role)?;
-        let runtime = ortlib::load(options.ort_lib.as_deref())?;
+        let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
         let file = bundle.join(&info.file);
         let session_err = |message: String| LoadError::Session {
             graph: role.to_string(),
@@ -183,7 +166,7 @@ impl GraphRunner {
         let ort_err = |e: ort::Error| session_err(e.to_string());
         // All optimisations, layout ones included: the blocked (NCHWc) convolutions they
         // enable halve the pixel encoder's time on x86.
-        let mut builder = Session::builder(&runtime.env)
+        let mut builder = Session::builder(runtime.environment())
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| ort_err(e.into()))?
@@ -326,7 +309,7 @@ impl GraphRunner {
                 self.output_value_ptrs.as_mut_ptr(),
             )
         };
-        status_to_result(status)
+        dreamer_ort::check_status(status)
     }
 
     /// Fills every input with random values (normal floats, uniform bytes).

@@ -6,12 +6,11 @@
 //! microcontroller's observations over a serial line (the wire protocol of `dreamer-wire`).
 //!
 //! This crate never links libtorch: ONNX Runtime is loaded at run time (`load-dynamic`), see
-//! [`ortlib`] for where the library is looked for.
+//! `dreamer-ort` for where the library is looked for.
 
 pub mod agent;
 pub mod control;
 mod graph;
-pub mod ortlib;
 pub mod provider;
 pub mod serve;
 

@@ -11,7 +11,7 @@ use dreamer_runtime::control::{self, LatencyRecorder, LatencySummary};
 use dreamer_runtime::serve::ServeOptions;
 use dreamer_runtime::{
     Agent, AgentOptions, DeviceOptions, GraphBench, GraphMode, LoopOptions, Noise, Observation,
-    Provider, RateDriver, SafeAction, ortlib,
+    Provider, RateDriver, SafeAction,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -488,7 +488,7 @@ fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         realtime_priority: args.rt_priority,
         lock_memory: false,
     });
-    let runtime = ortlib::load(options.ort_lib.as_deref())?;
+    let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
     println!(
         "bench {}: ONNX Runtime {} ({}), provider {}, {} intra-op thread(s), spinning {}, {} steps",
         args.bundle.display(),
@@ -821,7 +821,7 @@ fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()> {
     let mut failures = 0;
     println!("dreamer-rt {}", env!("CARGO_PKG_VERSION"));
     println!("ONNX Runtime library search:");
-    for candidate in ortlib::candidates(ort_lib.as_deref()) {
+    for candidate in dreamer_ort::candidates(ort_lib.as_deref()) {
         println!(
             "  {} ({}): {}",
             candidate.path.display(),
@@ -833,7 +833,7 @@ fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()> {
             }
         );
     }
-    let runtime = match ortlib::load(ort_lib.as_deref()) {
+    let runtime = match dreamer_ort::load(ort_lib.as_deref()) {
         Ok(runtime) => {
             println!(
                 "ok    ONNX Runtime {} loaded from {}",
@@ -850,7 +850,7 @@ fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()> {
         }
     };
     if runtime.is_some() {
-        match ortlib::available_providers() {
+        match dreamer_ort::available_providers() {
             Ok(list) => {
                 println!(
                     "ok    execution providers in the library: {}",

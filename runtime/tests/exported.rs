@@ -9,15 +9,9 @@ mod export_fixtures;
 use std::path::Path;
 
 use dreamer_export::{ExportOptions, export};
-use dreamer_runtime::{Agent, AgentOptions, GraphMode, Noise, Observation, SafeAction, ortlib};
+use dreamer_runtime::{Agent, AgentOptions, GraphMode, Noise, Observation, SafeAction};
 use export_fixtures::Spec;
 use safetensors::SafeTensors;
-
-/// One ONNX Runtime environment per process: the exporter's verification uses the runtime's.
-fn share_onnxruntime() {
-    let runtime = ortlib::load(None).unwrap();
-    dreamer_export::use_onnxruntime_environment(runtime.environment().clone(), &runtime.path);
-}
 
 struct Trajectory {
     state: Vec<f32>,
@@ -57,7 +51,6 @@ fn read_trajectory(path: &Path) -> Trajectory {
 }
 
 fn replay(spec: &Spec, mode: GraphMode, steps: usize) {
-    share_onnxruntime();
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = export_fixtures::write_checkpoint(&tmp.path().join("ckpt"), spec, 4);
     let out = tmp.path().join("bundle");
@@ -125,7 +118,6 @@ fn exported_pixel_policy_takes_the_trainers_actions() {
 /// step's actions with sampled noise, through a refused observation whose safe action
 /// (zero) changes the previous action the next transition must use.
 fn split_matches_fused(spec: &Spec, steps: usize) {
-    share_onnxruntime();
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = export_fixtures::write_checkpoint(&tmp.path().join("ckpt"), spec, 6);
     let out = tmp.path().join("bundle");
@@ -225,7 +217,6 @@ fn write_benchmark_bundles() {
     let Some(root) = std::env::var_os("DREAMER_BENCH_DIR") else {
         panic!("set DREAMER_BENCH_DIR to the folder to write the bundles into");
     };
-    share_onnxruntime();
     let root = Path::new(&root);
     let base = Spec {
         task: "cartpole-swingup",

@@ -11,20 +11,13 @@ use std::time::Duration;
 
 use dreamer_export::{ExportOptions, export};
 use dreamer_runtime::serve::{Camera, ServeError, ServeOptions, serve};
-use dreamer_runtime::{Agent, AgentOptions, ortlib};
+use dreamer_runtime::{Agent, AgentOptions};
 use dreamer_wire::HandshakeResult;
 use export_fixtures::Spec;
 use firmware_host::host::{HostFirmware, PtySerial, SimOptions, Summary};
 use serialport::{SerialPort, TTYPort};
 
-/// One ONNX Runtime environment per process: the exporter's verification uses the runtime's.
-fn share_onnxruntime() {
-    let runtime = ortlib::load(None).unwrap();
-    dreamer_export::use_onnxruntime_environment(runtime.environment().clone(), &runtime.path);
-}
-
 fn bundle(dir: &Path, spec: &Spec) -> PathBuf {
-    share_onnxruntime();
     let ckpt = export_fixtures::write_checkpoint(&dir.join("ckpt"), spec, 9);
     let out = dir.join("bundle");
     export(&ckpt, &out, &ExportOptions::default()).unwrap();

@@ -1,52 +1,12 @@
 //! The Gymnasium-like environment API: normalised actions, action repeat, time limit and
 //! state / pixel observations over any [`Task`].
 
-use std::str::FromStr;
+pub use dreamer_config::ObsMode;
 
 use crate::error::TaskError;
 use crate::plant::{Plant, Task};
 use crate::raster::FRAME_BYTES;
 use crate::rng::TaskRng;
-
-/// Which observations an environment produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ObsMode {
-    #[default]
-    State,
-    Pixels,
-    Both,
-}
-
-impl ObsMode {
-    pub fn has_state(self) -> bool {
-        matches!(self, ObsMode::State | ObsMode::Both)
-    }
-    pub fn has_pixels(self) -> bool {
-        matches!(self, ObsMode::Pixels | ObsMode::Both)
-    }
-}
-
-impl FromStr for ObsMode {
-    type Err = TaskError;
-    fn from_str(text: &str) -> Result<Self, TaskError> {
-        match text {
-            "state" => Ok(ObsMode::State),
-            "pixels" => Ok(ObsMode::Pixels),
-            "both" => Ok(ObsMode::Both),
-            other => Err(TaskError::UnknownObsMode(other.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for ObsMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ObsMode::State => "state",
-            ObsMode::Pixels => "pixels",
-            ObsMode::Both => "both",
-        })
-    }
-}
 
 /// One observation; a part not selected by the [`ObsMode`] is an empty Vec.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -224,7 +184,7 @@ impl<T: Task> TaskEnv<T> {
 
     fn observe(&self) -> Observation {
         let mode = self.spec.obs_mode;
-        let state = if mode.has_state() {
+        let state = if mode.uses_state() {
             self.plant
                 .observation()
                 .into_iter()
@@ -233,7 +193,7 @@ impl<T: Task> TaskEnv<T> {
         } else {
             Vec::new()
         };
-        let pixels = if mode.has_pixels() {
+        let pixels = if mode.uses_pixels() {
             let mut frame = vec![0u8; FRAME_BYTES];
             self.plant.render(&mut frame);
             frame

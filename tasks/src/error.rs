@@ -7,8 +7,6 @@ use thiserror::Error;
 pub enum TaskError {
     #[error("unknown task `{name}`; available tasks: {}", crate::TASK_NAMES.join(", "))]
     UnknownTask { name: String },
-    #[error("unknown observation mode `{0}`; expected one of: state, pixels, both")]
-    UnknownObsMode(String),
     #[error("invalid option `{option}`: {reason}")]
     InvalidOption {
         option: &'static str,

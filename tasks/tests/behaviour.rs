@@ -68,7 +68,7 @@ fn observation_modes_fill_only_what_was_asked() {
     assert_eq!("pixels".parse::<ObsMode>(), Ok(ObsMode::Pixels));
     assert!(matches!(
         "rgb".parse::<ObsMode>(),
-        Err(TaskError::UnknownObsMode(_))
+        Err(dreamer_config::UnknownObsMode(_))
     ));
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dreamer_config::Config;
 use dreamer_runtime::{Agent as RuntimeAgent, AgentOptions, GraphMode, Observation};
-use dreamer_tasks::{EnvOptions, ObsMode};
+use dreamer_tasks::EnvOptions;
 use dreamer_trainer::agent::Agent as TrainerAgent;
 use dreamer_trainer::checkpoint::{self, RunState};
 use dreamer_trainer::env_loop::{dims_of, obs_tensors};
@@ -48,14 +48,7 @@ fn compare(name: &str, preset: &str, overrides: &[&str], steps: usize) {
         .unwrap()
         .with_overrides(&overrides)
         .unwrap();
-    let obs_mode = match (
-        config.run.obs_mode.uses_state(),
-        config.run.obs_mode.uses_pixels(),
-    ) {
-        (true, true) => ObsMode::Both,
-        (false, true) => ObsMode::Pixels,
-        _ => ObsMode::State,
-    };
+    let obs_mode = config.run.obs_mode;
     let options = EnvOptions {
         obs_mode,
         action_repeat: config.run.action_repeat,
@@ -128,8 +121,7 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(2000);
     tch::set_num_threads(1);
-    let runtime = dreamer_runtime::ortlib::load(None).expect("load ONNX Runtime");
-    dreamer_export::use_onnxruntime_environment(runtime.environment().clone(), &runtime.path);
+    let runtime = dreamer_ort::load(None).expect("load ONNX Runtime");
     println!("one thread each; ONNX Runtime {}", runtime.version);
     compare("state policy (cpu-state)", "cpu-state", &[], steps);
     compare("pixel policy (paper)", "paper", &[], steps / 4);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use dreamer_config::Config;
 use dreamer_runtime::{Agent as RuntimeAgent, AgentOptions, Observation};
-use dreamer_tasks::{EnvOptions, ObsMode};
+use dreamer_tasks::EnvOptions;
 use dreamer_trainer::agent::{Agent as TrainerAgent, STREAM_EVAL, stream_seed};
 use dreamer_trainer::checkpoint::{self, RunState};
 use dreamer_trainer::env_loop::{dims_of, evaluate};
@@ -16,12 +16,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::SafeTensors;
 use tch::Device;
-
-/// Shares this process's single ONNX Runtime environment between runtime and exporter.
-fn onnxruntime() {
-    let runtime = dreamer_runtime::ortlib::load(None).expect("load ONNX Runtime");
-    dreamer_export::use_onnxruntime_environment(runtime.environment().clone(), &runtime.path);
-}
 
 fn small_config(preset: &str, overrides: &[&str]) -> Config {
     let mut all = vec![
@@ -39,21 +33,10 @@ fn small_config(preset: &str, overrides: &[&str]) -> Config {
         .unwrap()
 }
 
-fn task_obs_mode(config: &Config) -> ObsMode {
-    match (
-        config.run.obs_mode.uses_state(),
-        config.run.obs_mode.uses_pixels(),
-    ) {
-        (true, true) => ObsMode::Both,
-        (false, true) => ObsMode::Pixels,
-        _ => ObsMode::State,
-    }
-}
-
 /// Trainer checkpoint (random init) with its reference file, exported to `dir/bundle`.
 fn trained_and_exported(config: &Config, dir: &Path) -> (TrainerAgent, std::path::PathBuf) {
     let options = EnvOptions {
-        obs_mode: task_obs_mode(config),
+        obs_mode: config.run.obs_mode,
         action_repeat: config.run.action_repeat,
     };
     let env = dreamer_tasks::make(&config.run.task, options).unwrap();
@@ -119,7 +102,7 @@ fn assert_same_actions_on_reference(bundle: &Path, ckpt: &Path) {
 /// The runtime's closed-loop return on the trainer's evaluation seeds.
 fn runtime_returns(bundle: &Path, config: &Config, seeds: &[u64]) -> Vec<f64> {
     let options = EnvOptions {
-        obs_mode: task_obs_mode(config),
+        obs_mode: config.run.obs_mode,
         action_repeat: config.run.action_repeat,
     };
     let mut env = dreamer_tasks::make(&config.run.task, options).unwrap();
@@ -148,7 +131,6 @@ fn runtime_returns(bundle: &Path, config: &Config, seeds: &[u64]) -> Vec<f64> {
 }
 
 fn check_chain(config: Config) {
-    onnxruntime();
     let dir = tempfile::tempdir().unwrap();
     let (agent, bundle) = trained_and_exported(&config, dir.path());
 

@@ -68,12 +68,8 @@ fn linear_relu_model() -> Vec<u8> {
 
 #[test]
 fn graph_built_with_onnx_protobuf_gives_expected_numbers() {
-    let lib = dreamer_tests::onnxruntime_library();
-    let env = ort::init_from(&lib)
-        .unwrap_or_else(|e| panic!("cannot load {}: {e}; run scripts/fetch-deps", lib.display()))
-        .build()
-        .expect("ONNX Runtime environment");
-    let mut session = Session::builder(&env)
+    let onnxruntime = dreamer_ort::load(None).unwrap_or_else(|e| panic!("{e}"));
+    let mut session = Session::builder(onnxruntime.environment())
         .unwrap()
         .commit_from_memory(&linear_relu_model())
         .expect("session from the built graph");

@@ -6,20 +6,18 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dreamer_config::{CONFIG_FILE, Config};
+use dreamer_config::Config;
+pub use dreamer_config::checkpoint::{
+    CONFIG_FILE, FORMAT_VERSION, MODEL_FILE, OPTIM_FILE, REFERENCE_FILE, STATE_FILE,
+};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::agent::Agent;
 use crate::networks::Dims;
 
-pub const FORMAT_VERSION: u32 = 1;
-pub const MODEL_FILE: &str = "model.safetensors";
-pub const OPTIM_FILE: &str = "optim.safetensors";
 /// The entropy weight in `optim.safetensors` (f64 `[1]`).
 const ENTROPY_SCALE: &str = "entropy.scale";
-pub const STATE_FILE: &str = "state.json";
-pub const REFERENCE_FILE: &str = "reference.safetensors";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

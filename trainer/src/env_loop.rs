@@ -13,14 +13,6 @@ use crate::networks::{Dims, IMAGE_SIZE, Obs};
 use crate::replay::{Episode, Layout};
 use crate::rssm::State;
 
-fn task_obs_mode(mode: ObsMode) -> dreamer_tasks::ObsMode {
-    match mode {
-        ObsMode::State => dreamer_tasks::ObsMode::State,
-        ObsMode::Pixels => dreamer_tasks::ObsMode::Pixels,
-        ObsMode::Both => dreamer_tasks::ObsMode::Both,
-    }
-}
-
 /// Make `n` environments of the configured task; `with_pixels` adds pixel observations
 /// (for videos) to whatever the agent uses.
 pub fn make_envs(config: &Config, n: usize, with_pixels: bool) -> Result<VecEnv, TaskError> {
@@ -29,7 +21,7 @@ pub fn make_envs(config: &Config, n: usize, with_pixels: bool) -> Result<VecEnv,
         mode = ObsMode::Both;
     }
     let options = EnvOptions {
-        obs_mode: task_obs_mode(mode),
+        obs_mode: mode,
         action_repeat: config.run.action_repeat,
     };
     VecEnv::new(&config.run.task, options, n, n.min(2))

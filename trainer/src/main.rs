@@ -361,14 +361,14 @@ fn doctor(device_args: &DeviceArgs) -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     // ONNX Runtime is what `dreamer export` verifies bundles with.
-    match dreamer_runtime::ortlib::load(None) {
+    match dreamer_ort::load(None) {
         Ok(ort) => {
             println!(
                 "ok    ONNX Runtime {} at {}",
                 ort.version,
                 ort.path.display()
             );
-            match dreamer_runtime::ortlib::available_providers() {
+            match dreamer_ort::available_providers() {
                 Ok(p) => println!("      execution providers: {}", p.join(", ")),
                 Err(e) => println!("      execution providers: unknown ({e})"),
             }

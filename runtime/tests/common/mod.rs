@@ -839,7 +839,3 @@ pub fn observations(sizes: Sizes, count: usize, seed: u64) -> Vec<(Vec<f32>, Vec
         .collect()
 }
 
-/// Path of the ONNX Runtime library the tests use (the build default).
-pub fn ort_available() -> bool {
-    dreamer_runtime::ortlib::resolve(None).is_ok()
-}
