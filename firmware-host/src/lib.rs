@@ -6,9 +6,6 @@
 //! that same core against simulated peripherals backed by a `dreamer-tasks` plant stepped
 //! in real time, talking over a real serial port or pseudo-terminal.
 //!
-//! [`plant_state`] is the record in which the host build publishes the plant's physical
-//! state for a simulated camera.
-//!
 //! The crate is `no_std` in every build; only the `host` module (and tests) link `std`, by
 //! explicit paths, so the firmware core cannot use it by accident.
 #![no_std]
@@ -19,4 +16,3 @@ extern crate std;
 pub mod firmware;
 #[cfg(feature = "host")]
 pub mod host;
-pub mod plant_state;

@@ -21,7 +21,7 @@ use dreamer_wire::{
     Action, FaultReport, FrameDecoder, HandshakeResult, Hello, HelloAck, Layout, LinkCounters,
     MAX_ACTION, MAX_FRAME, MAX_TASK_NAME, Message, Mode, PROTOCOL_VERSION, encode_frame,
 };
-use firmware_host::plant_state::{self, PlantStateError};
+use dreamer_wire::plant_state::{self, PlantStateError};
 use serialport::SerialPort;
 
 use crate::agent::{Agent, Observation};

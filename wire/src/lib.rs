@@ -6,12 +6,16 @@
 //! every kind of corruption (bad COBS, bad CRC, wrong length, unknown message, sequence
 //! gaps). With the `std` feature, [`FrameReader`] does the same over any `std::io::Read`.
 //!
+//! [`plant_state`] is the record through which a simulated plant publishes its physical state
+//! to a simulated camera on the runtime's side.
+//!
 //! The byte layout, message types and handshake are described in `docs/firmware.md`.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 mod cobs;
 mod frame;
 mod message;
+pub mod plant_state;
 #[cfg(feature = "std")]
 mod reader;
 

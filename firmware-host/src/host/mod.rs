@@ -79,7 +79,7 @@ pub struct SimOptions {
     /// so the return covers exactly the episodes the runtime controlled.
     pub episode_at_handshake: bool,
     /// Publish the plant's physical state here after every physics step (see
-    /// [`crate::plant_state`]), for a simulated camera.
+    /// [`dreamer_wire::plant_state`]), for a simulated camera.
     pub state_file: Option<PathBuf>,
 }
 

@@ -14,7 +14,7 @@ use dreamer_tasks::{Env, EnvOptions, ObsMode};
 
 use super::HostError;
 use crate::firmware::{ENCODER_COUNTS, TaskLayout};
-use crate::plant_state;
+use dreamer_wire::plant_state;
 
 /// PWM resolution of the simulated motor driver.
 pub const MAX_DUTY: u16 = 1000;
