@@ -6,13 +6,13 @@
 //! whose layers differ from the documented equations is refused instead of exported wrong.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::ExportError;
+use crate::error::{ExportError, TensorProblem};
 
 pub use dreamer_config::ObsMode;
 pub use dreamer_config::checkpoint::{
@@ -58,53 +58,6 @@ impl Sizes {
     /// `F = D + S`
     pub fn feat(&self) -> usize {
         self.deter + self.stoch
-    }
-}
-
-/// What is wrong with one tensor of a checkpoint (or of a reference file).
-#[derive(Debug, Clone, PartialEq)]
-pub enum TensorProblem {
-    Missing {
-        name: String,
-        expected: Vec<usize>,
-    },
-    Extra {
-        name: String,
-        shape: Vec<usize>,
-    },
-    Shape {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
-    NonFinite {
-        name: String,
-        index: usize,
-        value: f32,
-    },
-}
-
-impl fmt::Display for TensorProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TensorProblem::Missing { name, expected } => {
-                write!(f, "missing tensor `{name}` (expected shape {expected:?})")
-            }
-            TensorProblem::Extra { name, shape } => {
-                write!(f, "unexpected tensor `{name}` with shape {shape:?}")
-            }
-            TensorProblem::Shape {
-                name,
-                expected,
-                found,
-            } => write!(
-                f,
-                "tensor `{name}` has shape {found:?}, expected {expected:?}"
-            ),
-            TensorProblem::NonFinite { name, index, value } => {
-                write!(f, "tensor `{name}` holds {value} at flat index {index}")
-            }
-        }
     }
 }
 
@@ -191,41 +144,58 @@ impl Checkpoint {
 
 /// Reads every tensor of a safetensors file as float32.
 pub fn read_f32_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>, ExportError> {
-    let bytes = read_file(path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ExportError::Safetensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
+    read_tensors(path, |name, view| {
         if view.dtype() != Dtype::F32 {
             return Err(ExportError::TensorDtype {
                 path: path.to_path_buf(),
-                name,
+                name: name.to_string(),
                 found: format!("{:?}", view.dtype()),
                 expected: "F32",
             });
         }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        out.insert(
-            name,
-            Tensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
-    }
-    Ok(out)
+        Ok(Tensor {
+            shape: view.shape().to_vec(),
+            data: f32_from_le(view.data()),
+        })
+    })
 }
 
-pub fn read_file(path: &Path) -> Result<Vec<u8>, ExportError> {
-    fs::read(path).map_err(|source| ExportError::Io {
+/// Every tensor of a safetensors file, by name, as `decode` turns its view into a `T`.
+pub(crate) fn read_tensors<T>(
+    path: &Path,
+    mut decode: impl FnMut(&str, &TensorView<'_>) -> Result<T, ExportError>,
+) -> Result<BTreeMap<String, T>, ExportError> {
+    let bytes = fs::read(path).map_err(ExportError::io(path))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| ExportError::Safetensors {
         path: path.to_path_buf(),
-        source,
+        message: e.to_string(),
+    })?;
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let value = decode(&name, &view)?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// Little-endian float32 data, as safetensors stores it.
+pub(crate) fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// A text file parsed by `parse`; a parse error is a configuration error of `path`.
+fn read_parsed<T, E: std::fmt::Display>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ExportError> {
+    let text = fs::read_to_string(path).map_err(ExportError::io(path))?;
+    parse(&text).map_err(|e| ExportError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     })
 }
 
@@ -447,14 +417,7 @@ const KNOWN_MODEL_KEYS: &[&str] = &[
 
 impl Config {
     fn read(path: &Path) -> Result<Config, ExportError> {
-        let text = fs::read_to_string(path).map_err(|source| ExportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let root: toml::Value = toml::from_str(&text).map_err(|e| ExportError::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let root: toml::Value = read_parsed(path, |text| toml::from_str(text))?;
         Ok(Config {
             path: path.to_path_buf(),
             root,
@@ -612,15 +575,7 @@ struct State {
 
 impl State {
     fn read(path: &Path) -> Result<State, ExportError> {
-        let text = fs::read_to_string(path).map_err(|source| ExportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let root: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ExportError::Config {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let root: serde_json::Value = read_parsed(path, |text| serde_json::from_str(text))?;
         let state = State {
             path: path.to_path_buf(),
             root,

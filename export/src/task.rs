@@ -1,7 +1,8 @@
 //! Facts about the task a checkpoint was trained on, from `dreamer-tasks`.
 
-use crate::ExportError;
-use crate::checkpoint::ObsMode;
+use dreamer_config::ObsMode;
+
+use crate::error::ExportError;
 
 /// What the manifest says about the task beyond the checkpoint's own configuration.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use dreamer_firmware::TaskLayout;
 use dreamer_tasks::policy::{Policy, PolicyKind};
 use dreamer_tasks::{EnvOptions, ObsMode};
 use dreamer_wire::{
     Action, Frame, FrameReader, HandshakeResult, Hello, Message, PROTOCOL_VERSION, write_message,
 };
-use firmware_host::firmware::TaskLayout;
-use firmware_host::host::{HostFirmware, PtySerial, SimOptions};
+use firmware_host::{HostFirmware, PtySerial, SimOptions};
 use serialport::{SerialPort, TTYPort};
 
 /// The task's physical state recovered from its observation vector.

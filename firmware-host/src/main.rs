@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use firmware_host::host::{HostFirmware, PtySerial, SimOptions};
+use dreamer_wire::report::write_report;
+use firmware_host::{HostFirmware, PtySerial, SimOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -140,11 +141,7 @@ fn main() -> Result<()> {
     );
     robot.run(duration, &STOP);
     robot.drain(Duration::from_millis(args.drain_ms));
-    let summary = serde_json::to_string_pretty(&robot.finish())?;
-    if let Some(path) = &args.summary {
-        write_atomically(path, &summary)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    let summary = write_report(&robot.finish(), args.summary.as_deref())?;
     println!("{summary}");
     Ok(())
 }
@@ -175,12 +172,4 @@ fn set_fifo_priority(priority: i32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Writes to a temporary file next to `path`, then renames it into place.
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }

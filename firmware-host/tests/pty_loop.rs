@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dreamer_firmware::TaskLayout;
+use dreamer_wire::report::FirmwareSummary;
 use dreamer_wire::{
     Action, FaultKind, FaultReport, Frame, FrameReader, HandshakeResult, Heartbeat, Hello,
     MAX_FRAME, Message, Mode, PROTOCOL_VERSION, cobs_encode, write_message,
 };
-use firmware_host::firmware::TaskLayout;
-use firmware_host::host::{HostFirmware, PtySerial, SharedWorld, SimOptions};
+use firmware_host::{HostFirmware, PtySerial, SharedWorld, SimOptions};
 use serialport::{SerialPort, TTYPort};
 
 /// The runtime's side of the link.
@@ -337,14 +338,14 @@ fn the_binary_runs_a_session_and_prints_a_summary() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary["task"], "pendulum");
-    assert!(summary["ticks"].as_u64().unwrap() >= 3);
-    assert!(summary["faults"].as_u64().unwrap() >= 1);
-    assert!(summary["deadline_misses"].as_u64().unwrap() >= 2);
-    assert_eq!(summary["final_mode"], "Safe");
-    assert!(summary["firmware"]["actions_applied"].as_u64().unwrap() >= 1);
-    assert_eq!(summary["frame_errors"]["bad_crc"], 0);
-    assert!(summary["episode_return"].as_f64().unwrap().is_finite());
-    assert!(summary["physics_steps"].as_u64().unwrap() > 0);
+    let summary: FirmwareSummary = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary.task, "pendulum");
+    assert!(summary.ticks >= 3);
+    assert!(summary.faults >= 1);
+    assert!(summary.deadline_misses >= 2);
+    assert_eq!(summary.final_mode, Mode::Safe);
+    assert!(summary.firmware.actions_applied >= 1);
+    assert_eq!(summary.frame_errors.bad_crc, 0);
+    assert!(summary.episode_return.is_finite());
+    assert!(summary.physics_steps > 0);
 }

@@ -3,16 +3,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dreamer_wire::LinkCounters;
+use dreamer_wire::report::{FirmwareSummary, LatencySummary, RunSummary, ServeSummary, read_report};
+use dreamer_wire::{LatencyStats, LinkCounters, Mode};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::proxy::{Direction, FaultRates, LinkStats, Proxy, Reconciliation, reconcile};
 use crate::pty::Pty;
@@ -147,11 +147,11 @@ pub struct HilReport {
     pub load_before: [f64; 3],
     pub load_after: [f64; 3],
     /// Observation sampled -> action applied, on the firmware clock (µs).
-    pub round_trip: Value,
+    pub round_trip: LatencyStats,
     /// The runtime's policy step (µs).
-    pub inference: Value,
+    pub inference: LatencySummary,
     /// |sample interval - period| on the firmware (µs).
-    pub period_jitter: Value,
+    pub period_jitter: LatencyStats,
     pub ticks: u64,
     pub observations_sent: u64,
     pub actions_applied: u64,
@@ -160,7 +160,7 @@ pub struct HilReport {
     pub deadline_miss_ratio: f64,
     pub faults: u64,
     pub recoveries: u64,
-    pub final_mode: String,
+    pub final_mode: Mode,
     /// Frames the firmware received, per outcome.
     pub firmware_link: LinkCounters,
     /// Frames the runtime received, per outcome.
@@ -175,9 +175,9 @@ pub struct HilReport {
     pub proxy_firmware_to_runtime: Option<LinkStats>,
     pub proxy_runtime_to_firmware: Option<LinkStats>,
     /// The firmware-host summary as printed.
-    pub firmware: Value,
+    pub firmware: FirmwareSummary,
     /// The `dreamer-rt serve` summary as printed.
-    pub runtime: Value,
+    pub runtime: ServeSummary,
     /// The bare pty echo measured before the run, against the firmware's deadline (half the
     /// period): the platform's share of misses.
     pub pty_echo_baseline: Option<crate::baseline::PtyEcho>,
@@ -273,36 +273,6 @@ fn relay_stderr(
     Ok(())
 }
 
-fn read_json(path: &Path, what: &str) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{what} wrote no summary at {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{what} summary {} is not JSON", path.display()))
-}
-
-fn counters(value: &Value, what: &str) -> Result<LinkCounters> {
-    let field = |name: &str| -> Result<u32> {
-        value
-            .get(name)
-            .and_then(Value::as_u64)
-            .map(|v| v as u32)
-            .with_context(|| format!("{what}: frame counter `{name}` missing"))
-    };
-    Ok(LinkCounters {
-        frames_ok: field("frames_ok")?,
-        bad_cobs: field("bad_cobs")?,
-        bad_crc: field("bad_crc")?,
-        wrong_length: field("wrong_length")?,
-        unknown_message: field("unknown_message")?,
-        malformed: field("malformed")?,
-        sequence_gaps: field("sequence_gaps")?,
-    })
-}
-
-fn u64_field(value: &Value, name: &str) -> u64 {
-    value.get(name).and_then(Value::as_u64).unwrap_or(0)
-}
-
 /// Sleeps until `epoch + at_s`, checking that both processes live.
 fn sleep_until(epoch: Instant, at_s: f64, processes: &mut [&mut Process]) -> Result<()> {
     let until = epoch + Duration::from_secs_f64(at_s.max(0.0));
@@ -319,27 +289,30 @@ fn sleep_until(epoch: Instant, at_s: f64, processes: &mut [&mut Process]) -> Res
     Ok(())
 }
 
-/// `episode 0 (seed S): return R ...` from `dreamer-rt run`.
+/// The return of one episode of `dreamer-rt run` in pure simulation, from its typed summary.
 fn simulation_return(options: &HilOptions) -> Result<f64> {
+    let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
+    let summary_path = dir.path().join("run-summary.json");
     let output = Command::new(&options.runtime_bin)
         .arg("run")
         .arg(&options.bundle)
         .args(["--episodes", "1", "--rate-hz", "0", "--seed"])
         .arg(options.seed.to_string())
+        .arg("--summary")
+        .arg(&summary_path)
+        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .output()
+        .status()
         .with_context(|| format!("cannot start {}", options.runtime_bin.display()))?;
-    if !output.status.success() {
-        bail!("dreamer-rt run failed with {}", output.status);
+    if !output.success() {
+        bail!("dreamer-rt run failed with {output}");
     }
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix("episode 0 ")?;
-            let value = rest.split("return ").nth(1)?.split_whitespace().next()?;
-            value.parse::<f64>().ok()
-        })
-        .with_context(|| format!("no episode return in the output of dreamer-rt run:\n{text}"))
+    let summary: RunSummary = read_report(&summary_path, "dreamer-rt run summary")?;
+    summary
+        .episodes
+        .first()
+        .map(|episode| episode.episode_return)
+        .context("dreamer-rt run reported no episode")
 }
 
 /// Runs the loop and reports.
@@ -573,10 +546,10 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         .as_ref()
         .map(|p| p.stats(Direction::RuntimeToFirmware));
 
-    let fw = read_json(&firmware_summary, "firmware-host")?;
-    let rt = read_json(&runtime_summary, "dreamer-rt serve")?;
-    let firmware_link = counters(&fw["frame_errors"], "firmware-host")?;
-    let runtime_link = counters(&rt["frame_errors"], "dreamer-rt serve")?;
+    let fw: FirmwareSummary = read_report(&firmware_summary, "firmware-host summary")?;
+    let rt: ServeSummary = read_report(&runtime_summary, "dreamer-rt serve summary")?;
+    let firmware_link = fw.frame_errors;
+    let runtime_link = rt.frame_errors;
 
     let stall = stall.map(|(at, last_seq_before, events_before, resumed_s)| {
         let all = f2r.as_ref().map_or(&[][..], |s| &s.fault_events[..]);
@@ -605,10 +578,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         }
     });
 
-    let loop_completed: Vec<f64> = fw["completed_episode_returns"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
+    let loop_completed = fw.completed_episode_returns.clone();
     let loop_return = loop_completed.first().copied();
     let simulation_return = if options.compare_simulation {
         Some(simulation_return(options)?)
@@ -620,8 +590,8 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         _ => None,
     };
 
-    let observations_sent = u64_field(&fw["firmware"], "observations_sent");
-    let deadline_misses = u64_field(&fw, "deadline_misses");
+    let observations_sent = u64::from(fw.firmware.observations_sent);
+    let deadline_misses = u64::from(fw.deadline_misses);
     Ok(HilReport {
         bundle: options.bundle.clone(),
         rt_priority: options.rt_priority,
@@ -633,17 +603,17 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         seed: options.seed,
         load_before,
         load_after,
-        round_trip: fw["round_trip"].clone(),
-        inference: rt["inference"].clone(),
-        period_jitter: fw["period_jitter"].clone(),
-        ticks: u64_field(&fw, "ticks"),
+        round_trip: fw.round_trip,
+        inference: rt.inference,
+        period_jitter: fw.period_jitter,
+        ticks: u64::from(fw.ticks),
         observations_sent,
-        actions_applied: u64_field(&fw["firmware"], "actions_applied"),
+        actions_applied: u64::from(fw.firmware.actions_applied),
         deadline_misses,
         deadline_miss_ratio: deadline_misses as f64 / observations_sent.max(1) as f64,
-        faults: u64_field(&fw, "faults"),
-        recoveries: u64_field(&fw, "recoveries"),
-        final_mode: fw["final_mode"].as_str().unwrap_or("").to_string(),
+        faults: u64::from(fw.faults),
+        recoveries: u64::from(fw.recoveries),
+        final_mode: fw.final_mode,
         firmware_link,
         runtime_link,
         relay: use_relay,
@@ -655,7 +625,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         returns: ReturnComparison {
             loop_return,
             loop_completed,
-            loop_partial: fw["episode_return"].as_f64().unwrap_or(f64::NAN),
+            loop_partial: fw.episode_return,
             simulation_return,
             relative_difference,
         },

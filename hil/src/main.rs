@@ -1,12 +1,13 @@
 //! `dreamer-hil`: runs a policy bundle through the firmware loop over ptys, with optional
 //! fault injection and a runtime stall, and prints a JSON report.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use dreamer_hil::{FaultRates, HilOptions};
+use dreamer_wire::report::write_report;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,19 +122,6 @@ fn main() -> Result<()> {
         )
     };
     let report = dreamer_hil::run(&options)?;
-    let text = serde_json::to_string_pretty(&report)?;
-    if let Some(path) = &args.json {
-        write_atomically(path, &text)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    println!("{text}");
+    println!("{}", write_report(&report, args.json.as_deref())?);
     Ok(())
-}
-
-/// Writes to a temporary file next to `path`, then renames it into place.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }

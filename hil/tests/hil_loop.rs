@@ -14,6 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use dreamer_export::{ExportOptions, export};
 use dreamer_hil::proxy::rejected;
 use dreamer_hil::{FaultRates, HilOptions, HilReport};
+use dreamer_wire::Mode;
 use export_fixtures::Spec;
 
 /// One loop at a time: two processes per loop already fill a small machine.
@@ -142,9 +143,9 @@ fn clean_loop_controls_the_plant_without_errors() {
         report.actions_applied,
         report.observations_sent
     );
-    assert_eq!(report.final_mode, "Running");
-    assert_eq!(report.round_trip["count"], report.actions_applied);
-    assert!(report.inference["count"].as_u64().unwrap() >= report.actions_applied);
+    assert_eq!(report.final_mode, Mode::Running);
+    assert_eq!(u64::from(report.round_trip.count), report.actions_applied);
+    assert!(report.inference.count >= report.actions_applied);
     assert!(report.returns.loop_partial.is_finite());
     // 3 s is shorter than an episode (10 s): no loop return yet, the simulation's is there.
     assert_eq!(report.returns.loop_return, None);
@@ -208,9 +209,9 @@ fn stalled_runtime_puts_the_firmware_in_the_safe_state_and_control_resumes() {
     assert!(stall.safe_within_k, "{stall:?}");
     assert!(stall.recovered, "{stall:?}");
     assert!(report.faults >= 1 && report.recoveries >= 1);
-    assert_eq!(report.final_mode, "Running");
+    assert_eq!(report.final_mode, Mode::Running);
     // The stalled runtime found a backlog and answered only the newest observation.
-    assert!(report.runtime["stale_observations"].as_u64().unwrap() > 0);
+    assert!(report.runtime.stale_observations > 0);
 }
 
 #[test]
@@ -231,9 +232,9 @@ fn pixel_policy_sees_the_plant_through_the_simulated_camera() {
         report.firmware_link
     );
     assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
-    let frames = report.runtime["camera_frames"].as_u64().unwrap();
+    let frames = report.runtime.camera_frames.unwrap();
     assert!(frames >= 20, "{frames} camera frames");
-    assert_eq!(report.runtime["camera_errors"].as_u64(), Some(0));
+    assert_eq!(report.runtime.camera_errors, Some(0));
     assert!(report.actions_applied >= 20);
 }
 

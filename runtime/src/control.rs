@@ -3,9 +3,9 @@
 //! Deadlines are absolute (`start + k * period` on the monotonic clock), so a late tick never
 //! shifts the ones after it: no drift. Sleeping uses `clock_nanosleep` with `TIMER_ABSTIME`.
 
-use std::fmt;
 use std::time::Duration;
 
+pub use dreamer_wire::report::LatencySummary;
 use hdrhistogram::Histogram;
 
 /// Nanoseconds on the monotonic clock.
@@ -38,34 +38,6 @@ fn sleep_until_ns(deadline: u64) {
         if rc != libc::EINTR {
             break;
         }
-    }
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub mean_us: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-}
-
-impl fmt::Display for LatencySummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "n={} mean={:.1}us p50={:.1}us p90={:.1}us p99={:.1}us p99.9={:.1}us max={:.1}us",
-            self.count,
-            self.mean_us,
-            self.p50_us,
-            self.p90_us,
-            self.p99_us,
-            self.p999_us,
-            self.max_us
-        )
     }
 }
 

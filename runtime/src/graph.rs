@@ -18,7 +18,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use crate::agent::{AgentOptions, LoadError};
+use crate::error::LoadError;
+use crate::options::AgentOptions;
 use crate::provider::{self, GraphPlacement};
 
 /// Element type of a bound tensor.
@@ -263,10 +264,6 @@ impl GraphRunner {
         }
     }
 
-    pub fn input_info(&self, index: usize) -> &TensorInfo {
-        &self.inputs[index].info
-    }
-
     /// Number of elements of an input.
     pub fn input_len(&self, index: usize) -> usize {
         self.inputs[index].len
@@ -290,6 +287,14 @@ impl GraphRunner {
 
     pub fn output_f32(&self, index: usize) -> &[f32] {
         self.outputs[index].f32()
+    }
+
+    /// Copies an output into an input of the same length (a step's commit of h', s' or the
+    /// action for the next step).
+    pub fn copy_output_to_input(&mut self, output: usize, input: usize) {
+        self.inputs[input]
+            .f32_mut()
+            .copy_from_slice(self.outputs[output].f32());
     }
 
     /// Runs the graph on the bound inputs into the bound outputs.

@@ -6,26 +6,27 @@
 //! newest observation is answered (the older ones are stale: their deadline passed while
 //! this process was not running, and acting on them would apply an outdated action).
 //! Every frame error is counted by the [`FrameDecoder`]; heartbeats and fault reports are
-//! logged. For a pixel policy, a [`Camera`] renders the plant's published state.
+//! logged. For a pixel policy, a [`Camera`] renders the plant's published state; it is part
+//! of the simulation (`sim` feature), so a build without it serves state policies only.
 
-use std::fs::File;
+mod sim;
+
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dreamer_bundle::Manifest;
-use dreamer_tasks::{FRAME_BYTES, Plant};
+pub use dreamer_wire::report::ServeSummary;
 use dreamer_wire::{
-    Action, FaultReport, FrameDecoder, HandshakeResult, Hello, HelloAck, Layout, LinkCounters,
-    MAX_ACTION, MAX_FRAME, MAX_TASK_NAME, Message, Mode, PROTOCOL_VERSION, encode_frame,
+    Action, FaultReport, FrameDecoder, HandshakeResult, Hello, HelloAck, Layout, MAX_ACTION,
+    MAX_FRAME, MAX_TASK_NAME, Message, PROTOCOL_VERSION, encode_frame,
 };
-use dreamer_wire::plant_state::{self, PlantStateError};
 use serialport::SerialPort;
 
 use crate::agent::{Agent, Observation};
-use crate::control::{LatencyRecorder, LatencySummary};
+use crate::control::LatencyRecorder;
+pub use sim::Camera;
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -34,7 +35,8 @@ pub struct ServeOptions {
     pub port: PathBuf,
     /// Baud rate set on a real serial port (ignored by ptys).
     pub baud: u32,
-    /// Plant state record published by the firmware host, for a simulated camera.
+    /// Plant state record published by the firmware host, for the simulated camera of a pixel
+    /// policy (`sim` feature).
     pub camera_state: Option<PathBuf>,
     /// Hello is repeated this often until the firmware accepts it.
     pub hello_interval: Duration,
@@ -91,136 +93,6 @@ pub enum ServeError {
     Camera(String),
 }
 
-/// A simulated camera: renders the plant state the firmware host publishes, as a camera
-/// looking at the real plant would see it at that moment.
-pub struct Camera {
-    path: PathBuf,
-    file: File,
-    plant: Box<dyn Plant>,
-    frame: Vec<u8>,
-    pub frames: u64,
-    /// Reads that found no valid record (the last picture was used again).
-    pub errors: u64,
-}
-
-impl Camera {
-    pub fn open(path: &Path, task: &str) -> Result<Camera, ServeError> {
-        let plant = dreamer_tasks::make_plant(task)
-            .map_err(|e| ServeError::Camera(format!("task `{task}`: {e}")))?;
-        let file = File::open(path)
-            .map_err(|e| ServeError::Camera(format!("cannot open {}: {e}", path.display())))?;
-        let mut camera = Camera {
-            path: path.to_path_buf(),
-            file,
-            plant,
-            frame: vec![0; FRAME_BYTES],
-            frames: 0,
-            errors: 0,
-        };
-        camera
-            .read_state()
-            .map_err(|e| ServeError::Camera(format!("{}: {e}", camera.path.display())))?;
-        Ok(camera)
-    }
-
-    /// Loads the latest published state into the plant. A record caught while being
-    /// rewritten has a bad CRC: read again.
-    fn read_state(&mut self) -> Result<(), String> {
-        let mut buf = [0u8; plant_state::MAX_RECORD];
-        let mut last = String::new();
-        for _ in 0..4 {
-            let n = self.file.read_at(&mut buf, 0).map_err(|e| e.to_string())?;
-            match plant_state::decode(&buf[..n]) {
-                Ok(state) => {
-                    return self
-                        .plant
-                        .set_state(&state.values)
-                        .map_err(|e| e.to_string());
-                }
-                Err(e @ PlantStateError::Crc) => last = e.to_string(),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Err(last)
-    }
-
-    /// `[64, 64, 3]` RGB of the plant now.
-    pub fn capture(&mut self) -> &[u8] {
-        match self.read_state() {
-            Ok(()) => {
-                self.plant.render(&mut self.frame);
-                self.frames += 1;
-            }
-            Err(_) => self.errors += 1,
-        }
-        &self.frame
-    }
-}
-
-/// What a serve run did.
-#[derive(Debug, Clone, Default)]
-pub struct ServeSummary {
-    pub task: String,
-    pub port: PathBuf,
-    pub elapsed_s: f64,
-    pub hello_sent: u64,
-    pub session_opened_s: Option<f64>,
-    /// Observations received in a session.
-    pub observations: u64,
-    /// Observations answered with an action.
-    pub answered: u64,
-    /// Observations skipped because a newer one was already waiting.
-    pub stale_observations: u64,
-    /// Observations received before the handshake completed (not answered).
-    pub observations_before_session: u64,
-    pub heartbeats: u64,
-    pub last_mode: Option<Mode>,
-    pub fault_reports: u64,
-    pub unexpected_messages: u64,
-    pub frame_errors: LinkCounters,
-    /// Policy steps that failed (the safe action was sent instead).
-    pub agent_faults: u64,
-    /// `agent.step` alone.
-    pub inference: LatencySummary,
-    /// Observation read -> action written.
-    pub service: LatencySummary,
-    pub camera_frames: Option<u64>,
-    pub camera_errors: Option<u64>,
-}
-
-fn latency_json(s: &LatencySummary) -> serde_json::Value {
-    serde_json::json!({
-        "count": s.count, "mean_us": s.mean_us, "p50_us": s.p50_us, "p90_us": s.p90_us,
-        "p99_us": s.p99_us, "p999_us": s.p999_us, "max_us": s.max_us,
-    })
-}
-
-impl ServeSummary {
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "task": self.task,
-            "port": self.port,
-            "elapsed_s": self.elapsed_s,
-            "hello_sent": self.hello_sent,
-            "session_opened_s": self.session_opened_s,
-            "observations": self.observations,
-            "answered": self.answered,
-            "stale_observations": self.stale_observations,
-            "observations_before_session": self.observations_before_session,
-            "heartbeats": self.heartbeats,
-            "last_mode": self.last_mode.map(|m| format!("{m:?}")),
-            "fault_reports": self.fault_reports,
-            "unexpected_messages": self.unexpected_messages,
-            "frame_errors": serde_json::to_value(self.frame_errors).unwrap_or_default(),
-            "agent_faults": self.agent_faults,
-            "inference": latency_json(&self.inference),
-            "service": latency_json(&self.service),
-            "camera_frames": self.camera_frames,
-            "camera_errors": self.camera_errors,
-        })
-    }
-}
-
 /// The handshake this policy sends: the task and the state layout the firmware must
 /// sample. A pixel-only policy still receives the task's state observations (the firmware
 /// always samples them), so its layout is the task's.
@@ -228,11 +100,7 @@ pub fn hello_for(manifest: &Manifest) -> Result<Hello, ServeError> {
     let task = manifest.task.name.as_str();
     let fields: Vec<String> = match &manifest.observation.state {
         Some(state) => state.fields.clone(),
-        None => dreamer_tasks::make(task, dreamer_tasks::EnvOptions::default())
-            .map_err(|e| ServeError::Layout(format!("task `{task}`: {e}")))?
-            .spec()
-            .state_fields
-            .clone(),
+        None => sim::task_state_fields(task)?,
     };
     let action_size = u8::try_from(manifest.action.size)
         .ok()
@@ -301,17 +169,8 @@ pub fn serve(
     stop: &AtomicBool,
 ) -> Result<ServeSummary, ServeError> {
     let manifest = agent.manifest().clone();
+    let mut camera = Camera::open_for(&manifest, options)?;
     let hello = hello_for(&manifest)?;
-    let mut camera = match (&manifest.observation.pixels, &options.camera_state) {
-        (Some(_), Some(path)) => Some(Camera::open(path, &manifest.task.name)?),
-        (Some(_), None) => {
-            return Err(ServeError::Camera(
-                "the policy observes pixels: give the camera's plant state file (--camera-state)"
-                    .into(),
-            ));
-        }
-        (None, _) => None,
-    };
     let uses_state = manifest.observation.state.is_some();
     let path_text = options.port.to_string_lossy().into_owned();
     let port = serialport::new(path_text, options.baud)
@@ -479,8 +338,8 @@ pub fn serve(
     summary.inference = inference.summary();
     summary.service = service.summary();
     if let Some(camera) = &camera {
-        summary.camera_frames = Some(camera.frames);
-        summary.camera_errors = Some(camera.errors);
+        summary.camera_frames = Some(camera.frames());
+        summary.camera_errors = Some(camera.errors());
     }
     Ok(summary)
 }

@@ -5,6 +5,8 @@ mod common;
 use std::process::Command;
 
 use common::{Faults, Sizes, Weights};
+#[cfg(feature = "sim")]
+use dreamer_wire::report::{RunSummary, read_report};
 
 fn dreamer_rt(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
@@ -29,6 +31,7 @@ fn pendulum_bundle() -> tempfile::TempDir {
     dir
 }
 
+#[cfg(feature = "sim")]
 #[test]
 fn run_drives_the_task_in_closed_loop_and_reports_latency() {
     let dir = pendulum_bundle();
@@ -93,6 +96,55 @@ fn run_drives_the_task_in_closed_loop_and_reports_latency() {
     assert!(text.contains("deadline misses"), "{text}");
 }
 
+#[cfg(feature = "sim")]
+#[test]
+fn run_writes_the_returns_it_prints_as_a_typed_summary() {
+    let dir = pendulum_bundle();
+    let summary_path = dir.path().join("run.json");
+    let (ok, text) = dreamer_rt(&[
+        "run",
+        dir.path().to_str().unwrap(),
+        "--env-seeds",
+        "3,4",
+        "--rate-hz",
+        "0",
+        "--max-decisions",
+        "20",
+        "--summary",
+        summary_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let summary: RunSummary = read_report(&summary_path, "run summary").unwrap();
+    assert_eq!(summary.task, "pendulum");
+    assert_eq!(summary.episodes.len(), 2);
+    for (index, (episode, seed)) in summary.episodes.iter().zip([3, 4]).enumerate() {
+        assert_eq!(
+            (episode.seed, episode.decisions, episode.faults),
+            (seed, 20, 0)
+        );
+        let line = format!(
+            "episode {index} (seed {seed}): return {:.3} over 20 decisions",
+            episode.episode_return
+        );
+        assert!(text.contains(&line), "missing `{line}`: {text}");
+    }
+    let mean = (summary.episodes[0].episode_return + summary.episodes[1].episode_return) / 2.0;
+    assert!((summary.mean_return - mean).abs() < 1e-12, "{summary:?}");
+}
+
+#[cfg(not(feature = "sim"))]
+#[test]
+fn run_without_the_simulation_says_what_a_device_uses() {
+    let dir = pendulum_bundle();
+    let (ok, text) = dreamer_rt(&["run", dir.path().to_str().unwrap(), "--episodes", "2"]);
+    assert!(!ok);
+    assert!(
+        text.contains("`sim`") && text.contains("dreamer-rt serve"),
+        "{text}"
+    );
+}
+
+#[cfg(feature = "sim")]
 #[test]
 fn run_refuses_a_task_that_does_not_fit_the_policy() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,11 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dreamer_export::{ExportOptions, export};
-use dreamer_runtime::serve::{Camera, ServeError, ServeOptions, serve};
+#[cfg(feature = "sim")]
+use dreamer_runtime::serve::Camera;
+use dreamer_runtime::serve::{ServeError, ServeOptions, ServeSummary, serve};
 use dreamer_runtime::{Agent, AgentOptions};
 use dreamer_wire::HandshakeResult;
+use dreamer_wire::report::FirmwareSummary;
 use export_fixtures::Spec;
-use firmware_host::host::{HostFirmware, PtySerial, SimOptions, Summary};
+use firmware_host::{HostFirmware, PtySerial, SimOptions};
 use serialport::{SerialPort, TTYPort};
 
 fn bundle(dir: &Path, spec: &Spec) -> PathBuf {
@@ -38,10 +41,7 @@ fn against_firmware(
     plant: &str,
     bundle: &Path,
     seconds: f64,
-) -> (
-    Result<dreamer_runtime::serve::ServeSummary, ServeError>,
-    Summary,
-) {
+) -> (Result<ServeSummary, ServeError>, FirmwareSummary) {
     let mut agent = Agent::load(bundle, AgentOptions::default()).unwrap();
     let (master, slave) = TTYPort::pair().unwrap();
     let port = PathBuf::from(slave.name().unwrap());
@@ -129,16 +129,21 @@ fn a_refused_handshake_names_both_sides() {
     assert_eq!(firmware.firmware.actions_applied, 0);
 }
 
-#[test]
-fn a_pixel_policy_needs_a_readable_camera_state() {
-    let tmp = tempfile::tempdir().unwrap();
-    let bundle = bundle(
-        tmp.path(),
+fn pixel_bundle(dir: &Path) -> PathBuf {
+    bundle(
+        dir,
         &Spec {
             steps: 10,
             ..Spec::pixels()
         },
-    );
+    )
+}
+
+#[cfg(feature = "sim")]
+#[test]
+fn a_pixel_policy_needs_a_readable_camera_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = pixel_bundle(tmp.path());
     let mut agent = Agent::load(&bundle, AgentOptions::default()).unwrap();
     let stop = AtomicBool::new(true);
     let error = serve(&mut agent, &ServeOptions::new("/dev/null".into()), &stop).unwrap_err();
@@ -149,4 +154,84 @@ fn a_pixel_policy_needs_a_readable_camera_state() {
     std::fs::write(&missing, b"garbage").unwrap();
     let error = Camera::open(&missing, "cartpole-swingup").err().unwrap();
     assert!(error.to_string().contains("PLST"), "{error}");
+}
+
+#[cfg(not(feature = "sim"))]
+#[test]
+fn without_the_simulation_a_pixel_policy_is_refused_naming_the_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = pixel_bundle(tmp.path());
+    let mut agent = Agent::load(&bundle, AgentOptions::default()).unwrap();
+    let stop = AtomicBool::new(true);
+    let mut options = ServeOptions::new("/dev/null".into());
+    options.camera_state = Some(tmp.path().join("plant.state"));
+    let error = serve(&mut agent, &options, &stop).unwrap_err();
+    assert!(
+        matches!(error, ServeError::Camera(_)) && error.to_string().contains("`sim`"),
+        "{error}"
+    );
+}
+
+/// Existing readers of the JSON summary (the HIL harness, scripts) find every field under
+/// the name it always had.
+#[test]
+fn the_summary_keeps_its_json_field_names() {
+    let json = serde_json::to_value(ServeSummary::default()).unwrap();
+    let keys = |value: &serde_json::Value| {
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(&json),
+        [
+            "agent_faults",
+            "answered",
+            "camera_errors",
+            "camera_frames",
+            "elapsed_s",
+            "fault_reports",
+            "frame_errors",
+            "heartbeats",
+            "hello_sent",
+            "inference",
+            "last_mode",
+            "observations",
+            "observations_before_session",
+            "port",
+            "service",
+            "session_opened_s",
+            "stale_observations",
+            "task",
+            "unexpected_messages",
+        ]
+    );
+    for latency in ["inference", "service"] {
+        assert_eq!(
+            keys(&json[latency]),
+            [
+                "count", "max_us", "mean_us", "p50_us", "p90_us", "p999_us", "p99_us"
+            ]
+        );
+    }
+    assert_eq!(
+        keys(&json["frame_errors"]),
+        [
+            "bad_cobs",
+            "bad_crc",
+            "frames_ok",
+            "malformed",
+            "sequence_gaps",
+            "unknown_message",
+            "wrong_length",
+        ]
+    );
+    let running = ServeSummary {
+        last_mode: Some(dreamer_wire::Mode::Running),
+        ..ServeSummary::default()
+    };
+    assert_eq!(
+        serde_json::to_value(running).unwrap()["last_mode"],
+        "Running"
+    );
 }

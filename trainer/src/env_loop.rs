@@ -8,10 +8,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use tch::{Device, Tensor};
 
-use crate::agent::{Agent, STREAM_EVAL, stream_seed};
+use crate::agent::Agent;
 use crate::networks::{Dims, IMAGE_SIZE, Obs};
 use crate::replay::{Episode, Layout};
 use crate::rssm::State;
+use crate::seeds::{STREAM_EVAL, stream_seed};
 
 /// Make `n` environments of the configured task; `with_pixels` adds pixel observations
 /// (for videos) to whatever the agent uses.

@@ -2,37 +2,42 @@
 //! progress bar with ETA.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
 
-use crate::tensorboard::EventWriter;
+use crate::tensorboard::{EventWriter, event_file_in};
 
 #[derive(Debug, thiserror::Error)]
 #[error("log file {path}: {source}")]
 pub struct LogError {
     pub path: PathBuf,
     #[source]
-    pub source: std::io::Error,
+    pub source: io::Error,
+}
+
+/// The error of an I/O failure on the log file `path`.
+fn log_error(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Check that `dir` can be created and written before any work starts.
 pub fn check_writable(dir: &Path) -> Result<(), LogError> {
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LogError { path, source }
-    };
-    fs::create_dir_all(dir).map_err(err(dir))?;
+    fs::create_dir_all(dir).map_err(log_error(dir))?;
     let probe = dir.join(format!(".write-test-{}", std::process::id()));
-    fs::write(&probe, b"ok").map_err(err(&probe))?;
-    fs::remove_file(&probe).map_err(err(&probe))
+    fs::write(&probe, b"ok").map_err(log_error(&probe))?;
+    fs::remove_file(&probe).map_err(log_error(&probe))
 }
 
 pub struct Logger {
     jsonl_path: PathBuf,
     jsonl: BufWriter<File>,
+    events_path: PathBuf,
     events: EventWriter,
     bar: ProgressBar,
     start: std::time::Instant,
@@ -55,11 +60,9 @@ impl Logger {
             .create(true)
             .append(true)
             .open(&jsonl_path)
-            .map_err(|source| LogError {
-                path: jsonl_path.clone(),
-                source,
-            })?;
-        let events = EventWriter::create(dir)?;
+            .map_err(log_error(&jsonl_path))?;
+        let events_path = event_file_in(dir);
+        let events = EventWriter::create(&events_path).map_err(log_error(&events_path))?;
         let bar = ProgressBar::with_draw_target(
             Some(total),
             if show_bar {
@@ -79,6 +82,7 @@ impl Logger {
         Ok(Logger {
             jsonl_path,
             jsonl: BufWriter::new(file),
+            events_path,
             events,
             bar,
             start: std::time::Instant::now(),
@@ -125,16 +129,14 @@ impl Logger {
         for (name, value) in values {
             object.insert((*name).into(), Value::from(*value));
             self.events
-                .scalar(&format!("{kind}/{name}"), env_steps as i64, *value as f32)?;
+                .scalar(&format!("{kind}/{name}"), env_steps as i64, *value as f32)
+                .map_err(log_error(&self.events_path))?;
         }
         let line = Value::Object(object).to_string();
         writeln!(self.jsonl, "{line}")
             .and_then(|_| self.jsonl.flush())
-            .map_err(|source| LogError {
-                path: self.jsonl_path.clone(),
-                source,
-            })?;
-        self.events.flush()
+            .map_err(log_error(&self.jsonl_path))?;
+        self.flush_events()
     }
 
     /// An animated image summary (GIF bytes) in TensorBoard.
@@ -147,8 +149,13 @@ impl Logger {
         gif: Vec<u8>,
     ) -> Result<(), LogError> {
         self.events
-            .image(tag, env_steps as i64, width, height, gif)?;
-        self.events.flush()
+            .image(tag, env_steps as i64, width, height, gif)
+            .map_err(log_error(&self.events_path))?;
+        self.flush_events()
+    }
+
+    fn flush_events(&mut self) -> Result<(), LogError> {
+        self.events.flush().map_err(log_error(&self.events_path))
     }
 
     pub fn finish(&self) {

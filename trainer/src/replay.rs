@@ -15,7 +15,6 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-use crate::agent::Batch;
 use crate::networks::{IMAGE_SIZE, Obs};
 
 const FRAME: usize = (IMAGE_SIZE * IMAGE_SIZE * 3) as usize;
@@ -54,6 +53,19 @@ pub struct Episode {
     pub reward: Vec<f32>,
     /// [L]
     pub discount: Vec<f32>,
+}
+
+/// Replayed sequences, `[B, T, ..]`. `action[t]` is the action taken before `obs[t]` and
+/// `reward[t]` the reward received with it.
+#[derive(Debug)]
+pub struct Batch {
+    pub obs: Obs,
+    /// [B, T, A]
+    pub action: Tensor,
+    /// [B, T]
+    pub reward: Tensor,
+    /// [B, T]: 0 after a terminal transition, else 1.
+    pub discount: Tensor,
 }
 
 impl Episode {

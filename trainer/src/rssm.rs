@@ -89,7 +89,9 @@ impl Rssm {
     ) -> Rssm {
         let (d, s, h) = (sizes.deter, sizes.stoch, sizes.hidden);
         let gru = path / "gru";
-        // torch's GRUCell initialisation.
+        // A placeholder, like the default initialisation of every layer here: `Agent::new`
+        // re-draws all variables from the run seed (`init::initialise`), the GRU's uniform in
+        // +-1/sqrt(D) as torch's GRUCell initialises them.
         let bound = 1.0 / (d as f64).sqrt();
         let init = nn::Init::Uniform {
             lo: -bound,

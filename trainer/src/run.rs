@@ -9,13 +9,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
 
-use crate::agent::{
-    Agent, Metrics, STREAM_COLLECT, STREAM_REPLAY, STREAM_VIDEO, TrainError, stream_seed,
-};
+use crate::agent::{Agent, Metrics, TrainError};
 use crate::checkpoint::{self, CheckpointError, RunState};
 use crate::env_loop::{self, Behaviour, Collector, layout_of};
 use crate::logging::{self, LogError, Logger};
 use crate::replay::{Replay, ReplayError};
+use crate::seeds::{STREAM_COLLECT, STREAM_REPLAY, STREAM_VIDEO, stream_seed};
 use crate::video;
 
 /// Folder names inside a run's log folder.

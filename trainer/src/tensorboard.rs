@@ -3,11 +3,9 @@
 //! scalar and image summaries.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use crate::logging::LogError;
 
 /// CRC-32C (Castagnoli), bitwise reflected form.
 pub fn crc32c(data: &[u8]) -> u32 {
@@ -82,45 +80,39 @@ fn summary_value(tag: &str, value: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     summary
 }
 
+/// The path of a new event file in `dir`: `events.out.tfevents.<unix seconds>.dreamer.<pid>`
+/// (TensorBoard reads every file whose name holds `tfevents`).
+pub fn event_file_in(dir: &Path) -> PathBuf {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    dir.join(format!(
+        "events.out.tfevents.{secs}.dreamer.{}",
+        std::process::id()
+    ))
+}
+
 pub struct EventWriter {
-    path: PathBuf,
     file: BufWriter<File>,
 }
 
 impl EventWriter {
-    /// A new event file in `dir`.
-    pub fn create(dir: &Path) -> Result<EventWriter, LogError> {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let path = dir.join(format!(
-            "events.out.tfevents.{secs}.dreamer.{}",
-            std::process::id()
-        ));
-        let file = File::create(&path).map_err(|source| LogError {
-            path: path.clone(),
-            source,
-        })?;
+    /// A new event file at `path`, starting with the file-version event.
+    pub fn create(path: &Path) -> io::Result<EventWriter> {
         let mut writer = EventWriter {
-            path,
-            file: BufWriter::new(file),
+            file: BufWriter::new(File::create(path)?),
         };
         let first = event(0, |out| bytes_field(out, 3, b"brain.Event:2"));
         writer.write(&first)?;
         Ok(writer)
     }
 
-    fn write(&mut self, payload: &[u8]) -> Result<(), LogError> {
-        self.file
-            .write_all(&frame(payload))
-            .map_err(|source| LogError {
-                path: self.path.clone(),
-                source,
-            })
+    fn write(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.file.write_all(&frame(payload))
     }
 
-    pub fn scalar(&mut self, tag: &str, step: i64, value: f32) -> Result<(), LogError> {
+    pub fn scalar(&mut self, tag: &str, step: i64, value: f32) -> io::Result<()> {
         let summary = summary_value(tag, |v| {
             key(v, 2, 5);
             v.extend_from_slice(&value.to_le_bytes());
@@ -137,7 +129,7 @@ impl EventWriter {
         width: u32,
         height: u32,
         encoded: Vec<u8>,
-    ) -> Result<(), LogError> {
+    ) -> io::Result<()> {
         let mut image = Vec::new();
         key(&mut image, 1, 0);
         varint(&mut image, height as u64);
@@ -151,11 +143,8 @@ impl EventWriter {
         self.write(&payload)
     }
 
-    pub fn flush(&mut self) -> Result<(), LogError> {
-        self.file.flush().map_err(|source| LogError {
-            path: self.path.clone(),
-            source,
-        })
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::agent::{Agent, Batch};
+use crate::agent::Agent;
 use crate::networks::IMAGE_SIZE;
+use crate::replay::Batch;
 use crate::rssm::{Rssm, State};
 
 #[derive(Debug, thiserror::Error)]

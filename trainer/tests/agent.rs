@@ -3,7 +3,8 @@
 mod common;
 
 use common::*;
-use dreamer_trainer::agent::{TrainError, group_of, lambda_return};
+use dreamer_trainer::agent::{TrainError, group_of};
+use dreamer_trainer::losses::lambda_return;
 use dreamer_trainer::networks::unit_normal_log_prob;
 use dreamer_trainer::rssm::{State, kl_divergence};
 use tch::{Kind, Tensor};

@@ -1,7 +1,7 @@
 //! Frame encoding/decoding and the incremental, allocation-free stream decoder.
 
 use postcard::experimental::max_size::MaxSize;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cobs::{CobsError, cobs_decode, cobs_encode, cobs_max_encoded_len};
 use crate::message::{MESSAGE_KINDS, Message};
@@ -45,8 +45,8 @@ impl core::fmt::Display for FrameError {
             FrameError::Cobs(CobsError::ZeroCode { at }) => {
                 write!(f, "bad COBS: zero byte at {at}")
             }
-            FrameError::Cobs(CobsError::Truncated { at }) => {
-                write!(f, "bad COBS: code byte at {at} runs past the frame end")
+            FrameError::Cobs(CobsError::Truncated) => {
+                write!(f, "bad COBS: the last code byte runs past the frame end")
             }
             FrameError::Cobs(CobsError::OutputFull) => {
                 write!(f, "bad COBS: decodes to more than {MAX_RAW} bytes")
@@ -165,7 +165,7 @@ impl SequenceTracker {
 }
 
 /// Counts per outcome of every frame a decoder has seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkCounters {
     /// Frames that decoded to a message.
     pub frames_ok: u32,

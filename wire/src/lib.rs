@@ -6,6 +6,9 @@
 //! every kind of corruption (bad COBS, bad CRC, wrong length, unknown message, sequence
 //! gaps). With the `std` feature, [`FrameReader`] does the same over any `std::io::Read`.
 //!
+//! [`FirmwareStats`] and [`LatencyStats`] are the firmware's own counters and latency
+//! percentiles, which it fills and its reports carry.
+//!
 //! [`plant_state`] is the record through which a simulated plant publishes its physical state
 //! to a simulated camera on the runtime's side.
 //!
@@ -13,13 +16,17 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 mod cobs;
+mod firmware_stats;
 mod frame;
 mod message;
 pub mod plant_state;
 #[cfg(feature = "std")]
 mod reader;
+#[cfg(feature = "std")]
+pub mod report;
 
 pub use cobs::{CobsError, cobs_decode, cobs_encode, cobs_max_encoded_len};
+pub use firmware_stats::{FirmwareStats, LatencyStats};
 pub use frame::{
     Frame, FrameDecoder, FrameError, LinkCounters, MAX_FRAME, MAX_PAYLOAD, MAX_RAW, SequenceGap,
     SequenceTracker, decode_frame, encode_frame,

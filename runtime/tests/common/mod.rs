@@ -838,4 +838,3 @@ pub fn observations(sizes: Sizes, count: usize, seed: u64) -> Vec<(Vec<f32>, Vec
         })
         .collect()
 }
-

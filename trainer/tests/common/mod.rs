@@ -2,9 +2,10 @@
 #![allow(dead_code)]
 
 use dreamer_config::Config;
-use dreamer_trainer::agent::{Agent, Batch, UpdateNoise};
+use dreamer_trainer::agent::Agent;
 use dreamer_trainer::networks::{Dims, IMAGE_SIZE, Obs};
-use dreamer_trainer::replay::{Episode, Layout, Replay};
+use dreamer_trainer::noise::UpdateNoise;
+use dreamer_trainer::replay::{Batch, Episode, Layout, Replay};
 use tch::{Device, Kind, Tensor};
 
 /// The cpu-state (or cpu-pixels) preset shrunk to a few units.

@@ -1,20 +1,18 @@
 //! The simulated robot: a `dreamer-tasks` plant stepped in real time under the motor command,
 //! seen through quantising sensors.
 
-use std::boxed::Box;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
-use std::vec::Vec;
 
+use dreamer_firmware::{ENCODER_COUNTS, TaskLayout};
 use dreamer_tasks::{Env, EnvOptions, ObsMode};
-
-use super::HostError;
-use crate::firmware::{ENCODER_COUNTS, TaskLayout};
 use dreamer_wire::plant_state;
+
+use crate::HostError;
 
 /// PWM resolution of the simulated motor driver.
 pub const MAX_DUTY: u16 = 1000;
@@ -56,7 +54,7 @@ impl StateFile {
     /// Creates the file with a first record (temporary file, then rename).
     fn create(path: &Path, time_s: f64, state: &[f64]) -> io::Result<Self> {
         let mut tmp = std::ffi::OsString::from(path.as_os_str());
-        tmp.push(std::format!(".tmp-{}", std::process::id()));
+        tmp.push(format!(".tmp-{}", std::process::id()));
         let file = File::options()
             .read(true)
             .write(true)
@@ -276,15 +274,16 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use dreamer_firmware::Sensors;
+
     use super::*;
-    use crate::firmware::Sensors;
-    use crate::host::{SimI2c, SimSpi};
+    use crate::{SimI2c, SimSpi};
 
     /// The published record follows the plant step by step and restarting the episodes
     /// puts the plant back to the first episode's initial state.
     #[test]
     fn state_file_follows_the_plant_and_episodes_restart() {
-        let dir = std::env::temp_dir().join(std::format!("plant-state-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("plant-state-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("plant.state");
         let start = Instant::now() + Duration::from_secs(3600);
@@ -311,9 +310,9 @@ mod tests {
     #[test]
     fn sensors_reproduce_the_task_observation() {
         for (task, state) in [
-            ("pendulum", std::vec![2.5, 0.0]),
-            ("cartpole-swingup", std::vec![0.3, -2.0, 0.0, 0.0]),
-            ("acrobot-swingup", std::vec![1.0, -0.7, 0.0, 0.0]),
+            ("pendulum", vec![2.5, 0.0]),
+            ("cartpole-swingup", vec![0.3, -2.0, 0.0, 0.0]),
+            ("acrobot-swingup", vec![1.0, -0.7, 0.0, 0.0]),
         ] {
             // A clock origin in the future keeps the plant still while it is measured.
             let start = Instant::now() + Duration::from_secs(3600);

@@ -1,26 +1,14 @@
-//! The firmware core: a fixed-rate control loop over embedded-hal peripherals and an
-//! `embedded-io` serial port. No allocation, no std: every buffer is a fixed array or a
-//! `heapless` container.
+//! The control loop: a fixed-rate tick over embedded-hal peripherals and an `embedded-io`
+//! serial port.
 //!
 //! Each tick: sample the sensors, send an observation, wait until the deadline for the
 //! action that answers it and apply it; without one, hold the previous action. After
 //! `max_missed` missed deadlines in a row the motor is switched off and a fault is reported
 //! (safe mode); the first on-time valid action afterwards clears the fault and drives again.
 
-mod latency;
-mod motor;
-mod sensors;
-
-pub use latency::{LatencyHistogram, LatencyStats};
-pub use motor::{ActuatorError, Motor};
-pub use sensors::{
-    COUNTER_READ, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, ENCODER_COUNTS, SensorError,
-    Sensors, TaskLayout,
-};
-
 use dreamer_wire::{
-    Action, FaultKind, FaultReport, FrameDecoder, HandshakeResult, Heartbeat, Hello, HelloAck,
-    LinkCounters, MAX_ACTION, MAX_FRAME, MAX_TASK_NAME, Message, Mode, Observation,
+    Action, FaultKind, FaultReport, FirmwareStats, FrameDecoder, HandshakeResult, Heartbeat, Hello,
+    HelloAck, LinkCounters, MAX_ACTION, MAX_FRAME, MAX_TASK_NAME, Message, Mode, Observation,
     PROTOCOL_VERSION, encode_frame,
 };
 use embedded_hal::delay::DelayNs;
@@ -30,7 +18,10 @@ use embedded_hal::pwm::SetDutyCycle;
 use embedded_hal::spi::SpiDevice;
 use embedded_io::{Read, ReadReady, Write};
 use heapless::{String, Vec};
-use serde::Serialize;
+
+use crate::latency::LatencyHistogram;
+use crate::motor::Motor;
+use crate::sensors::Sensors;
 
 /// A monotonic microsecond clock (a hardware timer on a microcontroller).
 pub trait Clock {
@@ -52,38 +43,6 @@ pub struct Config {
     pub heartbeat_every: u32,
     /// Serial polling interval while waiting.
     pub poll_interval_us: u32,
-}
-
-/// What the firmware counted since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Stats {
-    pub ticks: u32,
-    pub observations_sent: u32,
-    pub actions_applied: u32,
-    /// Ticks in a session whose observation got no valid action before the deadline.
-    pub deadline_misses: u32,
-    /// Actions for the current observation that arrived after its deadline.
-    pub late_actions: u32,
-    /// Actions for another observation than the current one.
-    pub stale_actions: u32,
-    /// Actions of the wrong length or with non-finite values (not applied).
-    pub invalid_actions: u32,
-    /// Applied actions that had a value outside [-1, 1] (clamped).
-    pub clamped_actions: u32,
-    /// Entries into the safe state.
-    pub faults: u32,
-    /// Returns from the safe state.
-    pub recoveries: u32,
-    pub sensor_errors: u32,
-    pub actuator_errors: u32,
-    /// Failed serial writes, plus runs of failed reads (a dead port counts once per run).
-    pub serial_errors: u32,
-    /// Ticks that started late by more than a period (the loop skipped ahead).
-    pub overruns: u32,
-    pub handshakes_accepted: u32,
-    pub handshakes_rejected: u32,
-    /// Messages only the firmware sends (observations, acks, heartbeats, faults) received.
-    pub unexpected_messages: u32,
 }
 
 /// The firmware: sensors, motor and serial port of one task.
@@ -109,7 +68,7 @@ pub struct Firmware<I2C, SPI, PWM, DIR, SER> {
     read_failing: bool,
     /// Last applied command (held on a missed deadline); zero in safe mode.
     command: Vec<f32, MAX_ACTION>,
-    stats: Stats,
+    stats: FirmwareStats,
     /// When the current tick's sensors were read.
     sampled_at_us: u64,
     /// When the previous tick's sensors were read.
@@ -150,7 +109,7 @@ where
             fault: None,
             read_failing: false,
             command: Vec::new(),
-            stats: Stats::default(),
+            stats: FirmwareStats::default(),
             sampled_at_us: 0,
             previous_sample_us: None,
             round_trip: LatencyHistogram::new(),
@@ -164,7 +123,7 @@ where
         self.mode
     }
 
-    pub fn stats(&self) -> &Stats {
+    pub fn stats(&self) -> &FirmwareStats {
         &self.stats
     }
 
@@ -470,6 +429,3 @@ where
 fn bump(counter: &mut u32) {
     *counter = counter.saturating_add(1);
 }
-
-#[cfg(test)]
-mod tests;

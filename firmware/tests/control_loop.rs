@@ -6,13 +6,21 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::vec::Vec as StdVec;
 
+use dreamer_firmware::{
+    Clock, Config, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, Firmware, Motor, Sensors,
+    TaskLayout,
+};
+use dreamer_wire::{
+    Action, FaultKind, FaultReport, FrameDecoder, HandshakeResult, Hello, Layout, MAX_FRAME,
+    Message, Mode, PROTOCOL_VERSION, encode_frame,
+};
+use embedded_hal::delay::DelayNs;
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, State, Transaction as PinTx};
 use embedded_hal_mock::eh1::i2c::{Mock as I2cMock, Transaction as I2cTx};
 use embedded_hal_mock::eh1::pwm::{Mock as PwmMock, Transaction as PwmTx};
 use embedded_hal_mock::eh1::spi::Mock as SpiMock;
-
-use super::*;
-use dreamer_wire::{FrameDecoder, Layout};
+use embedded_io::{Read, ReadReady, Write};
+use heapless::{String, Vec};
 
 const PERIOD: u64 = 10_000;
 const DEADLINE: u64 = 5_000;
@@ -113,8 +121,8 @@ fn encoder_reads(ticks: usize) -> StdVec<I2cTx> {
         .map(|_| {
             I2cTx::write_read(
                 ENCODER_BASE_ADDRESS,
-                std::vec![ENCODER_ANGLE_REGISTER],
-                std::vec![0, 0],
+                vec![ENCODER_ANGLE_REGISTER],
+                vec![0, 0],
             )
         })
         .collect()
@@ -133,8 +141,19 @@ fn apply(command: f32, pwm: &mut StdVec<PwmTx>, pin: &mut StdVec<PinTx>) {
     ));
 }
 
+/// A pendulum firmware with the test timing, `max_missed` and the expected bus transactions.
 fn build(
     max_missed: u16,
+    i2c: &[I2cTx],
+    pwm: &[PwmTx],
+    pin: &[PinTx],
+) -> (TestFirmware, SimClock, ScriptedSerial) {
+    build_with(config(max_missed), i2c, pwm, pin)
+}
+
+/// A pendulum firmware with `config` and the expected bus transactions.
+fn build_with(
+    config: Config,
     i2c: &[I2cTx],
     pwm: &[PwmTx],
     pin: &[PinTx],
@@ -152,7 +171,7 @@ fn build(
         1.0,
     );
     let motor = Motor::new(PwmMock::new(pwm), PinMock::new(pin));
-    let firmware = Firmware::new(config(max_missed), sensors, motor, serial.clone());
+    let firmware = Firmware::new(config, sensors, motor, serial.clone());
     (firmware, clock, serial)
 }
 
@@ -204,7 +223,7 @@ fn faults(messages: &[Message]) -> StdVec<FaultReport> {
 #[test]
 fn actions_hold_then_safe_state_then_recovery() {
     let ticks = 8;
-    let mut pwm = std::vec![PwmTx::set_duty_cycle(0)]; // off at start
+    let mut pwm = vec![PwmTx::set_duty_cycle(0)]; // off at start
     let mut pin = StdVec::new();
     apply(0.5, &mut pwm, &mut pin); // seq 1
     apply(1.0, &mut pwm, &mut pin); // seq 2, clamped from 2.0
@@ -350,8 +369,8 @@ fn sensor_failures_are_reported_and_lead_to_the_safe_state() {
     let failing = |_| {
         I2cTx::write_read(
             ENCODER_BASE_ADDRESS,
-            std::vec![ENCODER_ANGLE_REGISTER],
-            std::vec![0, 0],
+            vec![ENCODER_ANGLE_REGISTER],
+            vec![0, 0],
         )
         .with_error(embedded_hal::i2c::ErrorKind::Bus)
     };
@@ -396,8 +415,11 @@ fn sensor_failures_are_reported_and_lead_to_the_safe_state() {
 
 #[test]
 fn heartbeats_carry_mode_and_counters() {
-    let (mut fw, mut clock, serial) = build(
-        1,
+    let (mut fw, mut clock, serial) = build_with(
+        Config {
+            heartbeat_every: 2,
+            ..config(1)
+        },
         &encoder_reads(4),
         &[
             PwmTx::set_duty_cycle(0),
@@ -406,7 +428,6 @@ fn heartbeats_carry_mode_and_counters() {
         ],
         &[],
     );
-    fw.config.heartbeat_every = 2;
     let mut peer = FrameDecoder::new();
     serial.send_at(
         15_000,

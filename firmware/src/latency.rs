@@ -4,7 +4,7 @@
 //! Values (microseconds, `u32`) below 32 have a bucket each; above, every power of two is
 //! split into 32 equal buckets (log-linear, like HdrHistogram with 5 significant bits).
 
-use serde::Serialize;
+use dreamer_wire::LatencyStats;
 
 /// Sub-buckets per power of two, as a power of two.
 const SUB_BITS: u32 = 5;
@@ -20,20 +20,6 @@ pub struct LatencyHistogram {
     min_us: u32,
     max_us: u32,
     sum_us: u64,
-}
-
-/// Percentiles of a [`LatencyHistogram`] (microseconds; each at most 3.1 % above the true
-/// value and never above the maximum). All zero when nothing was recorded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct LatencyStats {
-    pub count: u32,
-    pub min_us: u32,
-    pub mean_us: f64,
-    pub p50_us: u32,
-    pub p90_us: u32,
-    pub p99_us: u32,
-    pub p999_us: u32,
-    pub max_us: u32,
 }
 
 impl Default for LatencyHistogram {
@@ -85,6 +71,8 @@ impl LatencyHistogram {
         self.max_us
     }
 
+    /// Count, extremes, mean and percentiles ([`LatencyHistogram::quantile`]); all zero when
+    /// nothing was recorded.
     pub fn stats(&self) -> LatencyStats {
         if self.count == 0 {
             return LatencyStats::default();

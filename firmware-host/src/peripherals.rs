@@ -10,8 +10,9 @@ use embedded_hal::i2c::{self, I2c, NoAcknowledgeSource};
 use embedded_hal::pwm::{self, SetDutyCycle};
 use embedded_hal::spi::{self, Operation, SpiDevice};
 
-use super::world::{MAX_DUTY, SimWorld};
-use crate::firmware::{COUNTER_READ, Clock, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS};
+use dreamer_firmware::{COUNTER_READ, Clock, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS};
+
+use crate::world::{MAX_DUTY, SimWorld};
 
 /// The world shared by all peripherals of one simulated robot.
 pub type SharedWorld = Arc<Mutex<SimWorld>>;

@@ -1,0 +1,108 @@
+//! The bundle's `manifest.json` (schema in `dreamer-bundle`): built from the checkpoint, the
+//! task facts and the built graphs, and written beside them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use dreamer_bundle::{
+    ActionInfo, DType, GraphInfo, LatentInfo, MANIFEST_FILE, Manifest, ObservationInfo, PixelInfo,
+    StateInfo, TaskInfo, TensorInfo, TrainingInfo,
+};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::error::ExportError;
+use crate::graphs::BuiltGraph;
+use crate::onnx::{self, IR_VERSION, OPSET};
+use crate::options::ExportOptions;
+use crate::task::TaskFacts;
+
+/// The manifest of a bundle of `graphs`, without the verification figures and the file
+/// hashes (added once the files are written and checked).
+pub fn manifest(
+    ckpt: &Checkpoint,
+    facts: &TaskFacts,
+    options: &ExportOptions,
+    graphs: &[BuiltGraph],
+) -> Manifest {
+    let a = ckpt.sizes.action;
+    let tensor_info = |p: &onnx::Port| TensorInfo {
+        name: p.name.clone(),
+        dtype: match p.elem {
+            onnx::ElemType::Float32 => DType::Float32,
+            onnx::ElemType::Uint8 => DType::Uint8,
+        },
+        shape: p.shape.clone(),
+    };
+    Manifest {
+        format_version: dreamer_bundle::FORMAT_VERSION,
+        task: TaskInfo {
+            name: ckpt.task_name.clone(),
+            control_period_s: facts.control_period_s,
+            action_repeat: ckpt.action_repeat,
+            episode_decisions: facts.episode_decisions,
+        },
+        observation: ObservationInfo {
+            pixels: ckpt.obs.uses_pixels().then(|| PixelInfo {
+                height: checkpoint::PIXEL_HW as u32,
+                width: checkpoint::PIXEL_HW as u32,
+                channels: checkpoint::PIXEL_CHANNELS as u32,
+                layout: "HWC".to_string(),
+                preprocess: "x / 255 - 0.5, then HWC -> CHW (inside the graph, the scaling \
+                             folded into the first convolution; feed raw uint8)"
+                    .to_string(),
+            }),
+            state: ckpt.sizes.obs_state.map(|o| StateInfo {
+                size: o as u32,
+                fields: facts.state_fields.clone(),
+            }),
+        },
+        action: ActionInfo {
+            size: a as u32,
+            low: vec![-1.0; a],
+            high: vec![1.0; a],
+            physical_low: facts.physical_action_low.clone(),
+            physical_high: facts.physical_action_high.clone(),
+        },
+        latent: LatentInfo {
+            deter: ckpt.sizes.deter as u32,
+            stoch: ckpt.sizes.stoch as u32,
+            embed: ckpt.sizes.embed() as u32,
+            initial: "zeros".to_string(),
+            min_std: ckpt.min_std,
+        },
+        batch: options.batch as u32,
+        precision: options.precision.name().to_string(),
+        opset: OPSET,
+        ir_version: IR_VERSION,
+        graphs: graphs
+            .iter()
+            .map(|g| {
+                let info = GraphInfo {
+                    file: format!("{}.onnx", g.role),
+                    inputs: g.inputs.iter().map(tensor_info).collect(),
+                    outputs: g.outputs.iter().map(tensor_info).collect(),
+                };
+                (g.role.to_string(), info)
+            })
+            .collect(),
+        training: TrainingInfo {
+            env_steps: ckpt.env_steps,
+            updates: ckpt.updates,
+            eval_return: options.eval_return.or(ckpt.eval_return),
+            config: ckpt.config_summary.clone(),
+        },
+        verification: None,
+        files: BTreeMap::new(),
+    }
+}
+
+/// Writes `manifest.json` into `dir`.
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), ExportError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = serde_json::to_string_pretty(manifest).map_err(|e| ExportError::Serialize {
+        graph: MANIFEST_FILE.to_string(),
+        message: e.to_string(),
+    })?;
+    fs::write(&path, text + "\n").map_err(ExportError::io(&path))
+}

@@ -1,0 +1,174 @@
+//! The export pipeline: checkpoint and task checked, graphs built and staged with their
+//! manifest, verified, and moved into place; [`ExportReport`] is what it produced.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dreamer_bundle::Manifest;
+
+use crate::checkpoint::{Checkpoint, REFERENCE_FILE};
+use crate::error::ExportError;
+use crate::graphs;
+use crate::manifest::{manifest, write_manifest};
+use crate::options::ExportOptions;
+use crate::staging::{Staging, check_out_dir};
+use crate::task::{TaskFacts, task_facts};
+use crate::verify::{goals, init_onnxruntime, verify};
+
+/// What an export produced.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    pub out_dir: PathBuf,
+    pub manifest: Manifest,
+    /// Bytes of every file of the bundle, by file name (manifest included).
+    pub file_bytes: BTreeMap<String, u64>,
+    /// Time spent building and writing the graphs.
+    pub build_time: Duration,
+    /// Time spent in verification (zero when skipped).
+    pub verify_time: Duration,
+}
+
+impl ExportReport {
+    pub fn bundle_bytes(&self) -> u64 {
+        self.file_bytes.values().sum()
+    }
+
+    /// What a user wants to see after an export: where, how big, how long, how close.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut text = format!(
+            "wrote {} ({} files, {} bytes) in {:.2} s (+{:.2} s verification)",
+            self.out_dir.display(),
+            self.file_bytes.len(),
+            self.bundle_bytes(),
+            self.build_time.as_secs_f64(),
+            self.verify_time.as_secs_f64()
+        );
+        match &self.manifest.verification {
+            Some(v) => {
+                for (graph, err) in &v.random_max_abs_err {
+                    let _ = write!(text, "\n  random cases  {graph:<14} max abs err {err:.2e}");
+                }
+                if let (Some(step), Some(last)) = (
+                    v.trajectory_step_max_abs_err,
+                    v.trajectory_final_latent_max_abs_err,
+                ) {
+                    let _ = write!(
+                        text,
+                        "\n  trajectory    {} steps: per step {step:.2e}, final latent {last:.2e}",
+                        v.trajectory_steps
+                    );
+                    // Only a latent-sized error fails the export; between the two the bundle
+                    // is valid and the trained policy amplifies float32 rounding.
+                    let goal = goals(&self.manifest.precision).step;
+                    if step >= goal {
+                        let _ = write!(
+                            text,
+                            "\n  note          per step is above the {goal:.0e} goal: this policy \
+                             amplifies float32 rounding (steep or saturated actor, docs/export.md)"
+                        );
+                    }
+                }
+                let _ = write!(text, "\n  ONNX Runtime {}", v.onnxruntime_version);
+            }
+            None => text.push_str("\n  not verified"),
+        }
+        text
+    }
+}
+
+/// Exports `checkpoint_dir` to the bundle folder `out_dir`.
+///
+/// The bundle is written to a temporary folder beside `out_dir`, verified there, and renamed
+/// into place; an existing `out_dir` (which must be a bundle or empty) is replaced only then,
+/// so a failed export leaves it untouched.
+pub fn export(
+    checkpoint_dir: &Path,
+    out_dir: &Path,
+    options: &ExportOptions,
+) -> Result<ExportReport, ExportError> {
+    if options.batch == 0 {
+        return Err(ExportError::Unsupported {
+            option: "batch".to_string(),
+            value: "0".to_string(),
+            supported: "an integer >= 1".to_string(),
+        });
+    }
+    let start = Instant::now();
+    let ckpt = Checkpoint::load(checkpoint_dir)?;
+    let facts = task_facts(&ckpt.task_name, ckpt.obs, ckpt.action_repeat)?;
+    check_task(&ckpt, &facts)?;
+    let reference = checkpoint_dir.join(REFERENCE_FILE);
+    if options.verify && !reference.is_file() {
+        return Err(ExportError::NoReference { path: reference });
+    }
+    check_out_dir(out_dir)?;
+
+    let graphs = graphs::build_all(&ckpt, options.batch, options.precision).map_err(|e| {
+        ExportError::Serialize {
+            graph: "bundle".to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let staging = Staging::create(out_dir)?;
+    let mut manifest = manifest(&ckpt, &facts, options, &graphs);
+    for graph in &graphs {
+        let file = format!("{}.onnx", graph.role);
+        let path = staging.dir.join(&file);
+        fs::write(&path, &graph.bytes).map_err(ExportError::io(&path))?;
+        manifest
+            .files
+            .insert(file, dreamer_bundle::sha256_file(&path)?);
+    }
+    write_manifest(&staging.dir, &manifest)?;
+    let build_time = start.elapsed();
+
+    let verify_start = Instant::now();
+    if options.verify {
+        init_onnxruntime(options.onnxruntime.as_deref())?;
+        manifest.verification = Some(verify(&staging.dir, &reference)?);
+        write_manifest(&staging.dir, &manifest)?;
+    }
+    let verify_time = verify_start.elapsed();
+
+    let file_bytes = staging.file_sizes()?;
+    staging.commit(out_dir)?;
+    Ok(ExportReport {
+        out_dir: out_dir.to_path_buf(),
+        manifest,
+        file_bytes,
+        build_time,
+        verify_time,
+    })
+}
+
+/// The task's action and state sizes must be the checkpoint's.
+fn check_task(ckpt: &Checkpoint, facts: &TaskFacts) -> Result<(), ExportError> {
+    let mismatch = |what: &str, task: usize, ckpt_size: usize, tensor: &str| ExportError::Task {
+        name: ckpt.task_name.clone(),
+        message: format!(
+            "the task's {what} is {task} but the checkpoint's is {ckpt_size} (from tensor `{tensor}`)"
+        ),
+    };
+    if facts.action_size != ckpt.sizes.action {
+        return Err(mismatch(
+            "action size",
+            facts.action_size,
+            ckpt.sizes.action,
+            "rssm.img_in.weight",
+        ));
+    }
+    if let Some(o) = ckpt.sizes.obs_state
+        && o != facts.state_size
+    {
+        return Err(mismatch(
+            "state size",
+            facts.state_size,
+            o,
+            "encoder.state.l0.weight",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `info`: the bundle's manifest in human terms, and its files checked against their hashes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use dreamer_bundle as bundle;
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Bundle folder (holds manifest.json).
+    pub bundle: PathBuf,
+}
+
+pub fn info(bundle_dir: &Path) -> Result<()> {
+    let manifest = bundle::read_manifest(bundle_dir)
+        .with_context(|| format!("cannot read the bundle {}", bundle_dir.display()))?;
+    let m = &manifest;
+    println!(
+        "bundle {} (format {})",
+        bundle_dir.display(),
+        m.format_version
+    );
+    println!(
+        "task      {}: one decision every {:.1} ms ({:.1} Hz), action repeat {}, {} decisions per episode",
+        m.task.name,
+        m.task.control_period_s * 1e3,
+        1.0 / m.task.control_period_s,
+        m.task.action_repeat,
+        m.task.episode_decisions
+    );
+    if let Some(state) = &m.observation.state {
+        println!(
+            "observe   state: {} values [{}]",
+            state.size,
+            state.fields.join(", ")
+        );
+    }
+    if let Some(p) = &m.observation.pixels {
+        println!(
+            "observe   pixels: {}x{}x{} u8 {} (graph computes {})",
+            p.height, p.width, p.channels, p.layout, p.preprocess
+        );
+    }
+    let a = &m.action;
+    println!(
+        "act       {} values, normalised {:?} .. {:?}",
+        a.size, a.low, a.high
+    );
+    println!(
+        "          physical range: {:?} .. {:?}",
+        a.physical_low, a.physical_high
+    );
+    println!(
+        "latent    deter {}, stoch {}, embed {}, start {}, min std {}",
+        m.latent.deter, m.latent.stoch, m.latent.embed, m.latent.initial, m.latent.min_std
+    );
+    println!(
+        "model     {} weights, opset {}, IR {}, batch {}",
+        m.precision, m.opset, m.ir_version, m.batch
+    );
+    println!(
+        "trained   {} env steps, {} updates{}",
+        m.training.env_steps,
+        m.training.updates,
+        m.training
+            .eval_return
+            .map_or(String::new(), |r| format!(", eval return {r:.2}"))
+    );
+    for (key, value) in &m.training.config {
+        println!("          {key} = {value}");
+    }
+    println!("graphs:");
+    for (role, graph) in &m.graphs {
+        let size = std::fs::metadata(bundle_dir.join(&graph.file)).map_or(0, |md| md.len());
+        println!("  {role} ({}, {:.1} KiB)", graph.file, size as f64 / 1024.0);
+        let fmt = |t: &bundle::TensorInfo| format!("{} {:?} {:?}", t.name, t.dtype, t.shape);
+        println!(
+            "    in:  {}",
+            graph.inputs.iter().map(fmt).collect::<Vec<_>>().join(", ")
+        );
+        println!(
+            "    out: {}",
+            graph.outputs.iter().map(fmt).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(v) = &m.verification {
+        println!(
+            "verified  against the trainer with ONNX Runtime {} over {} closed-loop steps",
+            v.onnxruntime_version, v.trajectory_steps
+        );
+        for (graph, err) in &v.random_max_abs_err {
+            println!("  {graph}: max abs error {err:.2e} on random inputs");
+        }
+        if let Some(e) = v.trajectory_step_max_abs_err {
+            println!("  trajectory: max abs error per step {e:.2e}");
+        }
+        if let Some(e) = v.trajectory_final_latent_max_abs_err {
+            println!("  trajectory: final latent max abs error {e:.2e}");
+        }
+    } else {
+        println!("verified  no (the manifest carries no verification record)");
+    }
+    match bundle::open(bundle_dir) {
+        Ok(_) => println!("files     {} checked, sha256 ok", m.files.len()),
+        Err(e) => bail!("files     {e}"),
+    }
+    Ok(())
+}

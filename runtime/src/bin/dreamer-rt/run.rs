@@ -1,0 +1,295 @@
+//! `run`: the policy in closed loop against a built-in task (the `sim` feature), at the
+//! task's control rate or another; prints each episode's return and the loop's latency, and
+//! with `--summary FILE` writes the returns as a typed [`RunSummary`].
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use dreamer_bundle::Manifest;
+use dreamer_runtime::control::LatencyRecorder;
+use dreamer_runtime::{Agent, GraphMode, Observation, RateDriver};
+use dreamer_tasks::{Env, EnvSpec, FRAME_BYTES};
+use dreamer_wire::report::{RunEpisode, RunSummary, write_report};
+
+use crate::agent_args::{AgentArgs, load_agent};
+use crate::output::{print_latency, print_placements};
+use crate::realtime_args::RealtimeArgs;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Bundle folder.
+    bundle: PathBuf,
+    /// Task name (default: the one in the manifest).
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    episodes: u32,
+    /// Seed of the first episode; episode i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Exact reset seed of every episode (e.g. the ones a trainer evaluation used); sets
+    /// the number of episodes and overrides --seed.
+    #[arg(long, value_delimiter = ',', value_name = "SEED,...")]
+    env_seeds: Vec<u64>,
+    /// Decisions per second (default: the task's control rate); 0 = as fast as possible.
+    #[arg(long)]
+    rate_hz: Option<f64>,
+    /// Stop each episode after this many decisions (default: the task's episode length).
+    #[arg(long)]
+    max_decisions: Option<u32>,
+    /// Prime the policy (a discarded run that brings its weights back into cache) this many
+    /// microseconds before each deadline; 0 = off. Needs a lead above the step time.
+    #[arg(long, default_value_t = 0)]
+    prime_lead_us: u64,
+    /// Also write the episodes' returns as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+    #[command(flatten)]
+    realtime: RealtimeArgs,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+impl RunArgs {
+    /// The reset seed of every episode, in order.
+    fn seeds(&self) -> Vec<u64> {
+        if self.env_seeds.is_empty() {
+            (0..u64::from(self.episodes))
+                .map(|i| self.seed + i)
+                .collect()
+        } else {
+            self.env_seeds.clone()
+        }
+    }
+}
+
+pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
+    let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib))?;
+    let manifest = agent.manifest().clone();
+    let task = args
+        .task
+        .clone()
+        .unwrap_or_else(|| manifest.task.name.clone());
+    let mut env = make_env(&task, &manifest)?;
+    let rate_hz = args.rate_hz.unwrap_or(1.0 / env.spec().control_period_s);
+    let decisions = args.max_decisions.unwrap_or(env.spec().max_decisions);
+
+    println!(
+        "task {task}: {} decisions of {:.1} ms per episode; running at {}",
+        env.spec().max_decisions,
+        env.spec().control_period_s * 1e3,
+        if rate_hz == 0.0 {
+            "full speed".to_string()
+        } else {
+            format!("{rate_hz:.1} Hz")
+        }
+    );
+    print_placements(&agent);
+    for note in &args.realtime.apply().notes {
+        println!("  note: {note}");
+    }
+
+    let mut driver = RateDriver::new(rate_hz).map_err(anyhow::Error::msg)?;
+    let prime_lead = Duration::from_micros(args.prime_lead_us);
+    if rate_hz > 0.0 && prime_lead >= driver.period() {
+        bail!(
+            "--prime-lead-us {} is not below the control period {:?}",
+            args.prime_lead_us,
+            driver.period()
+        );
+    }
+    let mut latency = StepLatency::default();
+    let mut episodes = Vec::new();
+    for (index, seed) in args.seeds().into_iter().enumerate() {
+        let episode = run_episode(
+            EpisodeLoop {
+                agent: &mut agent,
+                env: env.as_mut(),
+                driver: &mut driver,
+                latency: &mut latency,
+                prime_lead,
+                decisions,
+            },
+            index,
+            seed,
+        )?;
+        println!(
+            "episode {index} (seed {seed}): return {:.3} over {} decisions, {} faults",
+            episode.episode_return, episode.decisions, episode.faults
+        );
+        episodes.push(episode);
+    }
+    let mean_return =
+        episodes.iter().map(|e| e.episode_return).sum::<f64>() / episodes.len().max(1) as f64;
+    println!(
+        "mean return {mean_return:.3} over {} episodes",
+        episodes.len()
+    );
+    print_loop_report(&agent, &driver, &latency, rate_hz);
+    if let Some(path) = &args.summary {
+        let summary = RunSummary {
+            task,
+            episodes,
+            mean_return,
+        };
+        write_report(&summary, Some(path))?;
+    }
+    Ok(())
+}
+
+/// The task in the manifest's observation mode and action repeat, checked against the policy.
+fn make_env(task: &str, manifest: &Manifest) -> Result<Box<dyn Env>> {
+    let obs_mode = match (&manifest.observation.state, &manifest.observation.pixels) {
+        (Some(_), Some(_)) => dreamer_tasks::ObsMode::Both,
+        (None, Some(_)) => dreamer_tasks::ObsMode::Pixels,
+        _ => dreamer_tasks::ObsMode::State,
+    };
+    let env = dreamer_tasks::make(
+        task,
+        dreamer_tasks::EnvOptions {
+            obs_mode,
+            action_repeat: manifest.task.action_repeat.max(1),
+        },
+    )
+    .with_context(|| format!("cannot create task `{task}`"))?;
+    check_task_fits(manifest, env.spec())?;
+    Ok(env)
+}
+
+fn check_task_fits(manifest: &Manifest, spec: &EnvSpec) -> Result<()> {
+    if spec.action_size != manifest.action.size as usize {
+        bail!(
+            "task `{}` takes {} action values but the policy produces {}",
+            spec.task,
+            spec.action_size,
+            manifest.action.size
+        );
+    }
+    if let Some(state) = &manifest.observation.state
+        && state.size as usize != spec.state_size
+    {
+        bail!(
+            "task `{}` observes {} state values but the policy expects {}",
+            spec.task,
+            spec.state_size,
+            state.size
+        );
+    }
+    if let Some(p) = &manifest.observation.pixels
+        && (p.height * p.width * p.channels) as usize != FRAME_BYTES
+    {
+        bail!(
+            "the policy expects {}x{}x{} pixels, the tasks render {} bytes",
+            p.height,
+            p.width,
+            p.channels,
+            FRAME_BYTES
+        );
+    }
+    Ok(())
+}
+
+/// The agent's latency over all episodes: the step (observation to action) and, in split
+/// mode, the prepare after the action.
+#[derive(Default)]
+struct StepLatency {
+    step: LatencyRecorder,
+    prepare: LatencyRecorder,
+}
+
+/// What an episode runs with; the driver and the latency carry over between episodes.
+struct EpisodeLoop<'a> {
+    agent: &'a mut Agent,
+    env: &'a mut dyn Env,
+    driver: &'a mut RateDriver,
+    latency: &'a mut StepLatency,
+    prime_lead: Duration,
+    /// At most this many decisions.
+    decisions: u32,
+}
+
+fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpisode> {
+    let EpisodeLoop {
+        agent,
+        env,
+        driver,
+        latency,
+        prime_lead,
+        decisions,
+    } = run;
+    let uses_state = agent.manifest().observation.state.is_some();
+    let uses_pixels = agent.manifest().observation.pixels.is_some();
+    let mut action = vec![0.0f32; agent.manifest().action.size as usize];
+    let mut obs = env.reset(seed);
+    agent.reset();
+    let faults_before = agent.counters().faults();
+    let mut total = 0.0;
+    let mut taken = 0;
+    while taken < decisions {
+        if prime_lead > Duration::ZERO {
+            driver.sleep_until_before_next(prime_lead);
+            agent.prime().context("priming the policy failed")?;
+        }
+        driver.wait();
+        let started = Instant::now();
+        let outcome = agent.step(&Observation {
+            state: uses_state.then_some(&obs.state[..]),
+            pixels: uses_pixels.then_some(&obs.pixels[..]),
+        });
+        match outcome {
+            Ok(a) => action.copy_from_slice(a),
+            Err(error) => {
+                eprintln!("episode {index} decision {taken}: {error}; sent the safe action");
+                action.copy_from_slice(agent.action());
+            }
+        }
+        latency.step.record(started.elapsed());
+        // Split steps: the next transition, off the observation-to-action path. A failure
+        // here repeats in the next step, which counts it and sends the safe action.
+        let started = Instant::now();
+        let _ = agent.prepare();
+        latency.prepare.record(started.elapsed());
+        let step = env
+            .step(&action)
+            .with_context(|| format!("task `{}` refused the action {action:?}", env.spec().task))?;
+        total += step.reward;
+        taken += 1;
+        obs = step.obs;
+        driver.done();
+        if step.terminated || step.truncated {
+            break;
+        }
+    }
+    Ok(RunEpisode {
+        seed,
+        episode_return: total,
+        decisions: taken,
+        faults: agent.counters().faults() - faults_before,
+    })
+}
+
+/// The latency and fault lines after the episodes.
+fn print_loop_report(agent: &Agent, driver: &RateDriver, latency: &StepLatency, rate_hz: f64) {
+    println!("latency:");
+    print_latency("agent step", &latency.step.summary());
+    if agent.options().mode == GraphMode::Split {
+        print_latency("agent prepare (after action)", &latency.prepare.summary());
+    }
+    print_latency("tick (step + task)", &driver.work());
+    if rate_hz > 0.0 {
+        print_latency("wake-up lateness", &driver.wake_late());
+        println!(
+            "  deadline misses {} (deadlines skipped {}) at period {:?}",
+            driver.misses(),
+            driver.skipped(),
+            driver.period()
+        );
+    }
+    let counters = agent.counters();
+    println!(
+        "faults: {} bad observations, {} runtime errors in {} steps",
+        counters.bad_observations, counters.runtime_errors, counters.steps
+    );
+}

@@ -1,0 +1,237 @@
+//! The separate step: `encoder`, then `rssm_obs_step`, then `actor`, for devices or providers
+//! that cannot take the fused graph. The surprise is computed here from the posterior and
+//! prior statistics.
+
+use std::path::Path;
+
+use dreamer_bundle::{self as bundle, Manifest, names};
+use rand_chacha::ChaCha8Rng;
+
+use super::graphs::{Latent, StepGraphs};
+use super::observation::{ObsInputs, Observation};
+use super::shared::{check_finite, fill_noise, run, same_size};
+use crate::error::{LoadError, StepError};
+use crate::graph::GraphRunner;
+use crate::options::AgentOptions;
+use crate::provider::GraphPlacement;
+
+/// The three graphs and the indices of their tensors. `rssm`'s inputs h, s and prev_action
+/// hold the latent state and the previous action between steps.
+#[derive(Debug)]
+pub(super) struct Separate {
+    encoder: GraphRunner,
+    obs: ObsInputs,
+    /// Encoder output `embed` `[1, E]`.
+    enc_embed: usize,
+    rssm: GraphRunner,
+    /// RSSM input `h` `[1, D]`.
+    h: usize,
+    /// RSSM input `s` `[1, S]`.
+    s: usize,
+    /// RSSM input `prev_action` `[1, A]`.
+    prev_action: usize,
+    /// RSSM input `embed` `[1, E]`.
+    embed: usize,
+    /// RSSM input `noise` `[1, S]`: posterior sampling noise.
+    noise: usize,
+    /// RSSM output `h_next` `[1, D]`.
+    out_h: usize,
+    /// RSSM output `s_next` `[1, S]`: the posterior sample.
+    out_s: usize,
+    /// RSSM outputs `mean`, `std` `[1, S]`: the posterior.
+    out_mean: usize,
+    out_std: usize,
+    /// RSSM outputs `prior_mean`, `prior_std` `[1, S]`.
+    out_prior_mean: usize,
+    out_prior_std: usize,
+    actor: GraphRunner,
+    /// Actor input `feat` `[1, D + S]`: h' then s'.
+    feat: usize,
+    /// Actor input `action_noise` `[1, A]`.
+    action_noise: usize,
+    /// Actor output `action` `[1, A]`.
+    out_action: usize,
+}
+
+impl Separate {
+    pub fn open(
+        dir: &Path,
+        manifest: &Manifest,
+        options: &AgentOptions,
+    ) -> Result<Self, LoadError> {
+        let encoder = GraphRunner::open(dir, manifest, bundle::ENCODER, options)?;
+        let rssm = GraphRunner::open(dir, manifest, bundle::RSSM_OBS_STEP, options)?;
+        let actor = GraphRunner::open(dir, manifest, bundle::ACTOR, options)?;
+        let separate = Separate {
+            obs: ObsInputs::find(&encoder),
+            enc_embed: encoder.require_output(names::EMBED)?,
+            h: rssm.require_input(names::H)?,
+            s: rssm.require_input(names::S)?,
+            prev_action: rssm.require_input(names::PREV_ACTION)?,
+            embed: rssm.require_input(names::EMBED)?,
+            noise: rssm.require_input(names::NOISE)?,
+            out_h: rssm.require_output(names::H_NEXT)?,
+            out_s: rssm.require_output(names::S_NEXT)?,
+            out_mean: rssm.require_output(names::MEAN)?,
+            out_std: rssm.require_output(names::STD)?,
+            out_prior_mean: rssm.require_output(names::PRIOR_MEAN)?,
+            out_prior_std: rssm.require_output(names::PRIOR_STD)?,
+            feat: actor.require_input(names::FEAT)?,
+            action_noise: actor.require_input(names::ACTION_NOISE)?,
+            out_action: actor.require_output(names::ACTION)?,
+            encoder,
+            rssm,
+            actor,
+        };
+        let g = &separate;
+        let d = g.rssm.input_len(g.h);
+        let s = g.rssm.input_len(g.s);
+        let f = g.actor.input_len(g.feat);
+        if d + s != f {
+            return Err(LoadError::Manifest {
+                graph: bundle::ACTOR.to_string(),
+                message: format!("input `feat` holds {f} values, h and s hold {d} + {s}"),
+            });
+        }
+        let a = manifest.action.size as usize;
+        let (enc, rssm, actor) = (bundle::ENCODER, bundle::RSSM_OBS_STEP, bundle::ACTOR);
+        let checks = [
+            (
+                enc,
+                "embed against rssm_obs_step's embed",
+                g.encoder.output_len(g.enc_embed),
+                g.rssm.input_len(g.embed),
+            ),
+            (
+                rssm,
+                "h_next against h",
+                g.rssm.output_len(g.out_h),
+                g.rssm.input_len(g.h),
+            ),
+            (
+                rssm,
+                "s_next against s",
+                g.rssm.output_len(g.out_s),
+                g.rssm.input_len(g.s),
+            ),
+            (
+                rssm,
+                "prev_action against the manifest's action size",
+                g.rssm.input_len(g.prev_action),
+                a,
+            ),
+            (
+                actor,
+                "action against the manifest's action size",
+                g.actor.output_len(g.out_action),
+                a,
+            ),
+        ];
+        for (graph, what, x, y) in checks {
+            same_size(graph, what, x, y)?;
+        }
+        separate.obs.check(&separate.encoder, manifest)?;
+        Ok(separate)
+    }
+}
+
+impl StepGraphs for Separate {
+    fn step(
+        &mut self,
+        obs: &Observation<'_>,
+        mut rng: Option<&mut ChaCha8Rng>,
+        action: &mut [f32],
+    ) -> Result<f32, StepError> {
+        self.obs.write(&mut self.encoder, obs)?;
+        run(&mut self.encoder)?;
+        self.rssm
+            .input_f32(self.embed)
+            .copy_from_slice(self.encoder.output_f32(self.enc_embed));
+        fill_noise(self.rssm.input_f32(self.noise), rng.as_deref_mut());
+        run(&mut self.rssm)?;
+        check_finite(self.rssm.output_f32(self.out_h), names::H_NEXT)?;
+        check_finite(self.rssm.output_f32(self.out_s), names::S_NEXT)?;
+        {
+            let h_next = self.rssm.output_f32(self.out_h);
+            let s_next = self.rssm.output_f32(self.out_s);
+            let feat = self.actor.input_f32(self.feat);
+            feat[..h_next.len()].copy_from_slice(h_next);
+            feat[h_next.len()..].copy_from_slice(s_next);
+        }
+        fill_noise(self.actor.input_f32(self.action_noise), rng);
+        run(&mut self.actor)?;
+        check_finite(self.actor.output_f32(self.out_action), names::ACTION)?;
+        let surprise = gaussian_kl(
+            self.rssm.output_f32(self.out_mean),
+            self.rssm.output_f32(self.out_std),
+            self.rssm.output_f32(self.out_prior_mean),
+            self.rssm.output_f32(self.out_prior_std),
+        );
+        // Commit only after every graph succeeded.
+        self.rssm.copy_output_to_input(self.out_h, self.h);
+        self.rssm.copy_output_to_input(self.out_s, self.s);
+        action.copy_from_slice(self.actor.output_f32(self.out_action));
+        self.set_previous_action(action);
+        Ok(surprise)
+    }
+
+    fn prime(&mut self) -> Result<(), StepError> {
+        run(&mut self.encoder)?;
+        run(&mut self.rssm)?;
+        run(&mut self.actor)
+    }
+
+    fn reset(&mut self) {
+        for index in [self.h, self.s, self.prev_action] {
+            self.rssm.input_f32(index).fill(0.0);
+        }
+    }
+
+    fn set_previous_action(&mut self, action: &[f32]) {
+        self.rssm
+            .input_f32(self.prev_action)
+            .copy_from_slice(action);
+    }
+
+    fn latent(&self) -> Latent<'_> {
+        Latent {
+            h: self.rssm.input_f32_ref(self.h),
+            s: self.rssm.input_f32_ref(self.s),
+        }
+    }
+
+    fn placements(&self) -> Vec<&GraphPlacement> {
+        vec![
+            &self.encoder.placement,
+            &self.rssm.placement,
+            &self.actor.placement,
+        ]
+    }
+}
+
+/// KL(N(mean_q, std_q) || N(mean_p, std_p)) summed over dimensions (docs/checkpoint-format.md).
+/// All four `[S]`.
+fn gaussian_kl(mean_q: &[f32], std_q: &[f32], mean_p: &[f32], std_p: &[f32]) -> f32 {
+    mean_q
+        .iter()
+        .zip(std_q)
+        .zip(mean_p.iter().zip(std_p))
+        .map(|((&mq, &sq), (&mp, &sp))| {
+            (sp / sq).ln() + (sq * sq + (mq - mp) * (mq - mp)) / (2.0 * sp * sp) - 0.5
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gaussian_kl;
+
+    #[test]
+    fn kl_of_identical_gaussians_is_zero_and_grows_with_distance() {
+        let m = [0.3f32, -1.0];
+        let s = [0.5f32, 2.0];
+        assert!(gaussian_kl(&m, &s, &m, &s).abs() < 1e-6);
+        // One dimension, unit std, means 1 apart: KL = 1/2.
+        assert!((gaussian_kl(&[1.0], &[1.0], &[0.0], &[1.0]) - 0.5).abs() < 1e-6);
+    }
+}
