@@ -27,7 +27,6 @@ pub const PRESETS: [(&str, &str); 3] = [
 /// The preset `dreamer train` uses when none is named.
 pub const DEFAULT_PRESET: &str = "cpu-state";
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("unknown preset `{name}`; presets: {}", PRESETS.map(|p| p.0).join(", "))]

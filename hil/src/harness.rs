@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dreamer_wire::report::{FirmwareSummary, LatencySummary, RunSummary, ServeSummary, read_report};
+use dreamer_wire::report::{
+    FirmwareSummary, LatencySummary, RunSummary, ServeSummary, read_report,
+};
 use dreamer_wire::{LatencyStats, LinkCounters, Mode};
 use serde::Serialize;
 

@@ -127,15 +127,30 @@ const ALLOWED: [(&str, &[&str]); 12] = [
     ("dreamer-tasks", &["dreamer-config"]),
     (
         "dreamer-trainer",
-        &["dreamer-config", "dreamer-tasks", "dreamer-export", "dreamer-ort"],
+        &[
+            "dreamer-config",
+            "dreamer-tasks",
+            "dreamer-export",
+            "dreamer-ort",
+        ],
     ),
     (
         "dreamer-export",
-        &["dreamer-config", "dreamer-tasks", "dreamer-bundle", "dreamer-ort"],
+        &[
+            "dreamer-config",
+            "dreamer-tasks",
+            "dreamer-bundle",
+            "dreamer-ort",
+        ],
     ),
     (
         "dreamer-runtime",
-        &["dreamer-bundle", "dreamer-ort", "dreamer-wire", "dreamer-tasks"],
+        &[
+            "dreamer-bundle",
+            "dreamer-ort",
+            "dreamer-wire",
+            "dreamer-tasks",
+        ],
     ),
     ("dreamer-firmware", &["dreamer-wire"]),
     (
@@ -192,7 +207,9 @@ fn workspace_crates_depend_only_along_the_data_flow() {
     let allowed: BTreeMap<&str, &[&str]> = ALLOWED.into_iter().collect();
     for (package, deps) in &edges {
         let Some(may) = allowed.get(package.as_str()) else {
-            panic!("{package} is not placed in the data flow: add it to ALLOWED and docs/architecture.md");
+            panic!(
+                "{package} is not placed in the data flow: add it to ALLOWED and docs/architecture.md"
+            );
         };
         let against: Vec<_> = deps.iter().filter(|d| !may.contains(&d.as_str())).collect();
         assert!(

@@ -5,9 +5,10 @@ use std::path::Path;
 use dreamer_bundle::{self as bundle, Manifest, names};
 use rand_chacha::ChaCha8Rng;
 
-use super::graphs::{Latent, StepGraphs};
+use super::graphs::StepGraphs;
+use super::latent::LatentInputs;
 use super::observation::{ObsInputs, Observation};
-use super::shared::{check_finite, fill_noise, run, same_size};
+use super::shared::{action_output, check_finite, fill_noise, run, same_size, surprise_output};
 use crate::error::{LoadError, StepError};
 use crate::graph::GraphRunner;
 use crate::options::AgentOptions;
@@ -19,12 +20,7 @@ use crate::provider::GraphPlacement;
 pub(super) struct Fused {
     graph: GraphRunner,
     obs: ObsInputs,
-    /// Input `h` `[1, D]`.
-    h: usize,
-    /// Input `s` `[1, S]`.
-    s: usize,
-    /// Input `prev_action` `[1, A]`.
-    prev_action: usize,
+    latent: LatentInputs,
     /// Input `noise` `[1, S]`: posterior sampling noise.
     noise: usize,
     /// Input `action_noise` `[1, A]`.
@@ -46,46 +42,25 @@ impl Fused {
         options: &AgentOptions,
     ) -> Result<Self, LoadError> {
         let graph = GraphRunner::open(dir, manifest, bundle::POLICY_STEP, options)?;
+        let a = manifest.action.size as usize;
         let fused = Fused {
             obs: ObsInputs::find(&graph),
-            h: graph.require_input(names::H)?,
-            s: graph.require_input(names::S)?,
-            prev_action: graph.require_input(names::PREV_ACTION)?,
+            latent: LatentInputs::find(&graph, names::PREV_ACTION, a)?,
             noise: graph.require_input(names::NOISE)?,
             action_noise: graph.require_input(names::ACTION_NOISE)?,
-            out_action: graph.require_output(names::ACTION)?,
+            out_action: action_output(&graph, a)?,
             out_h: graph.require_output(names::H_NEXT)?,
             out_s: graph.require_output(names::S_NEXT)?,
-            out_surprise: graph.require_output(names::SURPRISE)?,
+            out_surprise: surprise_output(&graph)?,
             graph,
         };
         let (g, role) = (&fused.graph, bundle::POLICY_STEP);
-        let a = manifest.action.size as usize;
-        let checks = [
-            (
-                "h_next against h",
-                g.output_len(fused.out_h),
-                g.input_len(fused.h),
-            ),
-            (
-                "s_next against s",
-                g.output_len(fused.out_s),
-                g.input_len(fused.s),
-            ),
-            (
-                "action against the manifest's action size",
-                g.output_len(fused.out_action),
-                a,
-            ),
-            (
-                "prev_action against the manifest's action size",
-                g.input_len(fused.prev_action),
-                a,
-            ),
-            ("surprise (batch 1)", g.output_len(fused.out_surprise), 1),
+        let next = [
+            ("h_next against h", fused.out_h, fused.latent.h),
+            ("s_next against s", fused.out_s, fused.latent.s),
         ];
-        for (what, x, y) in checks {
-            same_size(role, what, x, y)?;
+        for (what, output, input) in next {
+            same_size(role, what, g.output_len(output), g.input_len(input))?;
         }
         fused.obs.check(&fused.graph, manifest)?;
         Ok(fused)
@@ -108,9 +83,9 @@ impl StepGraphs for Fused {
         check_finite(g.output_f32(self.out_h), names::H_NEXT)?;
         check_finite(g.output_f32(self.out_s), names::S_NEXT)?;
         // Commit: the posterior becomes the state, the action the previous action.
-        g.copy_output_to_input(self.out_h, self.h);
-        g.copy_output_to_input(self.out_s, self.s);
-        g.copy_output_to_input(self.out_action, self.prev_action);
+        g.copy_output_to_input(self.out_h, self.latent.h);
+        g.copy_output_to_input(self.out_s, self.latent.s);
+        g.copy_output_to_input(self.out_action, self.latent.prev_action);
         action.copy_from_slice(g.output_f32(self.out_action));
         Ok(g.output_f32(self.out_surprise)[0])
     }
@@ -119,23 +94,12 @@ impl StepGraphs for Fused {
         run(&mut self.graph)
     }
 
-    fn reset(&mut self) {
-        for index in [self.h, self.s, self.prev_action] {
-            self.graph.input_f32(index).fill(0.0);
-        }
+    fn latent_inputs(&self) -> (&LatentInputs, &GraphRunner) {
+        (&self.latent, &self.graph)
     }
 
-    fn set_previous_action(&mut self, action: &[f32]) {
-        self.graph
-            .input_f32(self.prev_action)
-            .copy_from_slice(action);
-    }
-
-    fn latent(&self) -> Latent<'_> {
-        Latent {
-            h: self.graph.input_f32_ref(self.h),
-            s: self.graph.input_f32_ref(self.s),
-        }
+    fn latent_inputs_mut(&mut self) -> (&LatentInputs, &mut GraphRunner) {
+        (&self.latent, &mut self.graph)
     }
 
     fn placements(&self) -> Vec<&GraphPlacement> {

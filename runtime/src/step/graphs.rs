@@ -5,8 +5,10 @@ use std::fmt;
 
 use rand_chacha::ChaCha8Rng;
 
+use super::latent::LatentInputs;
 use super::observation::Observation;
 use crate::error::StepError;
+use crate::graph::GraphRunner;
 use crate::provider::GraphPlacement;
 
 /// Latent state views.
@@ -41,15 +43,30 @@ pub(crate) trait StepGraphs: Send + fmt::Debug {
     /// Runs the graphs of a step on the current inputs and discards the results.
     fn prime(&mut self) -> Result<(), StepError>;
 
+    /// The graph whose inputs hold the latent state and previous action, with their indices.
+    fn latent_inputs(&self) -> (&LatentInputs, &GraphRunner);
+
+    /// [`StepGraphs::latent_inputs`], for writing.
+    fn latent_inputs_mut(&mut self) -> (&LatentInputs, &mut GraphRunner);
+
     /// Zeroes h, s and the previous action.
-    fn reset(&mut self);
+    fn reset(&mut self) {
+        let (latent, graph) = self.latent_inputs_mut();
+        latent.reset(graph);
+    }
 
     /// Makes `action` `[A]` the previous action the next step sees (after a failed step,
     /// the safe action).
-    fn set_previous_action(&mut self, action: &[f32]);
+    fn set_previous_action(&mut self, action: &[f32]) {
+        let (latent, graph) = self.latent_inputs_mut();
+        latent.set_previous_action(graph, action);
+    }
 
     /// The posterior latent state of the last successful step.
-    fn latent(&self) -> Latent<'_>;
+    fn latent(&self) -> Latent<'_> {
+        let (latent, graph) = self.latent_inputs();
+        latent.latent(graph)
+    }
 
     /// Which provider runs each graph.
     fn placements(&self) -> Vec<&GraphPlacement>;

@@ -6,6 +6,7 @@
 
 mod fused;
 mod graphs;
+mod latent;
 mod observation;
 mod separate;
 mod shared;

@@ -7,9 +7,10 @@ use std::path::Path;
 use dreamer_bundle::{self as bundle, Manifest, names};
 use rand_chacha::ChaCha8Rng;
 
-use super::graphs::{Latent, StepGraphs};
+use super::graphs::StepGraphs;
+use super::latent::LatentInputs;
 use super::observation::{ObsInputs, Observation};
-use super::shared::{check_finite, fill_noise, run, same_size};
+use super::shared::{action_output, check_finite, fill_noise, run, same_size};
 use crate::error::{LoadError, StepError};
 use crate::graph::GraphRunner;
 use crate::options::AgentOptions;
@@ -24,12 +25,7 @@ pub(super) struct Separate {
     /// Encoder output `embed` `[1, E]`.
     enc_embed: usize,
     rssm: GraphRunner,
-    /// RSSM input `h` `[1, D]`.
-    h: usize,
-    /// RSSM input `s` `[1, S]`.
-    s: usize,
-    /// RSSM input `prev_action` `[1, A]`.
-    prev_action: usize,
+    latent: LatentInputs,
     /// RSSM input `embed` `[1, E]`.
     embed: usize,
     /// RSSM input `noise` `[1, S]`: posterior sampling noise.
@@ -62,12 +58,11 @@ impl Separate {
         let encoder = GraphRunner::open(dir, manifest, bundle::ENCODER, options)?;
         let rssm = GraphRunner::open(dir, manifest, bundle::RSSM_OBS_STEP, options)?;
         let actor = GraphRunner::open(dir, manifest, bundle::ACTOR, options)?;
+        let a = manifest.action.size as usize;
         let separate = Separate {
             obs: ObsInputs::find(&encoder),
             enc_embed: encoder.require_output(names::EMBED)?,
-            h: rssm.require_input(names::H)?,
-            s: rssm.require_input(names::S)?,
-            prev_action: rssm.require_input(names::PREV_ACTION)?,
+            latent: LatentInputs::find(&rssm, names::PREV_ACTION, a)?,
             embed: rssm.require_input(names::EMBED)?,
             noise: rssm.require_input(names::NOISE)?,
             out_h: rssm.require_output(names::H_NEXT)?,
@@ -78,14 +73,14 @@ impl Separate {
             out_prior_std: rssm.require_output(names::PRIOR_STD)?,
             feat: actor.require_input(names::FEAT)?,
             action_noise: actor.require_input(names::ACTION_NOISE)?,
-            out_action: actor.require_output(names::ACTION)?,
+            out_action: action_output(&actor, a)?,
             encoder,
             rssm,
             actor,
         };
         let g = &separate;
-        let d = g.rssm.input_len(g.h);
-        let s = g.rssm.input_len(g.s);
+        let d = g.rssm.input_len(g.latent.h);
+        let s = g.rssm.input_len(g.latent.s);
         let f = g.actor.input_len(g.feat);
         if d + s != f {
             return Err(LoadError::Manifest {
@@ -93,42 +88,23 @@ impl Separate {
                 message: format!("input `feat` holds {f} values, h and s hold {d} + {s}"),
             });
         }
-        let a = manifest.action.size as usize;
-        let (enc, rssm, actor) = (bundle::ENCODER, bundle::RSSM_OBS_STEP, bundle::ACTOR);
-        let checks = [
-            (
-                enc,
-                "embed against rssm_obs_step's embed",
-                g.encoder.output_len(g.enc_embed),
-                g.rssm.input_len(g.embed),
-            ),
-            (
-                rssm,
-                "h_next against h",
-                g.rssm.output_len(g.out_h),
-                g.rssm.input_len(g.h),
-            ),
-            (
-                rssm,
-                "s_next against s",
-                g.rssm.output_len(g.out_s),
-                g.rssm.input_len(g.s),
-            ),
-            (
-                rssm,
-                "prev_action against the manifest's action size",
-                g.rssm.input_len(g.prev_action),
-                a,
-            ),
-            (
-                actor,
-                "action against the manifest's action size",
-                g.actor.output_len(g.out_action),
-                a,
-            ),
+        same_size(
+            bundle::ENCODER,
+            "embed against rssm_obs_step's embed",
+            g.encoder.output_len(g.enc_embed),
+            g.rssm.input_len(g.embed),
+        )?;
+        let next = [
+            ("h_next against h", g.out_h, g.latent.h),
+            ("s_next against s", g.out_s, g.latent.s),
         ];
-        for (graph, what, x, y) in checks {
-            same_size(graph, what, x, y)?;
+        for (what, output, input) in next {
+            same_size(
+                bundle::RSSM_OBS_STEP,
+                what,
+                g.rssm.output_len(output),
+                g.rssm.input_len(input),
+            )?;
         }
         separate.obs.check(&separate.encoder, manifest)?;
         Ok(separate)
@@ -168,8 +144,8 @@ impl StepGraphs for Separate {
             self.rssm.output_f32(self.out_prior_std),
         );
         // Commit only after every graph succeeded.
-        self.rssm.copy_output_to_input(self.out_h, self.h);
-        self.rssm.copy_output_to_input(self.out_s, self.s);
+        self.rssm.copy_output_to_input(self.out_h, self.latent.h);
+        self.rssm.copy_output_to_input(self.out_s, self.latent.s);
         action.copy_from_slice(self.actor.output_f32(self.out_action));
         self.set_previous_action(action);
         Ok(surprise)
@@ -181,23 +157,12 @@ impl StepGraphs for Separate {
         run(&mut self.actor)
     }
 
-    fn reset(&mut self) {
-        for index in [self.h, self.s, self.prev_action] {
-            self.rssm.input_f32(index).fill(0.0);
-        }
+    fn latent_inputs(&self) -> (&LatentInputs, &GraphRunner) {
+        (&self.latent, &self.rssm)
     }
 
-    fn set_previous_action(&mut self, action: &[f32]) {
-        self.rssm
-            .input_f32(self.prev_action)
-            .copy_from_slice(action);
-    }
-
-    fn latent(&self) -> Latent<'_> {
-        Latent {
-            h: self.rssm.input_f32_ref(self.h),
-            s: self.rssm.input_f32_ref(self.s),
-        }
+    fn latent_inputs_mut(&mut self) -> (&LatentInputs, &mut GraphRunner) {
+        (&self.latent, &mut self.rssm)
     }
 
     fn placements(&self) -> Vec<&GraphPlacement> {

@@ -5,6 +5,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
+use dreamer_bundle::names;
+
 use crate::error::{LoadError, StepError};
 use crate::graph::GraphRunner;
 
@@ -44,4 +46,28 @@ pub fn same_size(graph: &str, what: &str, a: usize, b: usize) -> Result<(), Load
             message: format!("{what}: {a} values against {b}"),
         })
     }
+}
+
+/// Finds the output `action` `[1, A]` of `graph` and checks it holds `action_size` values.
+pub fn action_output(graph: &GraphRunner, action_size: usize) -> Result<usize, LoadError> {
+    let index = graph.require_output(names::ACTION)?;
+    same_size(
+        &graph.role,
+        "action against the manifest's action size",
+        graph.output_len(index),
+        action_size,
+    )?;
+    Ok(index)
+}
+
+/// Finds the output `surprise` `[1]` of `graph` (batch 1).
+pub fn surprise_output(graph: &GraphRunner) -> Result<usize, LoadError> {
+    let index = graph.require_output(names::SURPRISE)?;
+    same_size(
+        &graph.role,
+        "surprise (batch 1)",
+        graph.output_len(index),
+        1,
+    )?;
+    Ok(index)
 }

@@ -7,9 +7,10 @@ use std::path::Path;
 use dreamer_bundle::{self as bundle, Manifest, names};
 use rand_chacha::ChaCha8Rng;
 
-use super::graphs::{Latent, StepGraphs};
+use super::graphs::StepGraphs;
+use super::latent::LatentInputs;
 use super::observation::{ObsInputs, Observation};
-use super::shared::{check_finite, fill_noise, run, same_size};
+use super::shared::{action_output, check_finite, fill_noise, run, same_size, surprise_output};
 use crate::error::{LoadError, StepError};
 use crate::graph::GraphRunner;
 use crate::options::AgentOptions;
@@ -21,12 +22,7 @@ pub(super) struct Split {
     /// `rssm_img_step`: its inputs h, s and action hold the latent state and the previous
     /// action; its noise input stays zero.
     img_step: GraphRunner,
-    /// Prepare input `h` `[1, D]`.
-    h: usize,
-    /// Prepare input `s` `[1, S]`.
-    s: usize,
-    /// Prepare input `action` `[1, A]`: the previous action.
-    prev_action: usize,
+    latent: LatentInputs,
     /// Prepare output `h_next` `[1, D]`: the transition.
     prep_h: usize,
     /// Prepare outputs `mean`, `std` `[1, S]`: the prior.
@@ -72,10 +68,9 @@ impl Split {
         }
         let img_step = GraphRunner::open(dir, manifest, bundle::RSSM_IMG_STEP, options)?;
         let observe = GraphRunner::open(dir, manifest, bundle::POLICY_OBSERVE, options)?;
+        let a = manifest.action.size as usize;
         let split = Split {
-            h: img_step.require_input(names::H)?,
-            s: img_step.require_input(names::S)?,
-            prev_action: img_step.require_input(names::ACTION)?,
+            latent: LatentInputs::find(&img_step, names::ACTION, a)?,
             prep_h: img_step.require_output(names::H_NEXT)?,
             prep_mean: img_step.require_output(names::MEAN)?,
             prep_std: img_step.require_output(names::STD)?,
@@ -85,67 +80,45 @@ impl Split {
             prior_std: observe.require_input(names::PRIOR_STD)?,
             noise: observe.require_input(names::NOISE)?,
             action_noise: observe.require_input(names::ACTION_NOISE)?,
-            out_action: observe.require_output(names::ACTION)?,
+            out_action: action_output(&observe, a)?,
             out_s: observe.require_output(names::S_NEXT)?,
-            out_surprise: observe.require_output(names::SURPRISE)?,
+            out_surprise: surprise_output(&observe)?,
             img_step,
             observe,
             prepared: false,
         };
-        let (g, a) = (&split, manifest.action.size as usize);
-        let (img, obs) = (bundle::RSSM_IMG_STEP, bundle::POLICY_OBSERVE);
-        let checks = [
+        let (img, obs) = (&split.img_step, &split.observe);
+        same_size(
+            bundle::RSSM_IMG_STEP,
+            "h_next against h",
+            img.output_len(split.prep_h),
+            img.input_len(split.latent.h),
+        )?;
+        // (what, size in policy_observe, size in rssm_img_step)
+        let handed_over = [
             (
-                img,
-                "h_next against h",
-                g.img_step.output_len(g.prep_h),
-                g.img_step.input_len(g.h),
-            ),
-            (
-                obs,
                 "h_next against rssm_img_step's h_next",
-                g.observe.input_len(g.h_next),
-                g.img_step.output_len(g.prep_h),
+                obs.input_len(split.h_next),
+                img.output_len(split.prep_h),
             ),
             (
-                obs,
                 "prior_mean against rssm_img_step's mean",
-                g.observe.input_len(g.prior_mean),
-                g.img_step.output_len(g.prep_mean),
+                obs.input_len(split.prior_mean),
+                img.output_len(split.prep_mean),
             ),
             (
-                obs,
                 "prior_std against rssm_img_step's std",
-                g.observe.input_len(g.prior_std),
-                g.img_step.output_len(g.prep_std),
+                obs.input_len(split.prior_std),
+                img.output_len(split.prep_std),
             ),
             (
-                obs,
                 "s_next against rssm_img_step's s",
-                g.observe.output_len(g.out_s),
-                g.img_step.input_len(g.s),
-            ),
-            (
-                img,
-                "action against the manifest's action size",
-                g.img_step.input_len(g.prev_action),
-                a,
-            ),
-            (
-                obs,
-                "action against the manifest's action size",
-                g.observe.output_len(g.out_action),
-                a,
-            ),
-            (
-                obs,
-                "surprise (batch 1)",
-                g.observe.output_len(g.out_surprise),
-                1,
+                obs.output_len(split.out_s),
+                img.input_len(split.latent.s),
             ),
         ];
-        for (graph, what, x, y) in checks {
-            same_size(graph, what, x, y)?;
+        for (what, x, y) in handed_over {
+            same_size(bundle::POLICY_OBSERVE, what, x, y)?;
         }
         split.obs.check(&split.observe, manifest)?;
         Ok(split)
@@ -172,10 +145,10 @@ impl StepGraphs for Split {
         // Commit: the prepared h' and the posterior sample become the state, the action the
         // previous action; the transition is now stale.
         self.img_step
-            .input_f32(self.h)
+            .input_f32(self.latent.h)
             .copy_from_slice(self.observe.input_f32_ref(self.h_next));
         self.img_step
-            .input_f32(self.s)
+            .input_f32(self.latent.s)
             .copy_from_slice(self.observe.output_f32(self.out_s));
         action.copy_from_slice(self.observe.output_f32(self.out_action));
         self.set_previous_action(action);
@@ -211,27 +184,24 @@ impl StepGraphs for Split {
         run(&mut self.observe)
     }
 
+    fn latent_inputs(&self) -> (&LatentInputs, &GraphRunner) {
+        (&self.latent, &self.img_step)
+    }
+
+    fn latent_inputs_mut(&mut self) -> (&LatentInputs, &mut GraphRunner) {
+        (&self.latent, &mut self.img_step)
+    }
+
     /// Also drops the prepared transition.
     fn reset(&mut self) {
-        for index in [self.h, self.s, self.prev_action] {
-            self.img_step.input_f32(index).fill(0.0);
-        }
+        self.latent.reset(&mut self.img_step);
         self.prepared = false;
     }
 
     /// The transition must then be recomputed with this action.
     fn set_previous_action(&mut self, action: &[f32]) {
-        self.img_step
-            .input_f32(self.prev_action)
-            .copy_from_slice(action);
+        self.latent.set_previous_action(&mut self.img_step, action);
         self.prepared = false;
-    }
-
-    fn latent(&self) -> Latent<'_> {
-        Latent {
-            h: self.img_step.input_f32_ref(self.h),
-            s: self.img_step.input_f32_ref(self.s),
-        }
     }
 
     fn placements(&self) -> Vec<&GraphPlacement> {
