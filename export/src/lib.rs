@@ -17,9 +17,11 @@
 //! `task` looks the task up, `graphs` builds the graphs with the protobuf writer of `onnx`,
 //! `manifest` describes them, `staging` writes the bundle beside its destination, `verify`
 //! checks it with ONNX Runtime, and `pipeline` runs these steps as `options` say; `error` is
-//! what they fail with. This file only declares and re-exports.
+//! what they fail with; `cli` holds the options both command lines take. This file only
+//! declares and re-exports.
 
 mod checkpoint;
+mod cli;
 mod error;
 mod graphs;
 mod manifest;
@@ -34,6 +36,7 @@ pub use checkpoint::{
     CONFIG_FILE, Checkpoint, MODEL_FILE, ObsMode, REFERENCE_FILE, STATE_FILE, Sizes, Tensor,
     contract,
 };
+pub use cli::BundleArgs;
 pub use error::{ExportError, TensorProblem};
 pub use onnx::{IR_VERSION, OPSET, Precision};
 pub use options::ExportOptions;

@@ -6,7 +6,8 @@
 //! ONNX Runtime through [`load`], so they agree on which library a process uses.
 //!
 //! Search order ([`candidates`]):
-//! 1. an explicit path (the `--ort-lib` flag, `AgentOptions::ort_lib`, `ExportOptions::onnxruntime`);
+//! 1. an explicit path (the `--ort-lib` flag of `dreamer-rt`, `dreamer-export` and
+//!    `dreamer export`, `AgentOptions::ort_lib`, `ExportOptions::onnxruntime`);
 //! 2. the `ORT_DYLIB_PATH` environment variable;
 //! 3. a `libonnxruntime.so` next to the executable;
 //! 4. the path baked in at build time from `DREAMER_ORT_DYLIB` (set by the workspace's

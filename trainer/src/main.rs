@@ -99,21 +99,11 @@ enum Command {
         /// Checkpoint folder (a run's checkpoint/ or the run folder itself)
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Bundle folder; an existing bundle there is replaced once the new one verified
-        #[arg(long)]
-        out: PathBuf,
-        /// Static batch size of every graph
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Store the weights as float16 (computation stays float32)
-        #[arg(long)]
-        fp16: bool,
+        #[command(flatten)]
+        bundle: dreamer_export::BundleArgs,
         /// Closed-loop steps recorded for the verification
         #[arg(long, default_value_t = 500)]
         reference_steps: usize,
-        /// ONNX Runtime library (default: $ORT_DYLIB_PATH, then the project's .deps)
-        #[arg(long)]
-        ort_lib: Option<PathBuf>,
     },
     /// Write reference.safetensors (the exporter's verification data) into a checkpoint
     Reference {
@@ -262,27 +252,13 @@ fn run_cli(cli: Cli) -> Result<()> {
         }
         Command::Export {
             checkpoint: dir,
-            out,
-            batch,
-            fp16,
+            bundle,
             reference_steps,
-            ort_lib,
         } => {
             device::select("cpu", None)?;
             let dir = checkpoint_folder(dir);
             reference::write_reference(&dir, reference_steps, REFERENCE_CASES)?;
-            let options = dreamer_export::ExportOptions {
-                batch,
-                precision: if fp16 {
-                    dreamer_export::Precision::Float16
-                } else {
-                    dreamer_export::Precision::Float32
-                },
-                verify: true,
-                onnxruntime: ort_lib,
-                eval_return: None,
-            };
-            let report = dreamer_export::export(&dir, &out, &options)
+            let report = dreamer_export::export(&dir, &bundle.out, &bundle.options())
                 .with_context(|| format!("exporting {}", dir.display()))?;
             println!("{}", report.summary());
         }
