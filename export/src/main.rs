@@ -1,6 +1,7 @@
 //! `dreamer-export CHECKPOINT_DIR --out BUNDLE_DIR [--batch N] [--fp16] [--no-verify]
 //! [--ort-lib FILE] [--eval-return R]`
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -32,6 +33,12 @@ fn main() -> anyhow::Result<()> {
     };
     let report = dreamer_export::export(&args.checkpoint_dir, &args.bundle.out, &options)
         .with_context(|| format!("exporting {}", args.checkpoint_dir.display()))?;
-    println!("{}", report.summary());
-    Ok(())
+    // Not println!: it panics when stdout is closed (`| true`) or full (`>/dev/full`).
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", report.summary()).and_then(|_| stdout.flush()) {
+        Ok(()) => Ok(()),
+        // The reader has gone; the bundle is written and there is no one to tell.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing the summary to stdout")),
+    }
 }

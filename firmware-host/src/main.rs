@@ -2,6 +2,7 @@
 //! talking the wire protocol over a serial port or pseudo-terminal. Prints a JSON summary on
 //! stdout at exit (after `--duration-s`, or on SIGINT/SIGTERM).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -126,24 +127,40 @@ fn main() -> Result<()> {
     if let Some(priority) = args.rt_priority
         && let Err(e) = set_fifo_priority(priority)
     {
-        eprintln!("firmware-host: note: SCHED_FIFO priority {priority} not set: {e}");
+        note(format_args!(
+            "firmware-host: note: SCHED_FIFO priority {priority} not set: {e}"
+        ));
     }
     // SAFETY: plain syscall; locking current and future pages has no memory-safety effect.
     if args.lock_memory && unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-        eprintln!(
+        note(format_args!(
             "firmware-host: note: memory not locked: {}",
             std::io::Error::last_os_error()
-        );
+        ));
     }
-    eprintln!(
+    note(format_args!(
         "firmware-host: {} on {} at {} Hz, safe state after {} missed deadlines",
         args.plant, port_name, args.rate_hz, args.max_missed
-    );
+    ));
     robot.run(duration, &STOP);
     robot.drain(Duration::from_millis(args.drain_ms));
     let summary = write_report(&robot.finish(), args.summary.as_deref())?;
-    println!("{summary}");
-    Ok(())
+    // Printing is best-effort and never a panic (as `println!` is on a closed pipe or a
+    // full device): the `--summary` file is already written. A closed pipe is the reader's
+    // choice (`firmware-host ... | head`); any other failure lost the output, an error.
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{summary}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            anyhow::bail!("cannot write the summary to stdout: {e}")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A line on stderr, best-effort: a closed or full stderr must not stop (or panic) the
+/// control loop.
+fn note(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// The terminal descriptor `fd` handed over by the parent process, as the serial port.

@@ -259,7 +259,7 @@ fn relay_stderr(
     let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {
         let line = line?;
-        eprintln!("[{name}] {line}");
+        crate::note(format_args!("[{name}] {line}"));
         if line.contains(ready) {
             break;
         }
@@ -269,7 +269,7 @@ fn relay_stderr(
             if line.contains("session open") {
                 session.store(true, Ordering::Relaxed);
             }
-            eprintln!("[{name}] {line}");
+            crate::note(format_args!("[{name}] {line}"));
         }
     });
     Ok(())
@@ -322,6 +322,24 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     options.faults.validate().map_err(anyhow::Error::msg)?;
     if !(options.duration_s.is_finite() && options.duration_s > 0.0) {
         bail!("--duration-s must be positive, got {}", options.duration_s);
+    }
+    if let Some(rate) = options.rate_hz
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        bail!("--rate-hz must be a positive number of ticks per second, got {rate}");
+    }
+    if let Some(at) = options.stall_at_s
+        && !(at.is_finite() && at >= 0.0)
+    {
+        bail!("--stall-at must be 0 or more seconds after the session opened, got {at}");
+    }
+    if options.stall_at_s.is_some()
+        && !(options.stall_for_s.is_finite() && options.stall_for_s > 0.0)
+    {
+        bail!(
+            "--stall-for must be a positive number of seconds, got {}",
+            options.stall_for_s
+        );
     }
     let manifest = dreamer_bundle::read_manifest(&options.bundle)
         .with_context(|| format!("cannot read the bundle {}", options.bundle.display()))?;
@@ -399,10 +417,10 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         firmware_cmd.arg("--lock-memory");
         // SAFETY: plain syscall; locking pages has no memory-safety effect.
         if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-            eprintln!(
+            crate::note(format_args!(
                 "dreamer-hil: note: memory not locked: {}",
                 std::io::Error::last_os_error()
-            );
+            ));
         }
     }
     let master_fd = firmware_pty.master.as_raw_fd();

@@ -1,10 +1,11 @@
 //! `dreamer-hil`: runs a policy bundle through the firmware loop over ptys, with optional
 //! fault injection and a runtime stall, and prints a JSON report.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 use dreamer_hil::{FaultRates, HilOptions};
 use dreamer_wire::report::write_report;
@@ -20,35 +21,35 @@ struct Args {
     #[arg(long)]
     bundle: PathBuf,
     /// Control ticks per second [default: the task's decision rate].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     rate_hz: Option<f64>,
     /// Seconds of control after the session opened.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10.0)]
     duration_s: f64,
     /// Seed of the plant's first episode and of the fault injection.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Probability that a byte is dropped.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     drop: f64,
     /// Probability that a byte gets one bit flipped.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     flip: f64,
     /// Probability that a byte is sent twice.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     dup: f64,
-    /// How long a delayed byte is held back, in microseconds.
-    #[arg(long, default_value_t = 0)]
+    /// How long a delayed byte is held back, in microseconds (needs --delay-p).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     delay_us: u64,
-    /// Probability that a byte (and the stream behind it) is delayed.
-    #[arg(long, default_value_t = 0.0)]
+    /// Probability that a byte (and the stream behind it) is delayed (needs --delay-us).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     delay_p: f64,
     /// Stop the runtime process this many seconds after the session opened...
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     stall_at: Option<f64>,
-    /// ...for this many seconds.
-    #[arg(long, default_value_t = 0.5)]
-    stall_for: f64,
+    /// ...for this many seconds [default: 0.5].
+    #[arg(long, allow_negative_numbers = true)]
+    stall_for: Option<f64>,
     /// Missed deadlines in a row before the firmware's safe state.
     #[arg(long, default_value_t = 3)]
     max_missed: u16,
@@ -78,7 +79,7 @@ struct Args {
     serve_args: Vec<String>,
     /// Seconds of bare pty echo at the control rate before the run: the platform's own
     /// latency floor, reported next to the loop's.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pty_baseline_s: f64,
     /// Also write the report here.
     #[arg(long)]
@@ -92,6 +93,10 @@ fn sibling(name: &str) -> Result<PathBuf> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // A stall length alone would silently stall nothing.
+    if let (Some(stall_for), None) = (args.stall_for, args.stall_at) {
+        bail!("--stall-for {stall_for} stalls nothing without --stall-at (when the stall starts)");
+    }
     let options = HilOptions {
         rate_hz: args.rate_hz,
         duration_s: args.duration_s,
@@ -104,7 +109,7 @@ fn main() -> Result<()> {
             delay_us: args.delay_us,
         },
         stall_at_s: args.stall_at,
-        stall_for_s: args.stall_for,
+        stall_for_s: args.stall_for.unwrap_or(0.5),
         max_missed: args.max_missed,
         poll_us: args.poll_us,
         rt_priority: args.rt_priority,
@@ -122,6 +127,15 @@ fn main() -> Result<()> {
         )
     };
     let report = dreamer_hil::run(&options)?;
-    println!("{}", write_report(&report, args.json.as_deref())?);
-    Ok(())
+    let text = write_report(&report, args.json.as_deref())?;
+    // Printing is best-effort and never a panic (as `println!` is on a closed pipe or a
+    // full device): the report file is already written. A closed pipe is the reader's
+    // choice (`dreamer-hil ... | head`); any other failure lost the output, an error.
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            bail!("cannot write the report to stdout: {e}")
+        }
+        _ => Ok(()),
+    }
 }

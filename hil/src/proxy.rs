@@ -58,7 +58,8 @@ impl FaultRates {
             || (self.delay_p > 0.0 && self.delay_us > 0)
     }
 
-    /// Checks every probability is in [0, 1].
+    /// Checks every probability is in [0, 1], and that a delay has both its probability
+    /// and its length (either alone would silently inject nothing).
     pub fn validate(&self) -> Result<(), String> {
         for (name, p) in [
             ("--drop", self.drop),
@@ -69,6 +70,18 @@ impl FaultRates {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("{name} must be a probability in [0, 1], got {p}"));
             }
+        }
+        if self.delay_us > 0 && self.delay_p == 0.0 {
+            return Err(format!(
+                "--delay-us {} delays nothing without --delay-p (the probability that a byte is delayed)",
+                self.delay_us
+            ));
+        }
+        if self.delay_p > 0.0 && self.delay_us == 0 {
+            return Err(format!(
+                "--delay-p {} delays nothing without --delay-us (how long a delayed byte is held back)",
+                self.delay_p
+            ));
         }
         Ok(())
     }
@@ -554,7 +567,9 @@ impl Proxy {
                     if let Some(priority) = rt_priority
                         && let Err(e) = set_fifo_priority(priority)
                     {
-                        eprintln!("dreamer-hil: note: relay SCHED_FIFO {priority} not set: {e}");
+                        crate::note(format_args!(
+                            "dreamer-hil: note: relay SCHED_FIFO {priority} not set: {e}"
+                        ));
                     }
                     link.run()
                 })?;

@@ -23,3 +23,64 @@ fn bad_arguments_are_named() {
     fails_with(&["--bundle", missing, "--delay-p=-0.1"], "--delay-p");
     fails_with(&["--bundle", missing, "--duration-s", "0"], "--duration-s");
 }
+
+/// A fault flag that needs another one is refused alone, instead of injecting nothing.
+#[test]
+fn a_fault_flag_without_its_partner_is_refused() {
+    let missing = std::env::temp_dir().join("no-such-bundle-for-dreamer-hil");
+    let missing = missing.to_str().unwrap();
+    fails_with(
+        &["--bundle", missing, "--delay-us", "2000"],
+        "--delay-us 2000 delays nothing without --delay-p",
+    );
+    fails_with(
+        &["--bundle", missing, "--delay-p", "0.1"],
+        "--delay-p 0.1 delays nothing without --delay-us",
+    );
+    fails_with(
+        &["--bundle", missing, "--stall-for", "1"],
+        "--stall-for 1 stalls nothing without --stall-at",
+    );
+}
+
+/// `--drop -0.1` (not only `--drop=-0.1`) reaches the validation, which names the flag and
+/// the value.
+#[test]
+fn negative_values_are_refused_naming_the_flag_and_the_value() {
+    let missing = std::env::temp_dir().join("no-such-bundle-for-dreamer-hil");
+    let missing = missing.to_str().unwrap();
+    for flag in ["--drop", "--flip", "--dup", "--delay-p"] {
+        fails_with(
+            &["--bundle", missing, flag, "-0.1"],
+            &format!("{flag} must be a probability in [0, 1], got -0.1"),
+        );
+    }
+    fails_with(
+        &["--bundle", missing, "--duration-s", "-2"],
+        "--duration-s must be positive, got -2",
+    );
+    fails_with(
+        &["--bundle", missing, "--rate-hz", "-50"],
+        "--rate-hz must be a positive number of ticks per second, got -50",
+    );
+    fails_with(
+        &["--bundle", missing, "--stall-at", "-1"],
+        "--stall-at must be 0 or more seconds after the session opened, got -1",
+    );
+    fails_with(
+        &[
+            "--bundle",
+            missing,
+            "--stall-at",
+            "1",
+            "--stall-for",
+            "-0.5",
+        ],
+        "--stall-for must be a positive number of seconds, got -0.5",
+    );
+    // An unsigned value: clap's own error, naming the flag and the value.
+    fails_with(
+        &["--bundle", missing, "--delay-us", "-5"],
+        "'-5' for '--delay-us",
+    );
+}

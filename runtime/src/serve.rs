@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dreamer_bundle::Manifest;
-pub use dreamer_wire::report::ServeSummary;
+pub use dreamer_wire::report::{ServeEnd, ServeSummary};
 use dreamer_wire::{
     Action, FaultReport, FrameDecoder, HandshakeResult, Hello, HelloAck, Layout, MAX_ACTION,
     MAX_FRAME, MAX_TASK_NAME, Message, PROTOCOL_VERSION, encode_frame,
@@ -67,6 +67,12 @@ pub enum ServeError {
         path: PathBuf,
         #[source]
         source: serialport::Error,
+    },
+    #[error("serial port {}: the firmware hung up ({source})", path.display())]
+    HungUp {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("serial port {}: {source}", path.display())]
     Io {
@@ -127,9 +133,11 @@ struct Port {
 
 impl Port {
     fn io(&self, source: io::Error) -> ServeError {
-        ServeError::Io {
-            path: self.path.clone(),
-            source,
+        let path = self.path.clone();
+        if is_hang_up(&source) {
+            ServeError::HungUp { path, source }
+        } else {
+            ServeError::Io { path, source }
         }
     }
 
@@ -162,14 +170,110 @@ impl Port {
     }
 }
 
-/// Serves the firmware on `options.port` until `stop` is set; returns what happened.
+/// Serving failed; the summary of what happened up to then comes with the error, so that
+/// every way serving can end leaves a report ([`ServeSummary::end`] says which).
+#[derive(Debug)]
+pub struct ServeFailure {
+    pub error: ServeError,
+    pub summary: Box<ServeSummary>,
+}
+
+impl std::fmt::Display for ServeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for ServeFailure {
+    // The error's own cause: this wrapper adds a summary, no message of its own.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl ServeError {
+    /// How a session that failed with this error ended, for the summary.
+    pub fn end(&self) -> ServeEnd {
+        match self {
+            ServeError::HungUp { .. } => ServeEnd::HungUp,
+            ServeError::Refused { .. } => ServeEnd::Refused,
+            ServeError::HandshakeTimeout(_) => ServeEnd::HandshakeTimeout,
+            ServeError::Open { .. }
+            | ServeError::Io { .. }
+            | ServeError::Layout(_)
+            | ServeError::Camera(_) => ServeEnd::Error,
+        }
+    }
+}
+
+/// What the session measures, kept outside it so that the summary is complete whichever
+/// way the session ends.
+#[derive(Default)]
+struct Meters {
+    decoder: FrameDecoder,
+    inference: LatencyRecorder,
+    service: LatencyRecorder,
+    camera: Option<Camera>,
+}
+
+/// Serves the firmware on `options.port` until `stop` is set; returns what happened. On
+/// failure (hang-up, refused handshake, handshake timeout, I/O error) the summary up to the
+/// failure comes with the error.
 pub fn serve(
     agent: &mut Agent,
     options: &ServeOptions,
     stop: &AtomicBool,
-) -> Result<ServeSummary, ServeError> {
+) -> Result<ServeSummary, ServeFailure> {
+    let started = Instant::now();
+    let mut summary = ServeSummary {
+        task: agent.manifest().task.name.clone(),
+        port: options.port.clone(),
+        ..ServeSummary::default()
+    };
+    let mut meters = Meters::default();
+    let outcome = run_session(agent, options, stop, started, &mut summary, &mut meters);
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    summary.frame_errors = *meters.decoder.counters();
+    summary.inference = meters.inference.summary();
+    summary.service = meters.service.summary();
+    if let Some(camera) = &meters.camera {
+        summary.camera_frames = Some(camera.frames());
+        summary.camera_errors = Some(camera.errors());
+    }
+    match outcome {
+        Ok(()) => {
+            summary.end = ServeEnd::Stopped;
+            Ok(summary)
+        }
+        Err(error) => {
+            summary.end = error.end();
+            summary.error = Some(error.to_string());
+            Err(ServeFailure {
+                error,
+                summary: Box::new(summary),
+            })
+        }
+    }
+}
+
+/// Whether a port error means the other end went away (a pty whose master closed reads
+/// and writes EIO, and polls as hung up; a USB serial device that was unplugged likewise).
+fn is_hang_up(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe || e.raw_os_error() == Some(libc::EIO)
+}
+
+/// The session itself: everything it counts goes into `summary` and `meters` as it
+/// happens, so that an early return loses nothing.
+fn run_session(
+    agent: &mut Agent,
+    options: &ServeOptions,
+    stop: &AtomicBool,
+    started: Instant,
+    summary: &mut ServeSummary,
+    meters: &mut Meters,
+) -> Result<(), ServeError> {
     let manifest = agent.manifest().clone();
-    let mut camera = Camera::open_for(&manifest, options)?;
+    meters.camera = Camera::open_for(&manifest, options)?;
     let hello = hello_for(&manifest)?;
     let uses_state = manifest.observation.state.is_some();
     let path_text = options.port.to_string_lossy().into_owned();
@@ -185,15 +289,6 @@ pub fn serve(
         port,
     };
 
-    let started = Instant::now();
-    let mut summary = ServeSummary {
-        task: manifest.task.name.clone(),
-        port: options.port.clone(),
-        ..ServeSummary::default()
-    };
-    let mut decoder = FrameDecoder::new();
-    let mut inference = LatencyRecorder::default();
-    let mut service = LatencyRecorder::default();
     let mut buf = [0u8; 4096];
     let mut accepted = false;
     let mut last_hello: Option<Instant> = None;
@@ -241,7 +336,7 @@ pub fn serve(
             read_any = true;
             received_at = Some(Instant::now());
             for &byte in &buf[..n] {
-                let Some(Ok(frame)) = decoder.push(byte) else {
+                let Some(Ok(frame)) = meters.decoder.push(byte) else {
                     continue;
                 };
                 match frame.message {
@@ -252,17 +347,17 @@ pub fn serve(
                     Message::Observation(_) => summary.observations_before_session += 1,
                     Message::HelloAck(ack) => {
                         // A repeated acknowledgement (of a repeated hello) keeps the episode.
-                        if handle_ack(&ack, &hello, &mut accepted, &mut summary, started)? {
+                        if handle_ack(&ack, &hello, &mut accepted, summary, started)? {
                             agent.reset();
                         }
                     }
                     Message::Heartbeat(h) => {
                         summary.heartbeats += 1;
                         if summary.last_mode != Some(h.mode) {
-                            eprintln!(
+                            note(format_args!(
                                 "serve: firmware mode {:?} (tick {}, {} deadline misses, {} faults, {} frame errors)",
                                 h.mode, h.tick, h.deadline_misses, h.faults, h.frame_errors
-                            );
+                            ));
                         }
                         summary.last_mode = Some(h.mode);
                     }
@@ -277,7 +372,6 @@ pub fn serve(
                 break;
             }
         }
-        summary.frame_errors = *decoder.counters();
 
         if hung_up {
             drain_since.get_or_insert_with(Instant::now);
@@ -287,10 +381,10 @@ pub fn serve(
             summary.observations += batch_observations;
             summary.stale_observations += batch_observations;
             if hung_up || (!read_any && since.elapsed() >= options.drain_quiet) {
-                break;
+                return Ok(());
             }
             if since.elapsed() >= options.drain_quiet * 20 {
-                break;
+                return Ok(());
             }
             continue;
         }
@@ -301,13 +395,13 @@ pub fn serve(
         summary.stale_observations += batch_observations - 1;
         state.clear();
         state.extend_from_slice(&observation.values);
-        let pixels = camera.as_mut().map(|c| c.capture());
+        let pixels = meters.camera.as_mut().map(|c| c.capture());
         let step_started = Instant::now();
         let outcome = agent.step(&Observation {
             state: uses_state.then_some(&state[..]),
             pixels,
         });
-        inference.record(step_started.elapsed());
+        meters.inference.record(step_started.elapsed());
         if outcome.is_err() {
             summary.agent_faults += 1;
         }
@@ -326,22 +420,12 @@ pub fn serve(
         }
         summary.answered += 1;
         if let Some(at) = received_at {
-            service.record(at.elapsed());
+            meters.service.record(at.elapsed());
         }
         // Split steps: the next transition, while the firmware applies the action. A failure
         // here repeats in the next step, which counts it and sends the safe action.
         let _ = agent.prepare();
     }
-
-    summary.elapsed_s = started.elapsed().as_secs_f64();
-    summary.frame_errors = *decoder.counters();
-    summary.inference = inference.summary();
-    summary.service = service.summary();
-    if let Some(camera) = &camera {
-        summary.camera_frames = Some(camera.frames());
-        summary.camera_errors = Some(camera.errors());
-    }
-    Ok(summary)
 }
 
 /// Checks a handshake answer; returns whether it opened the session.
@@ -367,19 +451,25 @@ fn handle_ack(
     }
     *accepted = true;
     summary.session_opened_s = Some(started.elapsed().as_secs_f64());
-    eprintln!(
+    note(format_args!(
         "serve: session open with firmware task `{}` (protocol {})",
         ack.task, ack.protocol_version
-    );
+    ));
     Ok(true)
 }
 
 fn log_fault(f: &FaultReport) {
-    eprintln!(
+    note(format_args!(
         "serve: firmware fault {:?} {} at observation {} ({} missed in a row)",
         f.kind,
         if f.active { "raised" } else { "cleared" },
         f.seq,
         f.consecutive_misses
-    );
+    ));
+}
+
+/// A log line on stderr, best-effort: a closed or full stderr must not stop (or, as
+/// `eprintln!` would, panic) a session that is controlling a plant.
+fn note(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }

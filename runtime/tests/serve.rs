@@ -12,7 +12,9 @@ use std::time::Duration;
 use dreamer_export::{ExportOptions, export};
 #[cfg(feature = "sim")]
 use dreamer_runtime::serve::Camera;
-use dreamer_runtime::serve::{ServeError, ServeOptions, ServeSummary, serve};
+use dreamer_runtime::serve::{
+    ServeEnd, ServeError, ServeFailure, ServeOptions, ServeSummary, serve,
+};
 use dreamer_runtime::{Agent, AgentOptions};
 use dreamer_wire::HandshakeResult;
 use dreamer_wire::report::FirmwareSummary;
@@ -25,6 +27,26 @@ fn bundle(dir: &Path, spec: &Spec) -> PathBuf {
     let out = dir.join("bundle");
     export(&ckpt, &out, &ExportOptions::default()).unwrap();
     out
+}
+
+/// Held while a pty pair is made and while a child process is spawned: `TTYPort::pair`
+/// opens both ends without close-on-exec, and a child that inherited another test's pty
+/// master would keep that pty open (its hang-up would never come).
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A pty pair whose descriptors are not inherited by child processes.
+fn pty_pair() -> (TTYPort, TTYPort) {
+    use std::os::fd::AsRawFd;
+    let _spawning = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+    let (master, slave) = TTYPort::pair().unwrap();
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: fcntl on descriptors owned by the two ports.
+        assert_eq!(
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) },
+            0
+        );
+    }
+    (master, slave)
 }
 
 fn cartpole_state() -> Spec {
@@ -41,9 +63,9 @@ fn against_firmware(
     plant: &str,
     bundle: &Path,
     seconds: f64,
-) -> (Result<ServeSummary, ServeError>, FirmwareSummary) {
+) -> (Result<ServeSummary, ServeFailure>, FirmwareSummary) {
     let mut agent = Agent::load(bundle, AgentOptions::default()).unwrap();
-    let (master, slave) = TTYPort::pair().unwrap();
+    let (master, slave) = pty_pair();
     let port = PathBuf::from(slave.name().unwrap());
     // serve opens the slave itself, exclusively.
     drop(slave);
@@ -79,6 +101,10 @@ fn answers_every_observation_of_the_host_firmware() {
     let bundle = bundle(tmp.path(), &cartpole_state());
     let (outcome, firmware) = against_firmware("cartpole-swingup", &bundle, 2.0);
     let served = outcome.unwrap();
+    assert_eq!(
+        (served.end, served.error.as_deref()),
+        (ServeEnd::Stopped, None)
+    );
     assert!(served.session_opened_s.is_some());
     assert!(served.hello_sent >= 1);
     assert!(served.answered >= 30, "{served:?}");
@@ -110,7 +136,11 @@ fn a_refused_handshake_names_both_sides() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = bundle(tmp.path(), &cartpole_state());
     let (outcome, firmware) = against_firmware("pendulum", &bundle, 1.0);
-    let error = outcome.unwrap_err();
+    let ServeFailure { error, summary } = outcome.unwrap_err();
+    // The summary comes with the error and says how serving ended.
+    assert_eq!(summary.end, ServeEnd::Refused);
+    assert_eq!(summary.error.as_deref(), Some(error.to_string().as_str()));
+    assert!(summary.hello_sent >= 1 && summary.session_opened_s.is_none());
     assert!(
         matches!(
             error,
@@ -146,7 +176,9 @@ fn a_pixel_policy_needs_a_readable_camera_state() {
     let bundle = pixel_bundle(tmp.path());
     let mut agent = Agent::load(&bundle, AgentOptions::default()).unwrap();
     let stop = AtomicBool::new(true);
-    let error = serve(&mut agent, &ServeOptions::new("/dev/null".into()), &stop).unwrap_err();
+    let failure = serve(&mut agent, &ServeOptions::new("/dev/null".into()), &stop).unwrap_err();
+    assert_eq!(failure.summary.end, ServeEnd::Error);
+    let error = failure.error;
     assert!(error.to_string().contains("--camera-state"), "{error}");
     let missing = tmp.path().join("no-such.state");
     let error = Camera::open(&missing, "cartpole-swingup").err().unwrap();
@@ -165,7 +197,7 @@ fn without_the_simulation_a_pixel_policy_is_refused_naming_the_feature() {
     let stop = AtomicBool::new(true);
     let mut options = ServeOptions::new("/dev/null".into());
     options.camera_state = Some(tmp.path().join("plant.state"));
-    let error = serve(&mut agent, &options, &stop).unwrap_err();
+    let error = serve(&mut agent, &options, &stop).unwrap_err().error;
     assert!(
         matches!(error, ServeError::Camera(_)) && error.to_string().contains("`sim`"),
         "{error}"
@@ -190,6 +222,9 @@ fn the_summary_keeps_its_json_field_names() {
             "camera_errors",
             "camera_frames",
             "elapsed_s",
+            // Added later: how serving ended, and the error when it failed.
+            "end",
+            "error",
             "fault_reports",
             "frame_errors",
             "heartbeats",
@@ -234,4 +269,311 @@ fn the_summary_keeps_its_json_field_names() {
         serde_json::to_value(running).unwrap()["last_mode"],
         "Running"
     );
+}
+
+/// An old summary (written before `end` and `error` existed) still reads, as a stop.
+#[test]
+fn a_summary_without_an_end_reads_as_stopped() {
+    let mut json = serde_json::to_value(ServeSummary::default()).unwrap();
+    let object = json.as_object_mut().unwrap();
+    object.remove("end");
+    object.remove("error");
+    let summary: ServeSummary = serde_json::from_value(json).unwrap();
+    assert_eq!((summary.end, summary.error), (ServeEnd::Stopped, None));
+    let hung_up = ServeSummary {
+        end: ServeEnd::HungUp,
+        ..ServeSummary::default()
+    };
+    assert_eq!(serde_json::to_value(hung_up).unwrap()["end"], "hung_up");
+}
+
+/// The firmware goes away (its end of the pty closes) without a stop request: serve ends
+/// with the summary of everything up to then.
+#[test]
+fn a_hang_up_ends_serving_with_its_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle(tmp.path(), &cartpole_state());
+    let mut agent = Agent::load(&bundle, AgentOptions::default()).unwrap();
+    let (master, slave) = pty_pair();
+    let port = PathBuf::from(slave.name().unwrap());
+    drop(slave);
+    let firmware = std::thread::spawn(move || {
+        let options = SimOptions {
+            rate_hz: 50.0,
+            ..SimOptions::new("cartpole-swingup")
+        };
+        let mut robot = HostFirmware::new(options, PtySerial::new(master)).unwrap();
+        // Until the session has run a while (counted in applied actions, not time; the
+        // bound only keeps a broken serve from hanging the test).
+        for _ in 0..1200 {
+            if robot.firmware().stats().actions_applied >= 10 {
+                break;
+            }
+            robot.run(Some(Duration::from_millis(100)), &AtomicBool::new(false));
+        }
+        // Dropping the robot closes the pty master: the hang-up.
+        robot.finish()
+    });
+    let outcome = serve(
+        &mut agent,
+        &ServeOptions::new(port),
+        &AtomicBool::new(false),
+    );
+    let firmware = firmware.join().unwrap();
+    let ServeFailure { error, summary } = outcome.unwrap_err();
+    assert!(matches!(error, ServeError::HungUp { .. }), "{error}");
+    assert!(error.to_string().contains("hung up"), "{error}");
+    assert_eq!(summary.end, ServeEnd::HungUp);
+    assert_eq!(summary.error.as_deref(), Some(error.to_string().as_str()));
+    assert!(summary.session_opened_s.is_some(), "{summary:?}");
+    assert!(
+        summary.answered >= u64::from(firmware.firmware.actions_applied),
+        "{summary:?}"
+    );
+    assert_eq!(summary.inference.count, summary.answered);
+}
+
+/// `dreamer-rt serve` as a process: the summary file on every exit path, stdout full or
+/// closed without a panic.
+mod binary {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::sync::mpsc;
+
+    use dreamer_wire::report::read_report;
+
+    use super::*;
+
+    fn full_device() -> Stdio {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+            .into()
+    }
+
+    /// A pipe whose reading end is already closed (`dreamer-rt serve ... | true`).
+    fn closed_pipe() -> Stdio {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer.into()
+    }
+
+    struct Served {
+        child: Child,
+        /// stderr lines as they come.
+        lines: mpsc::Receiver<String>,
+        stderr: Vec<String>,
+    }
+
+    impl Served {
+        fn start(
+            bundle: &Path,
+            port: &Path,
+            summary: &Path,
+            extra: &[&str],
+            stdout: Stdio,
+        ) -> Self {
+            let spawning = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+            let mut child = Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
+                .arg("serve")
+                .arg(bundle)
+                .arg("--port")
+                .arg(port)
+                .arg("--summary")
+                .arg(summary)
+                .args(extra)
+                .env("RUST_BACKTRACE", "0")
+                .stdout(stdout)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(spawning);
+            let stderr = child.stderr.take().unwrap();
+            let (send, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = send.send(line);
+                }
+            });
+            Served {
+                child,
+                lines,
+                stderr: Vec::new(),
+            }
+        }
+
+        /// Waits for a stderr line containing `needle` (false: the process ended first).
+        fn wait_for(&mut self, needle: &str) -> bool {
+            while let Ok(line) = self.lines.recv() {
+                self.stderr.push(line);
+                if self.stderr.last().unwrap().contains(needle) {
+                    return true;
+                }
+            }
+            false
+        }
+
+        fn finish(mut self) -> (ExitStatus, String) {
+            let status = self.child.wait().unwrap();
+            self.stderr.extend(self.lines.iter());
+            (status, self.stderr.join("\n"))
+        }
+    }
+
+    /// A host firmware for `plant` on a new pty until `stop`; returns serve's end of it.
+    fn firmware(
+        plant: &'static str,
+        stop: Arc<AtomicBool>,
+    ) -> (PathBuf, std::thread::JoinHandle<()>) {
+        let (master, slave) = pty_pair();
+        let port = PathBuf::from(slave.name().unwrap());
+        drop(slave);
+        let thread = std::thread::spawn(move || {
+            let options = SimOptions {
+                rate_hz: 50.0,
+                ..SimOptions::new(plant)
+            };
+            let mut robot = HostFirmware::new(options, PtySerial::new(master)).unwrap();
+            robot.run(None, &stop);
+            // Dropped here: the pty master closes.
+        });
+        (port, thread)
+    }
+
+    fn summary_of(path: &Path, stderr: &str) -> ServeSummary {
+        read_report(path, "serve summary").unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"))
+    }
+
+    #[test]
+    fn a_refused_handshake_writes_the_summary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = bundle(tmp.path(), &cartpole_state());
+        for (name, stdout) in [("full", full_device()), ("closed", closed_pipe())] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (port, thread) = firmware("pendulum", stop.clone());
+            let summary_path = tmp.path().join(format!("refused-{name}.json"));
+            let served = Served::start(&bundle, &port, &summary_path, &[], stdout);
+            let (status, stderr) = served.finish();
+            stop.store(true, Ordering::Relaxed);
+            thread.join().unwrap();
+            assert!(!status.success(), "{name}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+            assert!(stderr.contains("refused the handshake"), "{name}: {stderr}");
+            let summary = summary_of(&summary_path, &stderr);
+            assert_eq!(summary.end, ServeEnd::Refused, "{name}");
+            assert!(
+                summary
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("pendulum")),
+                "{name}: {summary:?}"
+            );
+            assert_eq!(summary.task, "cartpole-swingup");
+        }
+    }
+
+    #[test]
+    fn a_hang_up_writes_the_summary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = bundle(tmp.path(), &cartpole_state());
+        for (name, stdout) in [("full", full_device()), ("closed", closed_pipe())] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (port, thread) = firmware("cartpole-swingup", stop.clone());
+            let summary_path = tmp.path().join(format!("hung-up-{name}.json"));
+            let mut served = Served::start(
+                &bundle,
+                &port,
+                &summary_path,
+                &["--handshake-timeout-s", "120"],
+                stdout,
+            );
+            let opened = served.wait_for("session open");
+            // The firmware goes away.
+            stop.store(true, Ordering::Relaxed);
+            thread.join().unwrap();
+            let (status, stderr) = served.finish();
+            assert!(opened, "{name}: {stderr}");
+            assert!(!status.success(), "{name}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+            assert!(stderr.contains("hung up"), "{name}: {stderr}");
+            let summary = summary_of(&summary_path, &stderr);
+            assert_eq!(summary.end, ServeEnd::HungUp, "{name}: {summary:?}");
+            assert!(summary.session_opened_s.is_some(), "{name}: {summary:?}");
+        }
+    }
+
+    #[test]
+    fn a_stop_request_writes_the_summary_whatever_happens_to_stdout() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = bundle(tmp.path(), &cartpole_state());
+        for (name, stdout) in [("full", full_device()), ("closed", closed_pipe())] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (port, thread) = firmware("cartpole-swingup", stop.clone());
+            let summary_path = tmp.path().join(format!("stopped-{name}.json"));
+            let mut served = Served::start(&bundle, &port, &summary_path, &[], stdout);
+            let opened = served.wait_for("session open");
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(served.child.id() as libc::pid_t, libc::SIGTERM) };
+            let (status, stderr) = served.finish();
+            stop.store(true, Ordering::Relaxed);
+            thread.join().unwrap();
+            assert!(opened, "{name}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+            let summary = summary_of(&summary_path, &stderr);
+            assert_eq!(
+                (summary.end, summary.error),
+                (ServeEnd::Stopped, None),
+                "{name}"
+            );
+            // A closed pipe is the reader's choice; a full device lost the output.
+            if name == "closed" {
+                assert!(status.success(), "{name}: {stderr}");
+            } else {
+                assert!(
+                    !status.success() && stderr.contains("stdout"),
+                    "{name}: {stderr}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_handshake_timeout_and_a_bad_bundle_write_the_summary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = bundle(tmp.path(), &cartpole_state());
+        // Nobody answers on this pty.
+        let (_master, slave) = pty_pair();
+        let port = PathBuf::from(slave.name().unwrap());
+        drop(slave);
+        let summary_path = tmp.path().join("timeout.json");
+        let served = Served::start(
+            &bundle,
+            &port,
+            &summary_path,
+            &["--handshake-timeout-s", "0.2"],
+            Stdio::null(),
+        );
+        let (status, stderr) = served.finish();
+        assert!(!status.success(), "{stderr}");
+        let summary = summary_of(&summary_path, &stderr);
+        assert_eq!(summary.end, ServeEnd::HandshakeTimeout, "{summary:?}");
+        assert!(summary.hello_sent >= 1, "{summary:?}");
+
+        let missing = tmp.path().join("no-such-bundle");
+        let summary_path = tmp.path().join("no-bundle.json");
+        let served = Served::start(&missing, &port, &summary_path, &[], Stdio::null());
+        let (status, stderr) = served.finish();
+        assert!(!status.success(), "{stderr}");
+        assert!(stderr.contains("no-such-bundle"), "{stderr}");
+        let summary = summary_of(&summary_path, &stderr);
+        assert_eq!(summary.end, ServeEnd::Error, "{summary:?}");
+        assert!(
+            summary
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("no-such-bundle")),
+            "{summary:?}"
+        );
+    }
 }

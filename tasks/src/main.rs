@@ -55,7 +55,47 @@ enum Command {
     },
 }
 
+/// A failed write to stdout, told apart from the command's own errors so that `main` can
+/// end quietly when the reader has gone (`dreamer-tasks list | head -1`).
+#[derive(Debug)]
+struct StdoutError(std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing to stdout: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// `println!` without its panic on a closed or full stdout: the error is returned instead.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut out = std::io::stdout().lock();
+        writeln!(out, $($arg)*)
+            .and_then(|_| out.flush())
+            .map_err(StdoutError)?
+    }};
+}
+
 fn main() -> Result<()> {
+    match run() {
+        Err(e)
+            if e.downcast_ref::<StdoutError>()
+                .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            // The reader stopped reading; what it did not read it did not want.
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn run() -> Result<()> {
     match Cli::parse().command {
         Command::List => list(),
         Command::Show {
@@ -84,24 +124,27 @@ fn list() -> Result<()> {
     for &name in TASK_NAMES {
         let env = make(name, EnvOptions::default())?;
         let spec = env.spec();
-        println!("{name}");
-        println!("  {}", task_description(name).unwrap_or(""));
-        println!(
+        say!("{name}");
+        say!("  {}", task_description(name).unwrap_or(""));
+        say!(
             "  state [{}]: {}",
             spec.state_size,
             spec.state_fields.join(", ")
         );
-        println!(
+        say!(
             "  action [{}]: normalised [-1, 1] -> physical [{:?}, {:?}]",
-            spec.action_size, spec.physical_action_low, spec.physical_action_high
+            spec.action_size,
+            spec.physical_action_low,
+            spec.physical_action_high
         );
-        println!(
+        say!(
             "  physical state: {}",
             spec.physical_state_fields.join(", ")
         );
-        println!(
+        say!(
             "  physics dt {} s, {} steps per episode",
-            spec.physics_dt, spec.max_env_steps
+            spec.physics_dt,
+            spec.max_env_steps
         );
     }
     Ok(())
@@ -151,17 +194,21 @@ fn show(
             break;
         }
     }
-    println!(
-        "task {task}, policy {policy:?}, seed {seed}: {taken} decisions ({} physics steps), return {episode_return:.3}",
-        taken * action_repeat.max(1),
-    );
+    // The file first, the lines after: a reader that stops early (`| head -1`) must not
+    // cost the frames.
     if let Some(path) = out {
         match path.extension().and_then(|e| e.to_str()) {
             Some("gif") => write_gif(path, &frames, spec.control_period_s, scale)?,
             Some("png") => write_png_strip(path, &frames, strip_frames.max(1), scale)?,
             _ => bail!("--out {}: use a .gif or .png file name", path.display()),
         }
-        println!("wrote {}", path.display());
+    }
+    say!(
+        "task {task}, policy {policy:?}, seed {seed}: {taken} decisions ({} physics steps), return {episode_return:.3}",
+        taken * action_repeat.max(1),
+    );
+    if let Some(path) = out {
+        say!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -64,6 +64,44 @@ pub enum CheckpointError {
     },
     #[error(transparent)]
     Config(#[from] dreamer_config::ConfigError),
+    /// `config.toml` describes another task (or observation mode) than the one the weights
+    /// were trained on; building the networks from it would fail deep inside libtorch.
+    #[error(transparent)]
+    TaskMismatch(Box<TaskMismatch>),
+    #[error("{path}: run.task: {source}")]
+    Task {
+        path: PathBuf,
+        #[source]
+        source: dreamer_tasks::TaskError,
+    },
+    #[error(
+        "{path}: tensor `{name}` holds {value} at flat index {index}: the weights are not finite"
+    )]
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        index: usize,
+        value: f64,
+    },
+}
+
+/// What [`CheckpointError::TaskMismatch`] reports: the task and sizes `config.toml` gives
+/// against those `state.json` records (which the weights' shapes are checked against).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{config}: run.task = \"{config_task}\", run.obs_mode = \"{obs_mode}\" gives {config_dims}, \
+     but the weights were trained on \"{state_task}\" with {state_dims} (recorded in {state}, \
+     model.safetensors has those shapes): set run.task and run.obs_mode in {config} back to \
+     what state.json records"
+)]
+pub struct TaskMismatch {
+    pub config: PathBuf,
+    pub config_task: String,
+    pub obs_mode: String,
+    pub config_dims: String,
+    pub state: PathBuf,
+    pub state_task: String,
+    pub state_dims: String,
 }
 
 /// Counters and what the networks were built for; `state.json`.
@@ -280,9 +318,73 @@ pub fn load_into(dir: &Path, agent: &mut Agent) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// Sizes written out for a message: "action size 1, state size 3, no pixels".
+fn describe(dims: Dims) -> String {
+    format!(
+        "action size {}, state size {}, {}",
+        dims.action,
+        dims.state.unwrap_or(0),
+        if dims.pixels { "pixels" } else { "no pixels" }
+    )
+}
+
+/// Check that `config` (read from `<dir>/config.toml`) names the task and observation mode
+/// that `state` (`<dir>/state.json`, whose sizes the weights are checked against) was
+/// trained on. An edited or copied `config.toml` otherwise builds environments whose
+/// observations do not fit the networks, and libtorch panics on the first forward pass.
+pub fn check_task(dir: &Path, config: &Config, state: &RunState) -> Result<(), CheckpointError> {
+    let config_path = dir.join(CONFIG_FILE);
+    let options = dreamer_tasks::EnvOptions {
+        obs_mode: config.run.obs_mode,
+        action_repeat: config.run.action_repeat,
+    };
+    let env =
+        dreamer_tasks::make(&config.run.task, options).map_err(|source| CheckpointError::Task {
+            path: config_path.clone(),
+            source,
+        })?;
+    let dims = crate::env_loop::dims_of(config, env.spec());
+    if config.run.task != state.task || dims != state.dims() {
+        return Err(CheckpointError::TaskMismatch(Box::new(TaskMismatch {
+            config: config_path,
+            config_task: config.run.task.clone(),
+            obs_mode: config.run.obs_mode.to_string(),
+            config_dims: describe(dims),
+            state: dir.join(STATE_FILE),
+            state_task: state.task.clone(),
+            state_dims: describe(state.dims()),
+        })));
+    }
+    Ok(())
+}
+
+/// The first non-finite value among the network weights of `agent`, named as in
+/// `<dir>/model.safetensors`: a diverged run's NaN otherwise surfaces only as a NaN action
+/// far downstream, with nothing saying which tensor holds it.
+pub fn check_finite(dir: &Path, agent: &Agent) -> Result<(), CheckpointError> {
+    for (name, tensor) in agent.named_weights() {
+        let flat = tensor
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Double)
+            .flatten(0, -1);
+        let values = Vec::<f64>::try_from(&flat).map_err(torch(&dir.join(MODEL_FILE)))?;
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(CheckpointError::NonFinite {
+                path: dir.join(MODEL_FILE),
+                name,
+                index,
+                value: values[index],
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Build the agent a checkpoint describes on `device` and load it.
 pub fn load(dir: &Path, device: Device) -> Result<(Agent, RunState), CheckpointError> {
     let (config, state) = read_meta(dir)?;
+    check_task(dir, &config, &state)?;
     let mut agent = Agent::new(&config, state.dims(), device);
     load_into(dir, &mut agent)?;
     Ok((agent, state))

@@ -17,5 +17,6 @@ pub mod replay;
 pub mod rssm;
 pub mod run;
 pub mod seeds;
+pub mod stdout;
 pub mod tensorboard;
 pub mod video;

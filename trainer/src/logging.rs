@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::{Map, Value};
 
 use crate::tensorboard::{EventWriter, event_file_in};
@@ -71,11 +71,24 @@ impl Logger {
                 ProgressDrawTarget::hidden()
             },
         );
+        // indicatif's own {eta} extrapolates a smoothed recent rate: "0s" before the first
+        // step and minutes off when the rate changes (fast random prefill, then slow
+        // updates). The ETA here is the session's measured env-step rate, "…" until there
+        // is one.
+        let remaining = move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let total = state.len().unwrap_or(total);
+            let _ = w.write_str(&eta_text(
+                state.pos().saturating_sub(start),
+                total.saturating_sub(state.pos()),
+                state.elapsed(),
+            ));
+        };
         bar.set_style(
             ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} env steps, ETA {eta} {msg}",
+                "{elapsed_precise} [{bar:30}] {pos}/{len} env steps, ETA {remaining} {msg}",
             )
             .expect("valid template")
+            .with_key("remaining", remaining)
             .progress_chars("=> "),
         );
         bar.set_position(start);
@@ -106,7 +119,8 @@ impl Logger {
     /// Print a line above the progress bar.
     pub fn println(&self, line: String) {
         if self.bar.is_hidden() {
-            println!("{line}");
+            // A closed stdout (`dreamer train | head`) must not end the run.
+            crate::stdout::print_or_drop(format_args!("{line}"));
         } else {
             self.bar.println(line);
         }
@@ -160,5 +174,74 @@ impl Logger {
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// The time left at the rate measured so far: `done` env steps in `elapsed` (this session),
+/// `remaining` still to go. "…" until a step has been measured.
+pub fn eta_text(done: u64, remaining: u64, elapsed: std::time::Duration) -> String {
+    let elapsed = elapsed.as_secs_f64();
+    if done == 0 || elapsed <= 0.0 {
+        return "…".to_string();
+    }
+    let seconds = (remaining as f64 * elapsed / done as f64).round() as u64;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m {:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// The progress bar's message: the last episode return, the last evaluation return and
+/// the last update's losses, "-" for what has not happened yet (no update before the
+/// prefill ends) rather than a NaN.
+pub fn progress_message(
+    episode_return: Option<f64>,
+    eval_return: Option<f64>,
+    model_loss: Option<f64>,
+    value_loss: Option<f64>,
+) -> String {
+    let show = |value: Option<f64>, decimals: usize| {
+        value.map_or("-".to_string(), |v| format!("{v:.decimals$}"))
+    };
+    format!(
+        "ep {} eval {} model {} value {}",
+        show(episode_return, 1),
+        show(eval_return, 1),
+        show(model_loss, 2),
+        show(value_loss, 2)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn eta_is_unknown_before_the_first_step() {
+        assert_eq!(eta_text(0, 20_000, Duration::from_secs(0)), "…");
+        assert_eq!(eta_text(0, 20_000, Duration::from_secs(5)), "…");
+    }
+
+    #[test]
+    fn eta_comes_from_the_measured_rate() {
+        // 1000 steps in 10 s: 100 steps/s, 3600 steps left.
+        assert_eq!(eta_text(1000, 3600, Duration::from_secs(10)), "36s");
+        assert_eq!(eta_text(1000, 6500, Duration::from_secs(10)), "1m 05s");
+        assert_eq!(eta_text(100, 37_300, Duration::from_secs(1)), "6m 13s");
+        assert_eq!(eta_text(10, 3_720, Duration::from_secs(100)), "10h 20m");
+        assert_eq!(eta_text(500, 0, Duration::from_secs(3)), "0s");
+    }
+
+    #[test]
+    fn progress_message_shows_no_nan_before_the_first_update() {
+        let before = progress_message(Some(-1234.56), None, None, None);
+        assert_eq!(before, "ep -1234.6 eval - model - value -");
+        assert!(!before.contains("NaN"));
+        assert_eq!(
+            progress_message(Some(-150.0), Some(-170.25), Some(1.234), Some(0.5)),
+            "ep -150.0 eval -170.2 model 1.23 value 0.50"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! `dreamer`: train, evaluate and benchmark Dreamer agents.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -7,8 +8,17 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dreamer_config::{Config, DEFAULT_PRESET};
 use dreamer_trainer::run::{CHECKPOINT_DIR, RunOptions};
+use dreamer_trainer::stdout::{StdoutError, print_line, print_or_drop};
 use dreamer_trainer::{checkpoint, device, env_loop, reference, run, video};
 use tch::Device;
+
+/// `println!` that returns a [`StdoutError`] from the enclosing function instead of
+/// panicking when stdout is closed or full (`main` then ends quietly or reports it).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        print_line(format_args!($($arg)*))?
+    };
+}
 
 /// Random single-step cases in a reference file.
 const REFERENCE_CASES: i64 = 16;
@@ -149,6 +159,13 @@ fn main() -> std::process::ExitCode {
     match run_cli(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(stdout) = e.downcast_ref::<StdoutError>()
+                && stdout.is_closed_pipe()
+            {
+                // The reader has gone (`| head`): the command's work is done or pointless,
+                // and there is nothing to report.
+                return std::process::ExitCode::SUCCESS;
+            }
             // Library errors already include their cause's text; print each cause once.
             let mut message = String::new();
             for cause in e.chain() {
@@ -160,7 +177,8 @@ fn main() -> std::process::ExitCode {
                     message.push_str(&text);
                 }
             }
-            eprintln!("error: {message}");
+            // Not eprintln!: it panics when stderr is closed too.
+            let _ = writeln!(std::io::stderr(), "error: {message}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -199,7 +217,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                 max_updates: None,
             };
             let summary = run::train(&resolved, &options)?;
-            println!(
+            print_or_drop(format_args!(
                 "done: {} env steps, {} updates, eval return {}, wall {:.1} s",
                 summary.env_steps,
                 summary.updates,
@@ -207,20 +225,20 @@ fn run_cli(cli: Cli) -> Result<()> {
                     .eval_return
                     .map_or("n/a".to_string(), |r| format!("{r:.2}")),
                 summary.wall_s
-            );
+            ));
             if let (Some(first), Some(last)) = (summary.curve.first(), summary.curve.last())
                 && first.0 < last.0
             {
-                println!(
+                print_or_drop(format_args!(
                     "eval return {:.2} at {} env steps -> {:.2} at {} env steps",
                     first.1, first.0, last.1, last.0
-                );
+                ));
             }
             if let Some((at, best)) = summary.best_eval {
-                println!(
+                print_or_drop(format_args!(
                     "best eval return {best:.2} at {at} env steps, agent in {}",
                     options.logdir.join(run::BEST_CHECKPOINT_DIR).display()
-                );
+                ));
             }
         }
         Command::Eval {
@@ -237,7 +255,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             let dir = checkpoint_folder(dir);
             let (agent, _) = checkpoint::load(&dir, device)?;
             let evaluation = env_loop::evaluate(&agent, episodes, draw, video_path.is_some())?;
-            println!(
+            say!(
                 "{} episodes of {}: mean return {:.2}, std {:.2}",
                 episodes,
                 agent.config.run.task,
@@ -247,7 +265,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             if let Some(path) = video_path {
                 video::write_gif(&path, &evaluation.frames, 64, 64)
                     .with_context(|| format!("writing {}", path.display()))?;
-                println!("video: {}", path.display());
+                say!("video: {}", path.display());
             }
         }
         Command::Export {
@@ -260,7 +278,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             reference::write_reference(&dir, reference_steps, REFERENCE_CASES)?;
             let report = dreamer_export::export(&dir, &bundle.out, &bundle.options())
                 .with_context(|| format!("exporting {}", dir.display()))?;
-            println!("{}", report.summary());
+            say!("{}", report.summary());
         }
         Command::Reference {
             checkpoint: dir,
@@ -270,7 +288,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             device::select("cpu", None)?;
             let dir = checkpoint_folder(dir);
             let path = reference::write_reference(&dir, steps, cases)?;
-            println!("wrote {}", path.display());
+            say!("wrote {}", path.display());
         }
         Command::Bench {
             config,
@@ -292,21 +310,21 @@ fn doctor(device_args: &DeviceArgs) -> Result<()> {
     let mut failures = 0;
     let libtorch = device::libtorch_dir();
     match device::libtorch_version() {
-        Some(v) => println!("ok    libtorch {v} at {}", libtorch.display()),
-        None => println!(
+        Some(v) => say!("ok    libtorch {v} at {}", libtorch.display()),
+        None => say!(
             "ok    libtorch at {} (no build-version file; tch 0.24 expects 2.11.0)",
             libtorch.display()
         ),
     }
     match device::load_cuda_library() {
-        device::CudaLibrary::Absent => println!(
+        device::CudaLibrary::Absent => say!(
             "      CPU-only libtorch (no lib/libtorch_cuda.so). For a GPU: scripts/fetch-deps --cuda \
              (or --libtorch DIR of a PyTorch 2.11 install), then rebuild"
         ),
-        device::CudaLibrary::Loaded(path) => println!("ok    loaded {}", path.display()),
+        device::CudaLibrary::Loaded(path) => say!("ok    loaded {}", path.display()),
         device::CudaLibrary::Failed(path, why) => {
             failures += 1;
-            println!(
+            say!(
                 "FAIL  {} is present but does not load: {why}\n      fix: the CUDA libraries it \
                  needs must be beside it (a full `pip install torch==2.11.0`), or use a CPU libtorch",
                 path.display()
@@ -318,20 +336,18 @@ fn doctor(device_args: &DeviceArgs) -> Result<()> {
     } else {
         0
     };
-    println!(
+    say!(
         "      CUDA devices seen by libtorch: {cuda_devices}, cuDNN: {}",
         tch::Cuda::cudnn_is_available()
     );
     match device::select(&device_args.device, device_args.threads) {
-        Ok(d) => println!("ok    device {d:?}"),
+        Ok(d) => say!("ok    device {d:?}"),
         Err(e) => {
             failures += 1;
-            println!(
-                "FAIL  device: {e}\n      fix: --device cpu, or a CUDA libtorch on a GPU machine"
-            );
+            say!("FAIL  device: {e}\n      fix: --device cpu, or a CUDA libtorch on a GPU machine");
         }
     }
-    println!(
+    say!(
         "      CPU threads: libtorch uses {} (--threads), the machine has {}",
         tch::get_num_threads(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -339,31 +355,31 @@ fn doctor(device_args: &DeviceArgs) -> Result<()> {
     // ONNX Runtime is what `dreamer export` verifies bundles with.
     match dreamer_ort::load(None) {
         Ok(ort) => {
-            println!(
+            say!(
                 "ok    ONNX Runtime {} at {}",
                 ort.version,
                 ort.path.display()
             );
             match dreamer_ort::available_providers() {
-                Ok(p) => println!("      execution providers: {}", p.join(", ")),
-                Err(e) => println!("      execution providers: unknown ({e})"),
+                Ok(p) => say!("      execution providers: {}", p.join(", ")),
+                Err(e) => say!("      execution providers: unknown ({e})"),
             }
         }
         Err(e) => {
             failures += 1;
             // The error already says where it looked and how to fix it.
-            println!("FAIL  ONNX Runtime: {e}");
+            say!("FAIL  ONNX Runtime: {e}");
         }
     }
-    println!("      tasks: {}", dreamer_tasks::TASK_NAMES.join(", "));
-    println!(
+    say!("      tasks: {}", dreamer_tasks::TASK_NAMES.join(", "));
+    say!(
         "      presets: {}",
         dreamer_config::PRESETS.map(|p| p.0).join(", ")
     );
     if failures > 0 {
         bail!("{failures} check(s) failed");
     }
-    println!("all checks passed");
+    say!("all checks passed");
     Ok(())
 }
 
@@ -411,7 +427,7 @@ fn bench(config: &Config, device: Device, updates: u64, decisions: u64) -> Resul
     // Wall time per env step of a run: acting, plus train_steps updates every train_every steps.
     let per_step = 1.0 / act_rate
         + update_s * config.collect.train_steps as f64 / config.collect.train_every as f64;
-    println!(
+    say!(
         "{} from {} (action repeat {}, batch {}x{}, horizon {}) on {:?}, {} threads",
         config.run.task,
         config.run.obs_mode,
@@ -422,14 +438,14 @@ fn bench(config: &Config, device: Device, updates: u64, decisions: u64) -> Resul
         device,
         tch::get_num_threads()
     );
-    println!(
+    say!(
         "updates/s:                       {:.2} ({:.1} ms/update)",
         1.0 / update_s,
         update_s * 1e3
     );
-    println!("env steps/s, random actions:     {random_rate:.0}");
-    println!("env steps/s, agent acting:       {act_rate:.0}");
-    println!(
+    say!("env steps/s, random actions:     {random_rate:.0}");
+    say!("env steps/s, agent acting:       {act_rate:.0}");
+    say!(
         "env steps/s with the training schedule ({} updates / {} steps): {:.1}",
         config.collect.train_steps,
         config.collect.train_every,

@@ -49,6 +49,9 @@ pub fn write_reference(
         return Err(ReferenceError::Empty);
     }
     let (mut agent, _) = checkpoint::load(checkpoint_dir, Device::Cpu)?;
+    // A NaN weight would only show up as a NaN action of the recorded trajectory (or of the
+    // exporter's verification), without the tensor that holds it.
+    checkpoint::check_finite(checkpoint_dir, &agent)?;
     agent.vs.double();
     let dims = agent.dims;
     let mut named: Vec<(String, Tensor)> = Vec::new();

@@ -105,15 +105,29 @@ pub struct Replay {
     dir: PathBuf,
     layout: Layout,
     episodes: Vec<Episode>,
+    /// Index of the next episode file written.
+    next_index: usize,
+    /// Episodes below the `limit` given to [`Replay::open`] whose files were not found.
+    missing: usize,
 }
 
 fn episode_path(dir: &Path, index: usize, len: usize) -> PathBuf {
     dir.join(format!("ep{index:06}-{len}.npz"))
 }
 
+/// The index in an episode file name `ep<index>-<len>.npz`.
+fn episode_index(path: &Path) -> Option<usize> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix("ep")?.split('-').next()?.parse().ok()
+}
+
 impl Replay {
-    /// Open (creating) `dir` and load its first `limit` episodes (all when None), in the
-    /// order they were written. Files that do not match `layout` are an error.
+    /// Open (creating) `dir` and load its episodes in the order they were written: all of
+    /// them when `limit` is None, else those numbered below `limit` (the episodes a
+    /// checkpoint counts; later ones were written after it). Episodes below `limit` whose
+    /// files are gone are counted in [`Replay::missing`], and new episodes are numbered from
+    /// `limit` on, so that they never take the name of a file already there. Files that do
+    /// not match `layout` are an error.
     pub fn open(dir: &Path, layout: Layout, limit: Option<usize>) -> Result<Replay, ReplayError> {
         let io = |source| ReplayError::Io {
             path: dir.to_path_buf(),
@@ -130,8 +144,19 @@ impl Replay {
             })
             .collect();
         files.sort();
+        let mut missing = 0;
         if let Some(limit) = limit {
-            files.truncate(limit);
+            // One file per index (the first in name order), the indices below `limit` only:
+            // without gaps these are exactly the first `limit` files.
+            let mut seen = vec![false; limit];
+            files.retain(|p| match episode_index(p) {
+                Some(i) if i < limit && !seen[i] => {
+                    seen[i] = true;
+                    true
+                }
+                _ => false,
+            });
+            missing = limit - files.len();
         }
         let episodes = files
             .iter()
@@ -140,8 +165,20 @@ impl Replay {
         Ok(Replay {
             dir: dir.to_path_buf(),
             layout,
+            next_index: limit.unwrap_or(episodes.len()),
             episodes,
+            missing,
         })
+    }
+
+    /// The folder the episode files are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Episodes below the `limit` of [`Replay::open`] whose files were not found.
+    pub fn missing(&self) -> usize {
+        self.missing
     }
 
     pub fn layout(&self) -> Layout {
@@ -159,9 +196,10 @@ impl Replay {
 
     /// Store an episode in memory and on disk (written to a temporary file, then renamed).
     pub fn add(&mut self, episode: Episode) -> Result<(), ReplayError> {
-        let path = episode_path(&self.dir, self.episodes.len(), episode.len());
+        let path = episode_path(&self.dir, self.next_index, episode.len());
         save_episode(&path, &episode, self.layout)?;
         self.episodes.push(episode);
+        self.next_index += 1;
         Ok(())
     }
 

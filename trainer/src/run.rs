@@ -2,6 +2,7 @@
 //! updates every `train_every` environment steps, noise-free evaluation every `eval.every`
 //! steps, checkpoints, logs, and resumption from the last checkpoint.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dreamer_config::Config;
@@ -75,9 +76,40 @@ fn crossed(before: u64, after: u64, every: u64) -> bool {
 /// Train from `config` (or continue the run in `options.logdir` with `--resume`, in which
 /// case `config` is the checkpoint's configuration with the user's overrides).
 pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError> {
+    // The task is checked before anything is created on disk.
+    let collector = Collector::new(config)?;
+    let created = missing_folders(&options.logdir);
+    let result = train_in(config, options, collector);
+    if result.is_err() {
+        // A run that fails before it writes anything (a bad --resume, a task that does not
+        // match the checkpoint) leaves no empty folders behind. `remove_dir` removes empty
+        // folders only, so whatever a run did write stays.
+        let _ = std::fs::remove_dir(options.logdir.join(REPLAY_DIR));
+        for dir in &created {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
+    result
+}
+
+/// `dir` and those of its ancestors that do not exist yet, deepest first.
+fn missing_folders(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .filter(|d| !d.as_os_str().is_empty())
+        .take_while(|d| !d.exists())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+fn train_in(
+    config: &Config,
+    options: &RunOptions,
+    mut collector: Collector,
+) -> Result<Summary, RunError> {
     logging::check_writable(&options.logdir)?;
     let checkpoint_dir = options.logdir.join(CHECKPOINT_DIR);
-    let mut collector = Collector::new(config)?;
     let dims = collector.dims();
     let (mut agent, mut state) = if options.resume {
         if !checkpoint_dir.exists() {
@@ -108,6 +140,19 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
         layout_of(dims),
         replay_limit,
     )?;
+    if replay.missing() > 0 {
+        // Training goes on with the episodes that are left, but not silently: the run no
+        // longer replays what an uninterrupted one would.
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {} of the {} replay episodes the checkpoint counts are missing from {}; \
+             resuming with the {} found",
+            replay.missing(),
+            state.episodes,
+            replay.dir().display(),
+            replay.episodes()
+        );
+    }
     let wall_offset = options
         .resume
         .then(|| wall_of_last_record(&options.logdir))
@@ -189,12 +234,11 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
             save_if_best(&agent, &mut state, &options.logdir)?;
         }
         let metric = |name: &str| last_train.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-        logger.set_message(format!(
-            "ep {:.1} eval {:.1} model {:.2} value {:.2}",
-            last_episode_return.unwrap_or(f64::NAN),
-            state.eval_return.unwrap_or(f64::NAN),
-            metric("model_loss").unwrap_or(f64::NAN),
-            metric("value_loss").unwrap_or(f64::NAN),
+        logger.set_message(logging::progress_message(
+            last_episode_return,
+            state.eval_return,
+            metric("model_loss"),
+            metric("value_loss"),
         ));
         if crossed(before, after, config.log.checkpoint_every) || at_end {
             // Episodes still in progress are not in replay; resuming starts new episodes.

@@ -211,6 +211,35 @@ fn replay_round_trips_episodes_through_npz() {
     assert!(err.to_string().contains("ep000000"), "{err}");
 }
 
+#[test]
+fn replay_counts_missing_episodes_and_never_reuses_a_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let dims = dims(false);
+    let replay = synthetic_replay(dir.path(), dims, 4, 6);
+    let layout = replay.layout();
+    // A checkpoint counting 3 episodes, the second one deleted, a 4th written after it.
+    std::fs::remove_file(dir.path().join("ep000001-6.npz")).unwrap();
+    let mut reopened = dreamer_trainer::replay::Replay::open(dir.path(), layout, Some(3)).unwrap();
+    assert_eq!(
+        reopened.episodes(),
+        2,
+        "ep0 and ep2, not ep3 after the checkpoint"
+    );
+    assert_eq!(reopened.missing(), 1);
+    let complete = dreamer_trainer::replay::Replay::open(dir.path(), layout, Some(2)).unwrap();
+    assert_eq!((complete.episodes(), complete.missing()), (1, 1));
+    let mut episode = dreamer_trainer::replay::Episode::default();
+    for _ in 0..5 {
+        episode.push(&[0.0; 3], &[], &[0.5], 1.0, 1.0);
+    }
+    reopened.add(episode).unwrap();
+    // Numbered after the checkpoint's episodes: ep000002-6 is still there, untouched.
+    assert!(dir.path().join("ep000003-5.npz").is_file());
+    assert!(dir.path().join("ep000002-6.npz").is_file());
+    let none_missing = dreamer_trainer::replay::Replay::open(dir.path(), layout, None).unwrap();
+    assert_eq!(none_missing.missing(), 0);
+}
+
 fn options(logdir: &std::path::Path, resume: bool) -> RunOptions {
     RunOptions {
         logdir: logdir.to_path_buf(),
@@ -295,6 +324,10 @@ fn bad_run_folders_are_refused_before_work_starts() {
     let config = tiny_config(false);
     let err = run::train(&config, &options(&dir.path().join("none"), true)).unwrap_err();
     assert!(matches!(err, RunError::NothingToResume(_)), "{err}");
+    assert!(
+        !dir.path().join("none").exists(),
+        "a refused run left its folder"
+    );
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let err = run::train(&config, &options(&file.join("logs"), false)).unwrap_err();

@@ -31,7 +31,8 @@ pub struct RunEpisode {
     pub faults: u64,
 }
 
-/// `dreamer-rt serve`: what serving the firmware did, from start to the stop request.
+/// `dreamer-rt serve`: what serving the firmware did, from start to the end of the session,
+/// however it ended ([`ServeSummary::end`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServeSummary {
     pub task: String,
@@ -67,6 +68,32 @@ pub struct ServeSummary {
     pub camera_frames: Option<u64>,
     /// Camera reads that found no valid plant state (the previous frame was used again).
     pub camera_errors: Option<u64>,
+    /// How serving ended. Absent from summaries written before it existed, which were only
+    /// written after a stop request.
+    #[serde(default)]
+    pub end: ServeEnd,
+    /// What went wrong, for every end but [`ServeEnd::Stopped`].
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// How a `dreamer-rt serve` session ended (`snake_case` in JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServeEnd {
+    /// A stop request (SIGINT, SIGTERM), after the port was drained: the normal end.
+    #[default]
+    Stopped,
+    /// The firmware closed the link (the pty's other end closed, the USB device went away)
+    /// before a stop request.
+    HungUp,
+    /// The firmware refused the handshake (protocol, task or layout mismatch).
+    Refused,
+    /// No handshake answer within the configured time.
+    HandshakeTimeout,
+    /// Anything else: the port could not be opened or failed, the bundle could not be
+    /// loaded, the camera could not be set up.
+    Error,
 }
 
 /// Percentiles of the runtime's latency histograms, in microseconds (all 0 when nothing was

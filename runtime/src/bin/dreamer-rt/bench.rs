@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use crate::agent_args::{AgentArgs, load_agent};
-use crate::output::{print_latency, print_placements};
+use crate::output::{outln, print_latency, print_placements};
 use crate::realtime_args::RealtimeArgs;
 
 /// Rounds the step comparison is interleaved in.
@@ -43,7 +43,7 @@ pub fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
     let realtime = args.realtime.apply();
     let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
-    println!(
+    outln!(
         "bench {}: ONNX Runtime {} ({}), provider {}, {} intra-op thread(s), spinning {}, {} steps",
         args.bundle.display(),
         runtime.version,
@@ -54,13 +54,13 @@ pub fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         args.steps
     );
     if let Some(cpu) = realtime.pinned_cpu {
-        println!("  pinned to CPU {cpu}");
+        outln!("  pinned to CPU {cpu}");
     }
     if let Some(priority) = realtime.fifo_priority {
-        println!("  SCHED_FIFO priority {priority}");
+        outln!("  SCHED_FIFO priority {priority}");
     }
     for note in &realtime.notes {
-        println!("  note: {note}");
+        outln!("  note: {note}");
     }
     time_graphs(&args, &manifest, &options)?;
     compare_steps(&args, &manifest, &options)
@@ -68,7 +68,7 @@ pub fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
 
 /// Every graph of the bundle on its own, bound tensors, random inputs.
 fn time_graphs(args: &BenchArgs, manifest: &Manifest, options: &AgentOptions) -> Result<()> {
-    println!("graphs (bound tensors, random inputs):");
+    outln!("graphs (bound tensors, random inputs):");
     for role in bundle::GRAPH_ROLES {
         if !manifest.graphs.contains_key(role) {
             continue;
@@ -82,7 +82,7 @@ fn time_graphs(args: &BenchArgs, manifest: &Manifest, options: &AgentOptions) ->
             graph.run_bound().map_err(anyhow::Error::msg)
         })?;
         print_latency(role, &rec.summary());
-        println!("  {:<28} on {}", "", graph.placement().primary());
+        outln!("  {:<28} on {}", "", graph.placement().primary());
     }
     Ok(())
 }
@@ -190,15 +190,15 @@ fn compare_steps(args: &BenchArgs, manifest: &Manifest, options: &AgentOptions) 
             100.0 * (agent_summary.mean_us / base.mean_us - 1.0)
         )
     };
-    println!("policy step (interleaved in {ROUNDS} rounds):");
+    outln!("policy step (interleaved in {ROUNDS} rounds):");
     print_latency("agent step (fused)", &agent_summary);
     print_latency("bare session.run (fused)", &bare_summary);
     print_latency("bound run (fused)", &bound_summary);
-    println!(
+    outln!(
         "  agent overhead vs bare session.run: {}",
         overhead(&bare_summary)
     );
-    println!(
+    outln!(
         "  agent overhead vs bound run:        {}",
         overhead(&bound_summary)
     );

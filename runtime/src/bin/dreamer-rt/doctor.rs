@@ -9,6 +9,8 @@ use clap::Args;
 use dreamer_bundle as bundle;
 use dreamer_runtime::{Agent, AgentOptions, Provider, control};
 
+use crate::output::outln;
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Bundle folder to load and step once.
@@ -17,10 +19,10 @@ pub struct DoctorArgs {
 
 pub fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()> {
     let mut failures = 0;
-    println!("dreamer-rt {}", env!("CARGO_PKG_VERSION"));
-    println!("ONNX Runtime library search:");
+    outln!("dreamer-rt {}", env!("CARGO_PKG_VERSION"));
+    outln!("ONNX Runtime library search:");
     for candidate in dreamer_ort::candidates(ort_lib.as_deref()) {
-        println!(
+        outln!(
             "  {} ({}): {}",
             candidate.path.display(),
             candidate.source,
@@ -33,24 +35,24 @@ pub fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()>
     }
     let runtime = match dreamer_ort::load(ort_lib.as_deref()) {
         Ok(runtime) => {
-            println!(
+            outln!(
                 "ok    ONNX Runtime {} loaded from {}",
                 runtime.version,
                 runtime.path.display()
             );
-            println!("      {}", runtime.build_info);
+            outln!("      {}", runtime.build_info);
             Some(runtime)
         }
         Err(e) => {
             failures += 1;
-            println!("FAIL  {e}");
+            outln!("FAIL  {e}");
             None
         }
     };
     if runtime.is_some() {
         match dreamer_ort::available_providers() {
             Ok(list) => {
-                println!(
+                outln!(
                     "ok    execution providers in the library: {}",
                     list.join(", ")
                 );
@@ -63,7 +65,7 @@ pub fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()>
                         (false, true) => "compiled in, but the library lacks it: load a GPU build of ONNX Runtime (docs/jetson.md)".to_string(),
                         (false, false) => "not available (CPU build)".to_string(),
                     };
-                    println!(
+                    outln!(
                         "      {provider}: {}",
                         state.replace("{p}", &provider.to_string())
                     );
@@ -71,18 +73,18 @@ pub fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()>
             }
             Err(e) => {
                 failures += 1;
-                println!("FAIL  cannot list execution providers: {e}");
+                outln!("FAIL  cannot list execution providers: {e}");
             }
         }
     }
-    println!(
+    outln!(
         "ok    CPUs: {} online, {} usable by this process",
         control::online_cpus(),
         control::allowed_cpus()
     );
     match realtime_permitted() {
-        Ok(()) => println!("ok    SCHED_FIFO real-time priority is permitted"),
-        Err(e) => println!(
+        Ok(()) => outln!("ok    SCHED_FIFO real-time priority is permitted"),
+        Err(e) => outln!(
             "note  SCHED_FIFO not permitted ({e}): loops run at normal priority; grant \
              CAP_SYS_NICE (`sudo setcap cap_sys_nice+ep dreamer-rt`) or an rtprio limit"
         ),
@@ -90,7 +92,7 @@ pub fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()>
     if let Some(dir) = bundle_dir {
         match bundle::open(dir) {
             Ok(manifest) => {
-                println!(
+                outln!(
                     "ok    bundle {}: task {}, {} graphs, checksums match",
                     dir.display(),
                     manifest.task.name,
@@ -104,14 +106,14 @@ pub fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()>
                             ..AgentOptions::default()
                         },
                     ) {
-                        Ok(agent) => println!(
+                        Ok(agent) => outln!(
                             "ok    policy loaded and stepped (warm-up) on {}",
                             agent.placements()[0].primary()
                         ),
                         Err(e) => {
                             failures += 1;
-                            println!("FAIL  {e}");
-                            println!(
+                            outln!("FAIL  {e}");
+                            outln!(
                                 "      fix: re-export the bundle with dreamer-export, or check it was copied whole"
                             );
                         }
@@ -120,8 +122,8 @@ pub fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()>
             }
             Err(e) => {
                 failures += 1;
-                println!("FAIL  {e}");
-                println!(
+                outln!("FAIL  {e}");
+                outln!(
                     "      fix: copy the bundle folder again (all files and manifest.json), or re-export it"
                 );
             }
@@ -130,7 +132,7 @@ pub fn doctor(bundle_dir: Option<&Path>, ort_lib: Option<PathBuf>) -> Result<()>
     if failures > 0 {
         bail!("{failures} check(s) failed");
     }
-    println!("all checks passed");
+    outln!("all checks passed");
     Ok(())
 }
 

@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use dreamer_bundle as bundle;
 
+use crate::output::outln;
+
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     /// Bundle folder (holds manifest.json).
@@ -16,12 +18,12 @@ pub fn info(bundle_dir: &Path) -> Result<()> {
     let manifest = bundle::read_manifest(bundle_dir)
         .with_context(|| format!("cannot read the bundle {}", bundle_dir.display()))?;
     let m = &manifest;
-    println!(
+    outln!(
         "bundle {} (format {})",
         bundle_dir.display(),
         m.format_version
     );
-    println!(
+    outln!(
         "task      {}: one decision every {:.1} ms ({:.1} Hz), action repeat {}, {} decisions per episode",
         m.task.name,
         m.task.control_period_s * 1e3,
@@ -30,36 +32,50 @@ pub fn info(bundle_dir: &Path) -> Result<()> {
         m.task.episode_decisions
     );
     if let Some(state) = &m.observation.state {
-        println!(
+        outln!(
             "observe   state: {} values [{}]",
             state.size,
             state.fields.join(", ")
         );
     }
     if let Some(p) = &m.observation.pixels {
-        println!(
+        outln!(
             "observe   pixels: {}x{}x{} u8 {} (graph computes {})",
-            p.height, p.width, p.channels, p.layout, p.preprocess
+            p.height,
+            p.width,
+            p.channels,
+            p.layout,
+            p.preprocess
         );
     }
     let a = &m.action;
-    println!(
+    outln!(
         "act       {} values, normalised {:?} .. {:?}",
-        a.size, a.low, a.high
+        a.size,
+        a.low,
+        a.high
     );
-    println!(
+    outln!(
         "          physical range: {:?} .. {:?}",
-        a.physical_low, a.physical_high
+        a.physical_low,
+        a.physical_high
     );
-    println!(
+    outln!(
         "latent    deter {}, stoch {}, embed {}, start {}, min std {}",
-        m.latent.deter, m.latent.stoch, m.latent.embed, m.latent.initial, m.latent.min_std
+        m.latent.deter,
+        m.latent.stoch,
+        m.latent.embed,
+        m.latent.initial,
+        m.latent.min_std
     );
-    println!(
+    outln!(
         "model     {} weights, opset {}, IR {}, batch {}",
-        m.precision, m.opset, m.ir_version, m.batch
+        m.precision,
+        m.opset,
+        m.ir_version,
+        m.batch
     );
-    println!(
+    outln!(
         "trained   {} env steps, {} updates{}",
         m.training.env_steps,
         m.training.updates,
@@ -68,41 +84,42 @@ pub fn info(bundle_dir: &Path) -> Result<()> {
             .map_or(String::new(), |r| format!(", eval return {r:.2}"))
     );
     for (key, value) in &m.training.config {
-        println!("          {key} = {value}");
+        outln!("          {key} = {value}");
     }
-    println!("graphs:");
+    outln!("graphs:");
     for (role, graph) in &m.graphs {
         let size = std::fs::metadata(bundle_dir.join(&graph.file)).map_or(0, |md| md.len());
-        println!("  {role} ({}, {:.1} KiB)", graph.file, size as f64 / 1024.0);
+        outln!("  {role} ({}, {:.1} KiB)", graph.file, size as f64 / 1024.0);
         let fmt = |t: &bundle::TensorInfo| format!("{} {:?} {:?}", t.name, t.dtype, t.shape);
-        println!(
+        outln!(
             "    in:  {}",
             graph.inputs.iter().map(fmt).collect::<Vec<_>>().join(", ")
         );
-        println!(
+        outln!(
             "    out: {}",
             graph.outputs.iter().map(fmt).collect::<Vec<_>>().join(", ")
         );
     }
     if let Some(v) = &m.verification {
-        println!(
+        outln!(
             "verified  against the trainer with ONNX Runtime {} over {} closed-loop steps",
-            v.onnxruntime_version, v.trajectory_steps
+            v.onnxruntime_version,
+            v.trajectory_steps
         );
         for (graph, err) in &v.random_max_abs_err {
-            println!("  {graph}: max abs error {err:.2e} on random inputs");
+            outln!("  {graph}: max abs error {err:.2e} on random inputs");
         }
         if let Some(e) = v.trajectory_step_max_abs_err {
-            println!("  trajectory: max abs error per step {e:.2e}");
+            outln!("  trajectory: max abs error per step {e:.2e}");
         }
         if let Some(e) = v.trajectory_final_latent_max_abs_err {
-            println!("  trajectory: final latent max abs error {e:.2e}");
+            outln!("  trajectory: final latent max abs error {e:.2e}");
         }
     } else {
-        println!("verified  no (the manifest carries no verification record)");
+        outln!("verified  no (the manifest carries no verification record)");
     }
     match bundle::open(bundle_dir) {
-        Ok(_) => println!("files     {} checked, sha256 ok", m.files.len()),
+        Ok(_) => outln!("files     {} checked, sha256 ok", m.files.len()),
         Err(e) => bail!("files     {e}"),
     }
     Ok(())

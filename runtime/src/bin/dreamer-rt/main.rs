@@ -48,23 +48,33 @@ enum Command {
     /// The bundle's manifest in human terms (checks file hashes too).
     Info(info::InfoArgs),
     /// Serves a microcontroller over a serial port or pty: handshake, then one action per
-    /// observation; prints a JSON summary at exit (SIGINT/SIGTERM).
+    /// observation until SIGINT/SIGTERM; prints a JSON summary however it ends.
     Serve(serve::ServeArgs),
     /// Checks the ONNX Runtime library, providers, CPUs and optionally a bundle.
     Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> Result<()> {
-    // Exit quietly when the output pipe closes (`dreamer-rt info b | head`), like other
-    // Unix tools, instead of failing on the write.
-    // SAFETY: sets a signal disposition to its default before any thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    match cli.command {
+    // `info`, `doctor` and `bench` only print: they exit quietly when the output pipe
+    // closes (`dreamer-rt info b | head`), like other Unix tools. `run` and `serve` keep
+    // Rust's default (SIGPIPE ignored): they must finish their work and write their
+    // `--summary` file, so a closed stdout only ends their printing (output.rs).
+    if matches!(
+        cli.command,
+        Command::Info(_) | Command::Doctor(_) | Command::Bench(_)
+    ) {
+        // SAFETY: sets a signal disposition to its default before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    let outcome = match cli.command {
         Command::Run(args) => run::run(args, cli.ort_lib),
         Command::Bench(args) => bench::bench(args, cli.ort_lib),
         Command::Info(args) => info::info(&args.bundle),
         Command::Serve(args) => serve::serve(args, cli.ort_lib),
         Command::Doctor(args) => doctor::doctor(args.bundle.as_deref(), cli.ort_lib),
-    }
+    };
+    // The command's own error first; a lost output is reported when nothing else failed.
+    outcome?;
+    output::finish()
 }

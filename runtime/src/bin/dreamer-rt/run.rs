@@ -2,6 +2,7 @@
 //! task's control rate or another; prints each episode's return and the loop's latency, and
 //! with `--summary FILE` writes the returns as a typed [`RunSummary`].
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use dreamer_tasks::{Env, EnvSpec, FRAME_BYTES};
 use dreamer_wire::report::{RunEpisode, RunSummary, write_report};
 
 use crate::agent_args::{AgentArgs, load_agent};
-use crate::output::{print_latency, print_placements};
+use crate::output::{outln, print_latency, print_placements};
 use crate::realtime_args::RealtimeArgs;
 
 #[derive(Debug, Args)]
@@ -76,7 +77,7 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     let rate_hz = args.rate_hz.unwrap_or(1.0 / env.spec().control_period_s);
     let decisions = args.max_decisions.unwrap_or(env.spec().max_decisions);
 
-    println!(
+    outln!(
         "task {task}: {} decisions of {:.1} ms per episode; running at {}",
         env.spec().max_decisions,
         env.spec().control_period_s * 1e3,
@@ -88,7 +89,7 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     );
     print_placements(&agent);
     for note in &args.realtime.apply().notes {
-        println!("  note: {note}");
+        outln!("  note: {note}");
     }
 
     let mut driver = RateDriver::new(rate_hz).map_err(anyhow::Error::msg)?;
@@ -115,15 +116,17 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
             index,
             seed,
         )?;
-        println!(
+        outln!(
             "episode {index} (seed {seed}): return {:.3} over {} decisions, {} faults",
-            episode.episode_return, episode.decisions, episode.faults
+            episode.episode_return,
+            episode.decisions,
+            episode.faults
         );
         episodes.push(episode);
     }
     let mean_return =
         episodes.iter().map(|e| e.episode_return).sum::<f64>() / episodes.len().max(1) as f64;
-    println!(
+    outln!(
         "mean return {mean_return:.3} over {} episodes",
         episodes.len()
     );
@@ -241,7 +244,11 @@ fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpiso
         match outcome {
             Ok(a) => action.copy_from_slice(a),
             Err(error) => {
-                eprintln!("episode {index} decision {taken}: {error}; sent the safe action");
+                // Best-effort: a closed stderr must not stop (or panic) the loop.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "episode {index} decision {taken}: {error}; sent the safe action"
+                );
                 action.copy_from_slice(agent.action());
             }
         }
@@ -272,7 +279,7 @@ fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpiso
 
 /// The latency and fault lines after the episodes.
 fn print_loop_report(agent: &Agent, driver: &RateDriver, latency: &StepLatency, rate_hz: f64) {
-    println!("latency:");
+    outln!("latency:");
     print_latency("agent step", &latency.step.summary());
     if agent.options().mode == GraphMode::Split {
         print_latency("agent prepare (after action)", &latency.prepare.summary());
@@ -280,7 +287,7 @@ fn print_loop_report(agent: &Agent, driver: &RateDriver, latency: &StepLatency, 
     print_latency("tick (step + task)", &driver.work());
     if rate_hz > 0.0 {
         print_latency("wake-up lateness", &driver.wake_late());
-        println!(
+        outln!(
             "  deadline misses {} (deadlines skipped {}) at period {:?}",
             driver.misses(),
             driver.skipped(),
@@ -288,8 +295,10 @@ fn print_loop_report(agent: &Agent, driver: &RateDriver, latency: &StepLatency, 
         );
     }
     let counters = agent.counters();
-    println!(
+    outln!(
         "faults: {} bad observations, {} runtime errors in {} steps",
-        counters.bad_observations, counters.runtime_errors, counters.steps
+        counters.bad_observations,
+        counters.runtime_errors,
+        counters.steps
     );
 }

@@ -1,16 +1,21 @@
 //! `serve`: answers a microcontroller's observations over a serial port or pty until SIGINT
 //! or SIGTERM, then prints the typed summary as JSON (and writes it with `--summary FILE`).
+//! The summary is written however serving ends (stop request, the firmware hung up or
+//! refused the handshake, handshake timeout, an I/O error, a bundle that did not load); its
+//! `end` and `error` fields say how, and the exit status is non-zero for all but a stop.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow};
 use clap::Args;
-use dreamer_runtime::serve::ServeOptions;
+use dreamer_runtime::serve::{ServeEnd, ServeOptions, ServeSummary};
 use dreamer_wire::report::write_report;
 
 use crate::agent_args::{AgentArgs, load_agent};
+use crate::output::outln;
 use crate::realtime_args::RealtimeArgs;
 
 #[derive(Debug, Args)]
@@ -29,7 +34,7 @@ pub struct ServeArgs {
     camera_state: Option<PathBuf>,
     /// Give up when the firmware has not accepted the handshake within this many seconds
     /// (default: keep trying).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     handshake_timeout_s: Option<f64>,
     /// Also write the JSON summary to this file.
     #[arg(long, value_name = "FILE")]
@@ -54,30 +59,83 @@ pub fn serve(args: ServeArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
     }
-    let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib))?;
-    for note in &args.realtime.apply().notes {
-        eprintln!("serve: note: {note}");
+    // Every way serving ends leaves a summary (`end` says which); a failure is reported
+    // after it.
+    let (summary, failure) = match session(&args, ort_lib) {
+        Ok(summary) => (summary, None),
+        Err(Failed { summary, error }) => (*summary, Some(error)),
+    };
+    let written = write_report(&summary, args.summary.as_deref());
+    match (written, failure) {
+        (Ok(text), failure) => {
+            outln!("{text}");
+            failure.map_or(Ok(()), Err)
+        }
+        (Err(e), None) => Err(e.into()),
+        (Err(e), Some(failure)) => {
+            note(format_args!("serve: {e}"));
+            Err(failure)
+        }
     }
+}
+
+/// A failed session: the error and the summary up to it.
+struct Failed {
+    summary: Box<ServeSummary>,
+    error: anyhow::Error,
+}
+
+impl Failed {
+    /// A failure before serving started (bad option, bundle not loaded).
+    fn early(args: &ServeArgs, error: anyhow::Error) -> Self {
+        Failed {
+            summary: Box::new(ServeSummary {
+                task: String::new(),
+                port: args.port.clone(),
+                end: ServeEnd::Error,
+                error: Some(format!("{error:#}")),
+                ..ServeSummary::default()
+            }),
+            error,
+        }
+    }
+}
+
+fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, Failed> {
     let handshake_timeout = match args.handshake_timeout_s {
         Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-        Some(s) => bail!("--handshake-timeout-s must be a positive number of seconds, got {s}"),
+        Some(s) => {
+            let error =
+                anyhow!("--handshake-timeout-s must be a positive number of seconds, got {s}");
+            return Err(Failed::early(args, error));
+        }
         None => None,
     };
+    let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib))
+        .map_err(|e| Failed::early(args, e))?;
+    for note_text in &args.realtime.apply().notes {
+        note(format_args!("serve: note: {note_text}"));
+    }
     let options = ServeOptions {
         baud: args.baud,
         camera_state: args.camera_state.clone(),
         handshake_timeout,
         ..ServeOptions::new(args.port.clone())
     };
-    eprintln!(
+    note(format_args!(
         "serve: {} (task {}) on {}",
         args.bundle.display(),
         agent.manifest().task.name,
         args.port.display()
-    );
-    let summary = dreamer_runtime::serve::serve(&mut agent, &options, &STOP)
-        .with_context(|| format!("serving {} failed", args.port.display()))?;
-    let text = write_report(&summary, args.summary.as_deref())?;
-    println!("{text}");
-    Ok(())
+    ));
+    dreamer_runtime::serve::serve(&mut agent, &options, &STOP).map_err(|failure| Failed {
+        summary: failure.summary,
+        error: anyhow::Error::new(failure.error)
+            .context(format!("serving {} failed", args.port.display())),
+    })
+}
+
+/// A log line on stderr, best-effort: a closed stderr must not end serving in a panic.
+fn note(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
