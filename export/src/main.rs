@@ -1,11 +1,11 @@
 //! `dreamer-export CHECKPOINT_DIR --out BUNDLE_DIR [--batch N] [--fp16] [--no-verify]
 //! [--ort-lib FILE] [--eval-return R]`
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use dreamer_cli::stdout::print_line;
 use dreamer_export::{BundleArgs, ExportOptions};
 
 /// Turns a Dreamer checkpoint into a verified ONNX model bundle.
@@ -34,11 +34,11 @@ fn main() -> anyhow::Result<()> {
     let report = dreamer_export::export(&args.checkpoint_dir, &args.bundle.out, &options)
         .with_context(|| format!("exporting {}", args.checkpoint_dir.display()))?;
     // Not println!: it panics when stdout is closed (`| true`) or full (`>/dev/full`).
-    let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{}", report.summary()).and_then(|_| stdout.flush()) {
-        Ok(()) => Ok(()),
+    match print_line(format_args!("{}", report.summary())) {
         // The reader has gone; the bundle is written and there is no one to tell.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(anyhow::Error::new(e).context("writing the summary to stdout")),
+        Err(e) if !e.is_closed_pipe() => {
+            Err(anyhow::Error::new(e.0).context("writing the summary to stdout"))
+        }
+        _ => Ok(()),
     }
 }

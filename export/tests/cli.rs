@@ -4,20 +4,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 use common::Spec;
+use dreamer_cli::testing::{closed_pipe, full_device, run_without_panic};
 
-fn exporter(ckpt: &Path, out: &Path, stdout: Stdio) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dreamer-export"))
-        .arg(ckpt)
-        .arg("--out")
-        .arg(out)
-        .arg("--no-verify")
-        .env_remove("RUST_BACKTRACE")
-        .stdout(stdout)
-        .output()
-        .unwrap()
+fn exporter(ckpt: &Path, out: &Path, stdout: Stdio, case: &str) -> (ExitStatus, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dreamer-export"));
+    command.arg(ckpt).arg("--out").arg(out).arg("--no-verify");
+    run_without_panic(&mut command, stdout, case)
 }
 
 #[test]
@@ -31,25 +26,15 @@ fn a_closed_or_full_stdout_does_not_panic() {
     let ckpt = common::write_checkpoint(&dir.path().join("ckpt"), &spec, 7);
 
     // `dreamer-export ... | true`
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
     let out = dir.path().join("piped");
-    let result = exporter(&ckpt, &out, writer.into());
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(result.status.success(), "{stderr}");
+    let (status, stderr) = exporter(&ckpt, &out, closed_pipe(), "| true");
+    assert!(status.success(), "{stderr}");
     assert!(out.join("manifest.json").is_file());
 
     // `dreamer-export ... >/dev/full`: the bundle is there, the failed write is reported.
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
     let out = dir.path().join("full");
-    let result = exporter(&ckpt, &out, full.into());
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    let (status, stderr) = exporter(&ckpt, &out, full_device(), ">/dev/full");
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("writing the summary to stdout"), "{stderr}");
     assert!(out.join("manifest.json").is_file());
 }

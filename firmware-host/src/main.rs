@@ -2,13 +2,13 @@
 //! talking the wire protocol over a serial port or pseudo-terminal. Prints a JSON summary on
 //! stdout at exit (after `--duration-s`, or on SIGINT/SIGTERM).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use dreamer_cli::{errln, outln};
 use dreamer_wire::report::write_report;
 use firmware_host::{HostFirmware, PtySerial, SimOptions};
 
@@ -127,40 +127,29 @@ fn main() -> Result<()> {
     if let Some(priority) = args.rt_priority
         && let Err(e) = set_fifo_priority(priority)
     {
-        note(format_args!(
-            "firmware-host: note: SCHED_FIFO priority {priority} not set: {e}"
-        ));
+        errln!("firmware-host: note: SCHED_FIFO priority {priority} not set: {e}");
     }
     // SAFETY: plain syscall; locking current and future pages has no memory-safety effect.
     if args.lock_memory && unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-        note(format_args!(
+        errln!(
             "firmware-host: note: memory not locked: {}",
             std::io::Error::last_os_error()
-        ));
+        );
     }
-    note(format_args!(
+    errln!(
         "firmware-host: {} on {} at {} Hz, safe state after {} missed deadlines",
-        args.plant, port_name, args.rate_hz, args.max_missed
-    ));
+        args.plant,
+        port_name,
+        args.rate_hz,
+        args.max_missed
+    );
     robot.run(duration, &STOP);
     robot.drain(Duration::from_millis(args.drain_ms));
     let summary = write_report(&robot.finish(), args.summary.as_deref())?;
-    // Printing is best-effort and never a panic (as `println!` is on a closed pipe or a
-    // full device): the `--summary` file is already written. A closed pipe is the reader's
-    // choice (`firmware-host ... | head`); any other failure lost the output, an error.
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{summary}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            anyhow::bail!("cannot write the summary to stdout: {e}")
-        }
-        _ => Ok(()),
-    }
-}
-
-/// A line on stderr, best-effort: a closed or full stderr must not stop (or panic) the
-/// control loop.
-fn note(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    // Best-effort, never a panic: the `--summary` file is already written. A closed pipe
+    // is the reader's choice (`firmware-host ... | head`); any other failure lost the output.
+    outln!("{summary}");
+    Ok(dreamer_cli::stdout::finish(Some("the summary"))?)
 }
 
 /// The terminal descriptor `fd` handed over by the parent process, as the serial port.

@@ -2,8 +2,9 @@
 //! completes, writes its `--summary` file, and nothing panics.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use dreamer_cli::testing::{GoneStdout, run_without_panic};
 use dreamer_wire::report::{FirmwareSummary, read_report};
 use serialport::{SerialPort, TTYPort};
 
@@ -16,24 +17,10 @@ impl Drop for TempFile {
     }
 }
 
-fn full_device() -> Stdio {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap()
-        .into()
-}
-
-/// A pipe whose reading end is already closed (`firmware-host ... | true`).
-fn closed_pipe() -> Stdio {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    writer.into()
-}
-
 #[test]
 fn a_full_or_closed_stdout_still_leaves_the_summary() {
-    for (name, stdout) in [("full", full_device()), ("closed", closed_pipe())] {
+    for gone in GoneStdout::ALL {
+        let name = gone.name();
         // The test holds the master (nobody answers: the firmware waits for a handshake).
         let (_master, slave) = TTYPort::pair().expect("cannot create a pty pair");
         let path = slave.name().expect("pty slave has a path");
@@ -41,7 +28,8 @@ fn a_full_or_closed_stdout_still_leaves_the_summary() {
             "firmware-host-cli-{}-{name}.json",
             std::process::id()
         )));
-        let output = Command::new(env!("CARGO_BIN_EXE_firmware-host"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_firmware-host"));
+        command
             .args([
                 "--plant",
                 "pendulum",
@@ -51,23 +39,12 @@ fn a_full_or_closed_stdout_still_leaves_the_summary() {
                 "0.3",
             ])
             .arg("--summary")
-            .arg(&summary.0)
-            .env("RUST_BACKTRACE", "0")
-            .stdout(stdout)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+            .arg(&summary.0);
+        let (status, stderr) = run_without_panic(&mut command, gone.stdio(), name);
         let written: FirmwareSummary = read_report(&summary.0, "firmware-host summary")
             .unwrap_or_else(|e| panic!("{name}: {e}; stderr: {stderr}"));
         assert_eq!(written.task, "pendulum");
         assert!(written.ticks > 0, "{name}: {written:?}");
-        if name == "closed" {
-            // The reader's choice, as for other Unix tools.
-            assert!(output.status.success(), "{name}: {stderr}");
-        } else {
-            assert!(!output.status.success(), "{name}: {stderr}");
-            assert!(stderr.contains("stdout"), "{name}: {stderr}");
-        }
+        gone.assert_exit(status, &stderr);
     }
 }

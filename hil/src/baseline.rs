@@ -158,9 +158,9 @@ fn set_priority(rt_priority: Option<i32>, thread: &str) {
     if let Some(priority) = rt_priority
         && let Err(e) = set_fifo_priority(priority)
     {
-        crate::note(format_args!(
+        dreamer_cli::errln!(
             "dreamer-hil: note: pty {thread} thread SCHED_FIFO {priority} not set: {e}"
-        ));
+        );
     }
 }
 

@@ -259,7 +259,7 @@ fn relay_stderr(
     let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {
         let line = line?;
-        crate::note(format_args!("[{name}] {line}"));
+        dreamer_cli::errln!("[{name}] {line}");
         if line.contains(ready) {
             break;
         }
@@ -269,7 +269,7 @@ fn relay_stderr(
             if line.contains("session open") {
                 session.store(true, Ordering::Relaxed);
             }
-            crate::note(format_args!("[{name}] {line}"));
+            dreamer_cli::errln!("[{name}] {line}");
         }
     });
     Ok(())
@@ -417,10 +417,10 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         firmware_cmd.arg("--lock-memory");
         // SAFETY: plain syscall; locking pages has no memory-safety effect.
         if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-            crate::note(format_args!(
+            dreamer_cli::errln!(
                 "dreamer-hil: note: memory not locked: {}",
                 std::io::Error::last_os_error()
-            ));
+            );
         }
     }
     let master_fd = firmware_pty.master.as_raw_fd();

@@ -15,10 +15,3 @@ pub mod pty;
 
 pub use harness::{HilOptions, HilReport, run};
 pub use proxy::{Direction, FaultRates, Injected, Ledger, LinkStats, Proxy, Reconciliation};
-
-/// A line on stderr, best-effort: a closed or full stderr must neither panic (as
-/// `eprintln!` does) nor stop the relay of a child's stderr, which would then block the child.
-pub(crate) fn note(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}

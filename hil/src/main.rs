@@ -1,12 +1,12 @@
 //! `dreamer-hil`: runs a policy bundle through the firmware loop over ptys, with optional
 //! fault injection and a runtime stall, and prints a JSON report.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use dreamer_cli::outln;
 use dreamer_hil::{FaultRates, HilOptions};
 use dreamer_wire::report::write_report;
 
@@ -128,14 +128,8 @@ fn main() -> Result<()> {
     };
     let report = dreamer_hil::run(&options)?;
     let text = write_report(&report, args.json.as_deref())?;
-    // Printing is best-effort and never a panic (as `println!` is on a closed pipe or a
-    // full device): the report file is already written. A closed pipe is the reader's
-    // choice (`dreamer-hil ... | head`); any other failure lost the output, an error.
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            bail!("cannot write the report to stdout: {e}")
-        }
-        _ => Ok(()),
-    }
+    // Best-effort, never a panic: the report file is already written. A closed pipe is
+    // the reader's choice (`dreamer-hil ... | head`); any other failure lost the output.
+    outln!("{text}");
+    Ok(dreamer_cli::stdout::finish(Some("the report"))?)
 }

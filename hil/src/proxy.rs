@@ -567,9 +567,9 @@ impl Proxy {
                     if let Some(priority) = rt_priority
                         && let Err(e) = set_fifo_priority(priority)
                     {
-                        crate::note(format_args!(
+                        dreamer_cli::errln!(
                             "dreamer-hil: note: relay SCHED_FIFO {priority} not set: {e}"
-                        ));
+                        );
                     }
                     link.run()
                 })?;

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use dreamer_cli::testing::assert_no_panic;
+
 fn fails_with(args: &[&str], needle: &str) {
     let output = Command::new(env!("CARGO_BIN_EXE_dreamer-hil"))
         .args(args)
@@ -11,7 +13,7 @@ fn fails_with(args: &[&str], needle: &str) {
     assert!(!output.status.success(), "{args:?} succeeded");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert_no_panic(&stderr, format_args!("{args:?}"));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
+use dreamer_cli::testing::{GoneStdout, run_without_panic};
 use dreamer_export::{ExportOptions, export};
 use dreamer_hil::proxy::rejected;
 use dreamer_hil::{FaultRates, HilOptions, HilReport};
@@ -244,52 +245,31 @@ fn pixel_policy_sees_the_plant_through_the_simulated_camera() {
 fn a_full_or_closed_stdout_still_leaves_the_report() {
     let f = fixtures();
     let dir = tempfile::tempdir().unwrap();
-    let full = || -> std::process::Stdio {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap()
-            .into()
-    };
-    let closed = || -> std::process::Stdio {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        writer.into()
-    };
-    for (name, stdout) in [("full", full()), ("closed", closed())] {
+    for gone in GoneStdout::ALL {
+        let name = gone.name();
         let json = dir.path().join(format!("{name}.json"));
-        let output = {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dreamer-hil"));
+        command
+            .arg("--bundle")
+            .arg(&f.state_bundle)
+            .arg("--firmware-bin")
+            .arg(&f.firmware_bin)
+            .arg("--runtime-bin")
+            .arg(&f.runtime_bin)
+            .args(["--rate-hz", "50", "--duration-s", "1", "--no-simulation"])
+            .arg("--json")
+            .arg(&json);
+        let (status, stderr) = {
             let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-            Command::new(env!("CARGO_BIN_EXE_dreamer-hil"))
-                .arg("--bundle")
-                .arg(&f.state_bundle)
-                .arg("--firmware-bin")
-                .arg(&f.firmware_bin)
-                .arg("--runtime-bin")
-                .arg(&f.runtime_bin)
-                .args(["--rate-hz", "50", "--duration-s", "1", "--no-simulation"])
-                .arg("--json")
-                .arg(&json)
-                .env("RUST_BACKTRACE", "0")
-                .stdout(stdout)
-                .output()
-                .unwrap()
+            run_without_panic(&mut command, gone.stdio(), name)
         };
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
         // The report is complete although it could not be printed.
         let report = std::fs::read_to_string(&json).unwrap();
         assert!(
             report.contains("\"observations_sent\"") && report.trim_end().ends_with('}'),
             "{name}: {report}"
         );
-        if name == "closed" {
-            // The reader's choice, as for other Unix tools.
-            assert!(output.status.success(), "{name}: {stderr}");
-        } else {
-            assert!(!output.status.success(), "{name}: {stderr}");
-            assert!(stderr.contains("stdout"), "{name}: {stderr}");
-        }
+        gone.assert_exit(status, &stderr);
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dreamer_bundle::Manifest;
+use dreamer_cli::errln;
 pub use dreamer_wire::report::{ServeEnd, ServeSummary};
 use dreamer_wire::{
     Action, FaultReport, FrameDecoder, HandshakeResult, Hello, HelloAck, Layout, MAX_ACTION,
@@ -354,10 +355,14 @@ fn run_session(
                     Message::Heartbeat(h) => {
                         summary.heartbeats += 1;
                         if summary.last_mode != Some(h.mode) {
-                            note(format_args!(
+                            errln!(
                                 "serve: firmware mode {:?} (tick {}, {} deadline misses, {} faults, {} frame errors)",
-                                h.mode, h.tick, h.deadline_misses, h.faults, h.frame_errors
-                            ));
+                                h.mode,
+                                h.tick,
+                                h.deadline_misses,
+                                h.faults,
+                                h.frame_errors
+                            );
                         }
                         summary.last_mode = Some(h.mode);
                     }
@@ -451,25 +456,20 @@ fn handle_ack(
     }
     *accepted = true;
     summary.session_opened_s = Some(started.elapsed().as_secs_f64());
-    note(format_args!(
+    errln!(
         "serve: session open with firmware task `{}` (protocol {})",
-        ack.task, ack.protocol_version
-    ));
+        ack.task,
+        ack.protocol_version
+    );
     Ok(true)
 }
 
 fn log_fault(f: &FaultReport) {
-    note(format_args!(
+    errln!(
         "serve: firmware fault {:?} {} at observation {} ({} missed in a row)",
         f.kind,
         if f.active { "raised" } else { "cleared" },
         f.seq,
         f.consecutive_misses
-    ));
-}
-
-/// A log line on stderr, best-effort: a closed or full stderr must not stop (or, as
-/// `eprintln!` would, panic) a session that is controlling a plant.
-fn note(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr().lock(), "{line}");
+    );
 }

@@ -340,24 +340,10 @@ mod binary {
     use std::process::{Child, Command, ExitStatus, Stdio};
     use std::sync::mpsc;
 
+    use dreamer_cli::testing::{GoneStdout, assert_no_panic};
     use dreamer_wire::report::read_report;
 
     use super::*;
-
-    fn full_device() -> Stdio {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap()
-            .into()
-    }
-
-    /// A pipe whose reading end is already closed (`dreamer-rt serve ... | true`).
-    fn closed_pipe() -> Stdio {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        writer.into()
-    }
 
     struct Served {
         child: Child,
@@ -421,24 +407,37 @@ mod binary {
         }
     }
 
-    /// A host firmware for `plant` on a new pty until `stop`; returns serve's end of it.
-    fn firmware(
-        plant: &'static str,
+    /// A host firmware on a new pty, running until [`Firmware::stop`].
+    struct Firmware {
+        /// Serve's end of the pty.
+        port: PathBuf,
         stop: Arc<AtomicBool>,
-    ) -> (PathBuf, std::thread::JoinHandle<()>) {
-        let (master, slave) = pty_pair();
-        let port = PathBuf::from(slave.name().unwrap());
-        drop(slave);
-        let thread = std::thread::spawn(move || {
-            let options = SimOptions {
-                rate_hz: 50.0,
-                ..SimOptions::new(plant)
-            };
-            let mut robot = HostFirmware::new(options, PtySerial::new(master)).unwrap();
-            robot.run(None, &stop);
-            // Dropped here: the pty master closes.
-        });
-        (port, thread)
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl Firmware {
+        fn start(plant: &'static str) -> Self {
+            let (master, slave) = pty_pair();
+            let port = PathBuf::from(slave.name().unwrap());
+            drop(slave);
+            let stop = Arc::new(AtomicBool::new(false));
+            let running = stop.clone();
+            let thread = std::thread::spawn(move || {
+                let options = SimOptions {
+                    rate_hz: 50.0,
+                    ..SimOptions::new(plant)
+                };
+                let mut robot = HostFirmware::new(options, PtySerial::new(master)).unwrap();
+                robot.run(None, &running);
+                // Dropped here: the pty master closes.
+            });
+            Firmware { port, stop, thread }
+        }
+
+        fn stop(self) {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread.join().unwrap();
+        }
     }
 
     fn summary_of(path: &Path, stderr: &str) -> ServeSummary {
@@ -449,16 +448,15 @@ mod binary {
     fn a_refused_handshake_writes_the_summary() {
         let tmp = tempfile::tempdir().unwrap();
         let bundle = bundle(tmp.path(), &cartpole_state());
-        for (name, stdout) in [("full", full_device()), ("closed", closed_pipe())] {
-            let stop = Arc::new(AtomicBool::new(false));
-            let (port, thread) = firmware("pendulum", stop.clone());
+        for gone in GoneStdout::ALL {
+            let name = gone.name();
+            let firmware = Firmware::start("pendulum");
             let summary_path = tmp.path().join(format!("refused-{name}.json"));
-            let served = Served::start(&bundle, &port, &summary_path, &[], stdout);
+            let served = Served::start(&bundle, &firmware.port, &summary_path, &[], gone.stdio());
             let (status, stderr) = served.finish();
-            stop.store(true, Ordering::Relaxed);
-            thread.join().unwrap();
+            firmware.stop();
             assert!(!status.success(), "{name}: {stderr}");
-            assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+            assert_no_panic(&stderr, name);
             assert!(stderr.contains("refused the handshake"), "{name}: {stderr}");
             let summary = summary_of(&summary_path, &stderr);
             assert_eq!(summary.end, ServeEnd::Refused, "{name}");
@@ -477,25 +475,24 @@ mod binary {
     fn a_hang_up_writes_the_summary() {
         let tmp = tempfile::tempdir().unwrap();
         let bundle = bundle(tmp.path(), &cartpole_state());
-        for (name, stdout) in [("full", full_device()), ("closed", closed_pipe())] {
-            let stop = Arc::new(AtomicBool::new(false));
-            let (port, thread) = firmware("cartpole-swingup", stop.clone());
+        for gone in GoneStdout::ALL {
+            let name = gone.name();
+            let firmware = Firmware::start("cartpole-swingup");
             let summary_path = tmp.path().join(format!("hung-up-{name}.json"));
             let mut served = Served::start(
                 &bundle,
-                &port,
+                &firmware.port,
                 &summary_path,
                 &["--handshake-timeout-s", "120"],
-                stdout,
+                gone.stdio(),
             );
             let opened = served.wait_for("session open");
             // The firmware goes away.
-            stop.store(true, Ordering::Relaxed);
-            thread.join().unwrap();
+            firmware.stop();
             let (status, stderr) = served.finish();
             assert!(opened, "{name}: {stderr}");
             assert!(!status.success(), "{name}: {stderr}");
-            assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+            assert_no_panic(&stderr, name);
             assert!(stderr.contains("hung up"), "{name}: {stderr}");
             let summary = summary_of(&summary_path, &stderr);
             assert_eq!(summary.end, ServeEnd::HungUp, "{name}: {summary:?}");
@@ -507,19 +504,19 @@ mod binary {
     fn a_stop_request_writes_the_summary_whatever_happens_to_stdout() {
         let tmp = tempfile::tempdir().unwrap();
         let bundle = bundle(tmp.path(), &cartpole_state());
-        for (name, stdout) in [("full", full_device()), ("closed", closed_pipe())] {
-            let stop = Arc::new(AtomicBool::new(false));
-            let (port, thread) = firmware("cartpole-swingup", stop.clone());
+        for gone in GoneStdout::ALL {
+            let name = gone.name();
+            let firmware = Firmware::start("cartpole-swingup");
             let summary_path = tmp.path().join(format!("stopped-{name}.json"));
-            let mut served = Served::start(&bundle, &port, &summary_path, &[], stdout);
+            let mut served =
+                Served::start(&bundle, &firmware.port, &summary_path, &[], gone.stdio());
             let opened = served.wait_for("session open");
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(served.child.id() as libc::pid_t, libc::SIGTERM) };
             let (status, stderr) = served.finish();
-            stop.store(true, Ordering::Relaxed);
-            thread.join().unwrap();
+            firmware.stop();
             assert!(opened, "{name}: {stderr}");
-            assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+            assert_no_panic(&stderr, name);
             let summary = summary_of(&summary_path, &stderr);
             assert_eq!(
                 (summary.end, summary.error),
@@ -527,14 +524,7 @@ mod binary {
                 "{name}"
             );
             // A closed pipe is the reader's choice; a full device lost the output.
-            if name == "closed" {
-                assert!(status.success(), "{name}: {stderr}");
-            } else {
-                assert!(
-                    !status.success() && stderr.contains("stdout"),
-                    "{name}: {stderr}"
-                );
-            }
+            gone.assert_exit(status, &stderr);
         }
     }
 

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use dreamer_cli::say;
+use dreamer_cli::stdout::closed_pipe_is_success;
 use dreamer_tasks::policy::{Policy, PolicyKind};
 use dreamer_tasks::{
     EnvOptions, FRAME_BYTES, FRAME_SIZE, ObsMode, TASK_NAMES, make, task_description,
@@ -55,44 +57,10 @@ enum Command {
     },
 }
 
-/// A failed write to stdout, told apart from the command's own errors so that `main` can
-/// end quietly when the reader has gone (`dreamer-tasks list | head -1`).
-#[derive(Debug)]
-struct StdoutError(std::io::Error);
-
-impl std::fmt::Display for StdoutError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "writing to stdout: {}", self.0)
-    }
-}
-
-impl std::error::Error for StdoutError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
-
-/// `println!` without its panic on a closed or full stdout: the error is returned instead.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let mut out = std::io::stdout().lock();
-        writeln!(out, $($arg)*)
-            .and_then(|_| out.flush())
-            .map_err(StdoutError)?
-    }};
-}
-
 fn main() -> Result<()> {
-    match run() {
-        Err(e)
-            if e.downcast_ref::<StdoutError>()
-                .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            // The reader stopped reading; what it did not read it did not want.
-            Ok(())
-        }
-        other => other,
-    }
+    // The reader stopped reading (`dreamer-tasks list | head -1`); what it did not read it
+    // did not want.
+    closed_pipe_is_success(run())
 }
 
 fn run() -> Result<()> {

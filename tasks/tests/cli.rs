@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use dreamer_cli::testing::{closed_pipe, full_device, run_without_panic};
+
 fn viewer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dreamer-tasks"))
 }
@@ -54,41 +56,17 @@ fn unknown_task_lists_the_available_ones() {
     );
 }
 
-/// A pipe whose reading end is already closed: every write to it fails with EPIPE.
-fn closed_pipe() -> std::process::Stdio {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    writer.into()
-}
-
 #[test]
 fn a_closed_or_full_stdout_ends_list_without_a_panic() {
     // `dreamer-tasks list | head -1`: the reader left, nothing to report.
-    let result = viewer()
-        .arg("list")
-        .env_remove("RUST_BACKTRACE")
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(result.status.success(), "{stderr}");
+    let (status, stderr) = run_without_panic(viewer().arg("list"), closed_pipe(), "list | true");
+    assert!(status.success(), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 
     // `dreamer-tasks list >/dev/full`: a real failure, reported.
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    let result = viewer()
-        .arg("list")
-        .env_remove("RUST_BACKTRACE")
-        .stdout(full)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    let (status, stderr) =
+        run_without_panic(viewer().arg("list"), full_device(), "list >/dev/full");
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("writing to stdout"), "{stderr}");
 }
 
@@ -98,17 +76,12 @@ fn show_writes_its_file_even_when_stdout_is_closed() {
     let dir = std::env::temp_dir().join(format!("dreamer-tasks-cli-pipe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("strip.png");
-    let result = viewer()
-        .args(["show", "--task", "pendulum", "--steps", "5", "--scale", "1"])
+    let mut show = viewer();
+    show.args(["show", "--task", "pendulum", "--steps", "5", "--scale", "1"])
         .arg("--out")
-        .arg(&out)
-        .env_remove("RUST_BACKTRACE")
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(result.status.success(), "{stderr}");
+        .arg(&out);
+    let (status, stderr) = run_without_panic(&mut show, closed_pipe(), "show | true");
+    assert!(status.success(), "{stderr}");
     assert!(out.is_file());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -118,13 +118,15 @@ fn the_checks_see_what_is_there() {
 }
 
 /// Workspace crates each crate may depend on (normal and build dependencies), in data-flow
-/// order; the contract crates (config, ort, bundle, wire) depend on no workspace crate.
-const ALLOWED: [(&str, &[&str]); 12] = [
+/// order; the contract crates (config, ort, bundle, wire) and the command lines' shared
+/// crate (cli) depend on no workspace crate.
+const ALLOWED: [(&str, &[&str]); 13] = [
+    ("dreamer-cli", &[]),
     ("dreamer-config", &[]),
     ("dreamer-ort", &[]),
     ("dreamer-bundle", &[]),
     ("dreamer-wire", &[]),
-    ("dreamer-tasks", &["dreamer-config"]),
+    ("dreamer-tasks", &["dreamer-config", "dreamer-cli"]),
     (
         "dreamer-trainer",
         &[
@@ -132,6 +134,7 @@ const ALLOWED: [(&str, &[&str]); 12] = [
             "dreamer-tasks",
             "dreamer-export",
             "dreamer-ort",
+            "dreamer-cli",
         ],
     ),
     (
@@ -141,6 +144,7 @@ const ALLOWED: [(&str, &[&str]); 12] = [
             "dreamer-tasks",
             "dreamer-bundle",
             "dreamer-ort",
+            "dreamer-cli",
         ],
     ),
     (
@@ -150,14 +154,23 @@ const ALLOWED: [(&str, &[&str]); 12] = [
             "dreamer-ort",
             "dreamer-wire",
             "dreamer-tasks",
+            "dreamer-cli",
         ],
     ),
     ("dreamer-firmware", &["dreamer-wire"]),
     (
         "firmware-host",
-        &["dreamer-firmware", "dreamer-wire", "dreamer-tasks"],
+        &[
+            "dreamer-firmware",
+            "dreamer-wire",
+            "dreamer-tasks",
+            "dreamer-cli",
+        ],
     ),
-    ("dreamer-hil", &["dreamer-wire", "dreamer-bundle"]),
+    (
+        "dreamer-hil",
+        &["dreamer-wire", "dreamer-bundle", "dreamer-cli"],
+    ),
     ("dreamer-tests", &[]),
 ];
 

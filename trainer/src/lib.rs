@@ -17,6 +17,5 @@ pub mod replay;
 pub mod rssm;
 pub mod run;
 pub mod seeds;
-pub mod stdout;
 pub mod tensorboard;
 pub mod video;

@@ -34,6 +34,9 @@ pub fn check_writable(dir: &Path) -> Result<(), LogError> {
     fs::remove_file(&probe).map_err(log_error(&probe))
 }
 
+/// Where a run's printed lines can still be read when stdout is gone.
+pub const WITHOUT_STDOUT: &str = "metrics.jsonl has every record";
+
 pub struct Logger {
     jsonl_path: PathBuf,
     jsonl: BufWriter<File>,
@@ -120,7 +123,7 @@ impl Logger {
     pub fn println(&self, line: String) {
         if self.bar.is_hidden() {
             // A closed stdout (`dreamer train | head`) must not end the run.
-            crate::stdout::print_or_drop(format_args!("{line}"));
+            dreamer_cli::stdout::print_or_warn(format_args!("{line}"), WITHOUT_STDOUT);
         } else {
             self.bar.println(line);
         }

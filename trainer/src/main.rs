@@ -1,24 +1,17 @@
 //! `dreamer`: train, evaluate and benchmark Dreamer agents.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use dreamer_cli::stdout::{closed_pipe_is_success, print_or_warn};
+use dreamer_cli::{errln, say};
 use dreamer_config::{Config, DEFAULT_PRESET};
+use dreamer_trainer::logging::WITHOUT_STDOUT;
 use dreamer_trainer::run::{CHECKPOINT_DIR, RunOptions};
-use dreamer_trainer::stdout::{StdoutError, print_line, print_or_drop};
 use dreamer_trainer::{checkpoint, device, env_loop, reference, run, video};
 use tch::Device;
-
-/// `println!` that returns a [`StdoutError`] from the enclosing function instead of
-/// panicking when stdout is closed or full (`main` then ends quietly or reports it).
-macro_rules! say {
-    ($($arg:tt)*) => {
-        print_line(format_args!($($arg)*))?
-    };
-}
 
 /// Random single-step cases in a reference file.
 const REFERENCE_CASES: i64 = 16;
@@ -156,16 +149,11 @@ fn checkpoint_folder(path: PathBuf) -> PathBuf {
 }
 
 fn main() -> std::process::ExitCode {
-    match run_cli(Cli::parse()) {
+    // A closed stdout (`| head`): the command's work is done or pointless, and there is
+    // nothing to report.
+    match closed_pipe_is_success(run_cli(Cli::parse())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(stdout) = e.downcast_ref::<StdoutError>()
-                && stdout.is_closed_pipe()
-            {
-                // The reader has gone (`| head`): the command's work is done or pointless,
-                // and there is nothing to report.
-                return std::process::ExitCode::SUCCESS;
-            }
             // Library errors already include their cause's text; print each cause once.
             let mut message = String::new();
             for cause in e.chain() {
@@ -178,7 +166,7 @@ fn main() -> std::process::ExitCode {
                 }
             }
             // Not eprintln!: it panics when stderr is closed too.
-            let _ = writeln!(std::io::stderr(), "error: {message}");
+            errln!("error: {message}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -217,28 +205,37 @@ fn run_cli(cli: Cli) -> Result<()> {
                 max_updates: None,
             };
             let summary = run::train(&resolved, &options)?;
-            print_or_drop(format_args!(
-                "done: {} env steps, {} updates, eval return {}, wall {:.1} s",
-                summary.env_steps,
-                summary.updates,
-                summary
-                    .eval_return
-                    .map_or("n/a".to_string(), |r| format!("{r:.2}")),
-                summary.wall_s
-            ));
+            print_or_warn(
+                format_args!(
+                    "done: {} env steps, {} updates, eval return {}, wall {:.1} s",
+                    summary.env_steps,
+                    summary.updates,
+                    summary
+                        .eval_return
+                        .map_or("n/a".to_string(), |r| format!("{r:.2}")),
+                    summary.wall_s
+                ),
+                WITHOUT_STDOUT,
+            );
             if let (Some(first), Some(last)) = (summary.curve.first(), summary.curve.last())
                 && first.0 < last.0
             {
-                print_or_drop(format_args!(
-                    "eval return {:.2} at {} env steps -> {:.2} at {} env steps",
-                    first.1, first.0, last.1, last.0
-                ));
+                print_or_warn(
+                    format_args!(
+                        "eval return {:.2} at {} env steps -> {:.2} at {} env steps",
+                        first.1, first.0, last.1, last.0
+                    ),
+                    WITHOUT_STDOUT,
+                );
             }
             if let Some((at, best)) = summary.best_eval {
-                print_or_drop(format_args!(
-                    "best eval return {best:.2} at {at} env steps, agent in {}",
-                    options.logdir.join(run::BEST_CHECKPOINT_DIR).display()
-                ));
+                print_or_warn(
+                    format_args!(
+                        "best eval return {best:.2} at {at} env steps, agent in {}",
+                        options.logdir.join(run::BEST_CHECKPOINT_DIR).display()
+                    ),
+                    WITHOUT_STDOUT,
+                );
             }
         }
         Command::Eval {

@@ -2,7 +2,6 @@
 //! updates every `train_every` environment steps, noise-free evaluation every `eval.every`
 //! steps, checkpoints, logs, and resumption from the last checkpoint.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dreamer_config::Config;
@@ -143,8 +142,7 @@ fn train_in(
     if replay.missing() > 0 {
         // Training goes on with the episodes that are left, but not silently: the run no
         // longer replays what an uninterrupted one would.
-        let _ = writeln!(
-            std::io::stderr(),
+        dreamer_cli::errln!(
             "warning: {} of the {} replay episodes the checkpoint counts are missing from {}; \
              resuming with the {} found",
             replay.missing(),

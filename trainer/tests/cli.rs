@@ -4,9 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
+use dreamer_cli::testing::{
+    GoneStdout, assert_no_panic_exit, closed_pipe, full_device, run_without_panic,
+};
 use dreamer_trainer::checkpoint::{self, RunState};
 
 fn dreamer() -> Command {
@@ -21,9 +24,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn assert_no_panic(output: &Output) {
-    let stderr = text(&output.stderr);
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert_ne!(output.status.code(), Some(101), "exit 101: {stderr}");
+    assert_no_panic_exit(output.status, &text(&output.stderr), "dreamer");
 }
 
 /// A tiny pendulum checkpoint written by the library (fast: no training).
@@ -66,21 +67,6 @@ fn tiny_train(logdir: &Path, steps: u64) -> Command {
     }
     command.arg("--set").arg(format!("run.steps={steps}"));
     command
-}
-
-/// A pipe whose reading end is already closed: every write to it fails with EPIPE.
-fn closed_pipe() -> Stdio {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    writer.into()
-}
-
-fn full_device() -> Stdio {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap()
-        .into()
 }
 
 #[test]
@@ -165,52 +151,40 @@ fn short_commands_end_quietly_when_stdout_is_closed() {
     let ckpt = tiny_checkpoint(dir.path());
     let out = dir.path().join("bundle");
     // `dreamer export ... | true`: the bundle is written, the summary has no reader.
-    let output = dreamer()
+    let mut export = dreamer();
+    export
         .args(["export", "--reference-steps", "20", "--out"])
         .arg(&out)
         .arg("--checkpoint")
-        .arg(&ckpt)
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
-    assert_no_panic(&output);
-    assert!(output.status.success(), "{}", text(&output.stderr));
+        .arg(&ckpt);
+    let (status, stderr) = run_without_panic(&mut export, closed_pipe(), "export | true");
+    assert!(status.success(), "{stderr}");
     assert!(out.join("manifest.json").is_file());
 
-    let output = dreamer()
-        .args(["reference", "--steps", "5", "--checkpoint"])
-        .arg(&ckpt)
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
-    assert_no_panic(&output);
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    let reference = |stdout, case| {
+        let mut command = dreamer();
+        command
+            .args(["reference", "--steps", "5", "--checkpoint"])
+            .arg(&ckpt);
+        run_without_panic(&mut command, stdout, case)
+    };
+    let (status, stderr) = reference(closed_pipe(), "reference | true");
+    assert!(status.success(), "{stderr}");
 
     // A full device is a real failure: reported, not panicked.
-    let output = dreamer()
-        .args(["reference", "--steps", "5", "--checkpoint"])
-        .arg(&ckpt)
-        .stdout(full_device())
-        .output()
-        .unwrap();
-    assert_no_panic(&output);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        text(&output.stderr).contains("writing to stdout"),
-        "{}",
-        text(&output.stderr)
-    );
+    let (status, stderr) = reference(full_device(), "reference >/dev/full");
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("writing to stdout"), "{stderr}");
 }
 
 #[test]
 fn training_carries_on_when_stdout_goes_away() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, stdout) in [("pipe", closed_pipe()), ("full", full_device())] {
+    for gone in GoneStdout::ALL {
+        let name = gone.name();
         let logdir = dir.path().join(name);
-        let output = tiny_train(&logdir, 400).stdout(stdout).output().unwrap();
-        assert_no_panic(&output);
-        let stderr = text(&output.stderr);
-        assert!(output.status.success(), "{name}: {stderr}");
+        let (status, stderr) = run_without_panic(&mut tiny_train(&logdir, 400), gone.stdio(), name);
+        assert!(status.success(), "{name}: {stderr}");
         // Said once on stderr, and the run went on to its end.
         assert_eq!(stderr.matches("writing to stdout").count(), 1, "{stderr}");
         let (_, state) = checkpoint::read_meta(&logdir.join("checkpoint")).unwrap();

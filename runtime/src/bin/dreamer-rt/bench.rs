@@ -15,8 +15,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use crate::agent_args::{AgentArgs, load_agent};
-use crate::output::{outln, print_latency, print_placements};
+use crate::output::{print_latency, print_placements};
 use crate::realtime_args::RealtimeArgs;
+use dreamer_cli::outln;
 
 /// Rounds the step comparison is interleaved in.
 const ROUNDS: u32 = 10;

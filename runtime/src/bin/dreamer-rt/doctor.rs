@@ -9,7 +9,7 @@ use clap::Args;
 use dreamer_bundle as bundle;
 use dreamer_runtime::{Agent, AgentOptions, Provider, control};
 
-use crate::output::outln;
+use dreamer_cli::outln;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

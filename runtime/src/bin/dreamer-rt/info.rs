@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use dreamer_bundle as bundle;
 
-use crate::output::outln;
+use dreamer_cli::outln;
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {

@@ -59,7 +59,7 @@ fn main() -> Result<()> {
     // `info`, `doctor` and `bench` only print: they exit quietly when the output pipe
     // closes (`dreamer-rt info b | head`), like other Unix tools. `run` and `serve` keep
     // Rust's default (SIGPIPE ignored): they must finish their work and write their
-    // `--summary` file, so a closed stdout only ends their printing (output.rs).
+    // `--summary` file, so a closed stdout only ends their printing (dreamer_cli::outln!).
     if matches!(
         cli.command,
         Command::Info(_) | Command::Doctor(_) | Command::Bench(_)
@@ -76,5 +76,5 @@ fn main() -> Result<()> {
     };
     // The command's own error first; a lost output is reported when nothing else failed.
     outcome?;
-    output::finish()
+    Ok(dreamer_cli::stdout::finish(None)?)
 }

@@ -2,7 +2,6 @@
 //! task's control rate or another; prints each episode's return and the loop's latency, and
 //! with `--summary FILE` writes the returns as a typed [`RunSummary`].
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,8 +14,9 @@ use dreamer_tasks::{Env, EnvSpec, FRAME_BYTES};
 use dreamer_wire::report::{RunEpisode, RunSummary, write_report};
 
 use crate::agent_args::{AgentArgs, load_agent};
-use crate::output::{outln, print_latency, print_placements};
+use crate::output::{print_latency, print_placements};
 use crate::realtime_args::RealtimeArgs;
+use dreamer_cli::{errln, outln};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -245,10 +245,7 @@ fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpiso
             Ok(a) => action.copy_from_slice(a),
             Err(error) => {
                 // Best-effort: a closed stderr must not stop (or panic) the loop.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "episode {index} decision {taken}: {error}; sent the safe action"
-                );
+                errln!("episode {index} decision {taken}: {error}; sent the safe action");
                 action.copy_from_slice(agent.action());
             }
         }

@@ -4,7 +4,6 @@
 //! refused the handshake, handshake timeout, an I/O error, a bundle that did not load); its
 //! `end` and `error` fields say how, and the exit status is non-zero for all but a stop.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,8 +14,8 @@ use dreamer_runtime::serve::{ServeEnd, ServeOptions, ServeSummary};
 use dreamer_wire::report::write_report;
 
 use crate::agent_args::{AgentArgs, load_agent};
-use crate::output::outln;
 use crate::realtime_args::RealtimeArgs;
+use dreamer_cli::{errln, outln};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -73,7 +72,7 @@ pub fn serve(args: ServeArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         }
         (Err(e), None) => Err(e.into()),
         (Err(e), Some(failure)) => {
-            note(format_args!("serve: {e}"));
+            errln!("serve: {e}");
             Err(failure)
         }
     }
@@ -114,7 +113,7 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
     let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib))
         .map_err(|e| Failed::early(args, e))?;
     for note_text in &args.realtime.apply().notes {
-        note(format_args!("serve: note: {note_text}"));
+        errln!("serve: note: {note_text}");
     }
     let options = ServeOptions {
         baud: args.baud,
@@ -122,20 +121,15 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
         handshake_timeout,
         ..ServeOptions::new(args.port.clone())
     };
-    note(format_args!(
+    errln!(
         "serve: {} (task {}) on {}",
         args.bundle.display(),
         agent.manifest().task.name,
         args.port.display()
-    ));
+    );
     dreamer_runtime::serve::serve(&mut agent, &options, &STOP).map_err(|failure| Failed {
         summary: failure.summary,
         error: anyhow::Error::new(failure.error)
             .context(format!("serving {} failed", args.port.display())),
     })
-}
-
-/// A log line on stderr, best-effort: a closed stderr must not end serving in a panic.
-fn note(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
