@@ -47,22 +47,10 @@ fn tiny_train(logdir: &Path, steps: u64) -> Command {
     let mut command = dreamer();
     command.args(["train", "--quiet", "--device", "cpu", "--logdir"]);
     command.arg(logdir);
-    for set in [
-        "model.deter=12",
-        "model.stoch=4",
-        "model.hidden=10",
-        "model.units=16",
-        "train.batch=3",
-        "train.length=5",
-        "train.horizon=4",
-        "collect.prefill=200",
-        "collect.pretrain=2",
-        "collect.train_every=100",
-        "collect.train_steps=2",
-        "eval.every=200",
-        "eval.episodes=1",
-        "log.checkpoint_every=200",
-    ] {
+    for set in TINY_SETS
+        .iter()
+        .chain(&["eval.every=200", "log.checkpoint_every=200"])
+    {
         command.args(["--set", set]);
     }
     command.arg("--set").arg(format!("run.steps={steps}"));

@@ -8,29 +8,36 @@ use dreamer_trainer::noise::UpdateNoise;
 use dreamer_trainer::replay::{Batch, Episode, Layout, Replay};
 use tch::{Device, Kind, Tensor};
 
-/// The cpu-state (or cpu-pixels) preset shrunk to a few units.
+/// Network, training and collection sizes that make a run of a few hundred steps take
+/// seconds: updates from step 200 on, two per 100 steps.
+pub const TINY_SETS: [&str; 12] = [
+    "model.deter=12",
+    "model.stoch=4",
+    "model.hidden=10",
+    "model.units=16",
+    "train.batch=3",
+    "train.length=5",
+    "train.horizon=4",
+    "collect.prefill=200",
+    "collect.pretrain=2",
+    "collect.train_every=100",
+    "collect.train_steps=2",
+    "eval.episodes=1",
+];
+
+/// The cpu-state (or cpu-pixels) preset shrunk to a few units, without evaluations or
+/// checkpoints.
 pub fn tiny_config(pixels: bool) -> Config {
     let preset = if pixels { "cpu-pixels" } else { "cpu-state" };
-    let sets: Vec<String> = [
-        "model.deter=12",
-        "model.stoch=4",
-        "model.hidden=10",
-        "model.units=16",
-        "model.cnn_depth=2",
-        "train.batch=3",
-        "train.length=5",
-        "train.horizon=4",
-        "collect.prefill=200",
-        "collect.pretrain=2",
-        "collect.train_every=100",
-        "collect.train_steps=2",
-        "eval.every=0",
-        "eval.episodes=1",
-        "log.checkpoint_every=0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let sets: Vec<String> = TINY_SETS
+        .iter()
+        .chain(&[
+            "model.cnn_depth=2",
+            "eval.every=0",
+            "log.checkpoint_every=0",
+        ])
+        .map(|s| s.to_string())
+        .collect();
     Config::resolve(preset, None, &sets).unwrap()
 }
 
