@@ -164,6 +164,18 @@ fn run_refuses_a_task_that_does_not_fit_the_policy() {
     );
 }
 
+/// `--rate-hz -3` (not only `--rate-hz=-3`) reaches the check, which names the flag, before
+/// anything is printed about running.
+#[cfg(feature = "sim")]
+#[test]
+fn run_refuses_a_negative_rate_naming_the_flag() {
+    let bundle = pendulum_bundle();
+    let (ok, text) = dreamer_rt(&["run", bundle.path().to_str().unwrap(), "--rate-hz", "-3"]);
+    assert!(!ok);
+    assert!(text.contains("--rate-hz: rate -3 Hz"), "{text}");
+    assert!(!text.contains("running at"), "{text}");
+}
+
 #[test]
 fn bench_reports_every_graph_the_step_and_the_overhead() {
     let dir = pendulum_bundle();

@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', value_name = "SEED,...")]
     env_seeds: Vec<u64>,
     /// Decisions per second (default: the task's control rate); 0 = as fast as possible.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     rate_hz: Option<f64>,
     /// Stop each episode after this many decisions (default: the task's episode length).
     #[arg(long)]
@@ -75,6 +75,7 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         .unwrap_or_else(|| manifest.task.name.clone());
     let mut env = make_env(&task, &manifest)?;
     let rate_hz = args.rate_hz.unwrap_or(1.0 / env.spec().control_period_s);
+    let mut driver = RateDriver::new(rate_hz).map_err(|e| anyhow::anyhow!("--rate-hz: {e}"))?;
     let decisions = args.max_decisions.unwrap_or(env.spec().max_decisions);
 
     outln!(
@@ -92,7 +93,6 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         outln!("  note: {note}");
     }
 
-    let mut driver = RateDriver::new(rate_hz).map_err(anyhow::Error::msg)?;
     let prime_lead = Duration::from_micros(args.prime_lead_us);
     if rate_hz > 0.0 && prime_lead >= driver.period() {
         bail!(
