@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod checkpoint;
 mod obs_mode;
+pub mod resume;
 
 pub use checkpoint::CONFIG_FILE;
 pub use obs_mode::{OBS_MODE_NAMES, ObsMode, UnknownObsMode};
@@ -311,6 +312,7 @@ impl Config {
             ("collect.expl_noise", self.collect.expl_noise),
             ("train.free_nats", self.train.free_nats),
             ("train.kl_scale", self.train.kl_scale),
+            ("train.pcont_scale", self.train.pcont_scale),
             ("train.actor_entropy", self.train.actor_entropy),
             ("train.entropy_lr", self.train.entropy_lr),
         ] {

@@ -100,11 +100,12 @@ impl Checkpoint {
                 supported: "an integer >= 1".to_string(),
             })?;
         let min_std = config.float("model.min_std")?;
-        if !(min_std.is_finite() && min_std >= 0.0) {
+        // The graphs compute in float32: a finite float64 beyond its range would become inf.
+        if !((min_std as f32).is_finite() && min_std >= 0.0) {
             return Err(ExportError::Unsupported {
                 option: "model.min_std".to_string(),
                 value: min_std.to_string(),
-                supported: "a finite number >= 0".to_string(),
+                supported: "a number >= 0 that float32 holds (at most 3.4e38)".to_string(),
             });
         }
         config.check_model_keys()?;
@@ -200,6 +201,11 @@ fn read_parsed<T, E: std::fmt::Display>(
 }
 
 /// One dimension of an anchor tensor that a size is read from.
+///
+/// Every dimension of the anchor must be positive: a tensor with a zero dimension holds no
+/// data, so safetensors accepts any value in its other dimensions, and a size of `2^63`
+/// taken from one would overflow the contract's arithmetic. With data behind every element,
+/// each size is bounded by the file's length.
 fn dim(
     weights: &BTreeMap<String, Tensor>,
     path: &Path,
@@ -208,7 +214,7 @@ fn dim(
     symbolic: &str,
 ) -> Result<usize, ExportError> {
     let problem = match weights.get(name) {
-        Some(t) if t.shape.len() == symbolic.split(',').count() && t.shape[axis] > 0 => {
+        Some(t) if t.shape.len() == symbolic.split(',').count() && !t.shape.contains(&0) => {
             return Ok(t.shape[axis]);
         }
         Some(t) => format!(

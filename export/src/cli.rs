@@ -1,10 +1,14 @@
 //! The export options both command lines take, `dreamer-export` and the trainer's
 //! `dreamer export`, defined once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use dreamer_bundle::SecretKey;
+
+use crate::error::ExportError;
 use crate::onnx::Precision;
 use crate::options::ExportOptions;
+use crate::pipeline::{ExportReport, export_signed};
 
 /// Where the bundle goes and how it is built.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,6 +26,10 @@ pub struct BundleArgs {
     /// executable, then the build-time default).
     #[arg(long, visible_alias = "onnxruntime", value_name = "FILE")]
     pub ort_lib: Option<PathBuf>,
+    /// Secret key file (from `dreamer-export keygen`) to sign the bundle with: writes
+    /// `manifest.json.sig`, which runtimes given the matching public key require.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
 }
 
 impl BundleArgs {
@@ -38,5 +46,20 @@ impl BundleArgs {
             onnxruntime: self.ort_lib.clone(),
             eval_return: None,
         }
+    }
+
+    /// The signing key `--sign-key` names, read before any work so a bad key fails fast.
+    pub fn signing_key(&self) -> Result<Option<SecretKey>, ExportError> {
+        Ok(self.sign_key.as_deref().map(SecretKey::read).transpose()?)
+    }
+
+    /// Exports `checkpoint_dir` to `--out` with `options`, signed when `--sign-key` is given.
+    pub fn export(
+        &self,
+        checkpoint_dir: &Path,
+        options: &ExportOptions,
+    ) -> Result<ExportReport, ExportError> {
+        let key = self.signing_key()?;
+        export_signed(checkpoint_dir, &self.out, options, key.as_ref())
     }
 }

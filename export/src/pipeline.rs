@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dreamer_bundle::Manifest;
+use dreamer_bundle::{MANIFEST_FILE, Manifest, SIGNATURE_FILE, SecretKey};
 
 use crate::checkpoint::{Checkpoint, REFERENCE_FILE};
 use crate::error::ExportError;
@@ -79,15 +79,27 @@ impl ExportReport {
     }
 }
 
-/// Exports `checkpoint_dir` to the bundle folder `out_dir`.
-///
-/// The bundle is written to a temporary folder beside `out_dir`, verified there, and renamed
-/// into place; an existing `out_dir` (which must be a bundle or empty) is replaced only then,
-/// so a failed export leaves it untouched.
+/// Exports `checkpoint_dir` to the bundle folder `out_dir`, unsigned (see [`export_signed`]).
 pub fn export(
     checkpoint_dir: &Path,
     out_dir: &Path,
     options: &ExportOptions,
+) -> Result<ExportReport, ExportError> {
+    export_signed(checkpoint_dir, out_dir, options, None)
+}
+
+/// Exports `checkpoint_dir` to the bundle folder `out_dir`, and with `sign_key` signs the
+/// exact bytes of the final `manifest.json` into `manifest.json.sig` (the manifest lists
+/// every file's sha256, so the signature covers the graphs).
+///
+/// The bundle is written to a temporary folder beside `out_dir`, verified there, and renamed
+/// into place; an existing `out_dir` (which must be a bundle or empty) is replaced only then,
+/// so a failed export leaves it untouched.
+pub fn export_signed(
+    checkpoint_dir: &Path,
+    out_dir: &Path,
+    options: &ExportOptions,
+    sign_key: Option<&SecretKey>,
 ) -> Result<ExportReport, ExportError> {
     if options.batch == 0 {
         return Err(ExportError::Unsupported {
@@ -118,9 +130,10 @@ pub fn export(
         let file = format!("{}.onnx", graph.role);
         let path = staging.dir.join(&file);
         fs::write(&path, &graph.bytes).map_err(ExportError::io(&path))?;
+        // The bytes just written, so the hash is of exactly what the loader must find.
         manifest
             .files
-            .insert(file, dreamer_bundle::sha256_file(&path)?);
+            .insert(file, dreamer_bundle::sha256_hex(&graph.bytes));
     }
     write_manifest(&staging.dir, &manifest)?;
     let build_time = start.elapsed();
@@ -132,6 +145,9 @@ pub fn export(
         write_manifest(&staging.dir, &manifest)?;
     }
     let verify_time = verify_start.elapsed();
+    if let Some(key) = sign_key {
+        sign_manifest(&staging.dir, key)?;
+    }
 
     let file_bytes = staging.file_sizes()?;
     staging.commit(out_dir)?;
@@ -142,6 +158,15 @@ pub fn export(
         build_time,
         verify_time,
     })
+}
+
+/// Signs the manifest as written in `dir` (read back, so the signature covers the bytes on
+/// disk) into the detached signature file beside it.
+fn sign_manifest(dir: &Path, key: &SecretKey) -> Result<(), ExportError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let bytes = fs::read(&manifest_path).map_err(ExportError::io(&manifest_path))?;
+    let sig_path = dir.join(SIGNATURE_FILE);
+    fs::write(&sig_path, key.sign_manifest(&bytes)).map_err(ExportError::io(&sig_path))
 }
 
 /// The task's action and state sizes must be the checkpoint's.

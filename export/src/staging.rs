@@ -1,12 +1,13 @@
 //! The output folder: checked before anything is written, the bundle staged in a temporary
-//! folder beside it and renamed into place only once it is complete, so a failed export
-//! leaves an existing bundle untouched.
+//! folder beside it, synced and swapped into place only once it is complete (through
+//! `dreamer_persist`), so a failed or killed export leaves an existing bundle whole.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use dreamer_bundle::MANIFEST_FILE;
+use dreamer_persist::StagedDir;
 
 use crate::error::ExportError;
 
@@ -36,24 +37,23 @@ pub fn check_out_dir(out_dir: &Path) -> Result<(), ExportError> {
     }
 }
 
-/// A temporary folder beside the output folder, removed on drop unless committed.
+/// The bundle staged in `.<out>.tmp` beside the output folder (`dreamer_persist`'s
+/// `StagedDir`), removed on drop unless committed.
 pub struct Staging {
+    /// Where the bundle's files are written.
     pub dir: PathBuf,
-    committed: bool,
+    staged: StagedDir,
 }
 
 impl Staging {
+    /// Repairs what an export killed midway left beside `out_dir` (finishing an interrupted
+    /// swap), then creates the empty staging folder.
     pub fn create(out_dir: &Path) -> Result<Staging, ExportError> {
-        let (parent, name) = split_out_dir(out_dir)?;
-        fs::create_dir_all(&parent).map_err(ExportError::io(&parent))?;
-        let dir = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(ExportError::io(&dir))?;
-        }
-        fs::create_dir(&dir).map_err(ExportError::io(&dir))?;
+        split_out_dir(out_dir)?;
+        let staged = StagedDir::create(out_dir).map_err(persist_error)?;
         Ok(Staging {
-            dir,
-            committed: false,
+            dir: staged.path().to_path_buf(),
+            staged,
         })
     }
 
@@ -69,36 +69,18 @@ impl Staging {
         Ok(sizes)
     }
 
-    /// Moves the staged bundle to `out_dir`, replacing an existing one.
-    pub fn commit(mut self, out_dir: &Path) -> Result<(), ExportError> {
-        if out_dir.exists() {
-            let (parent, name) = split_out_dir(out_dir)?;
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            if old.exists() {
-                fs::remove_dir_all(&old).map_err(ExportError::io(&old))?;
-            }
-            fs::rename(out_dir, &old).map_err(ExportError::io(out_dir))?;
-            if let Err(source) = fs::rename(&self.dir, out_dir) {
-                // Put the previous bundle back before reporting.
-                let _ = fs::rename(&old, out_dir);
-                return Err(ExportError::io(out_dir)(source));
-            }
-            // The new bundle is in place; a leftover previous one only wastes space.
-            let _ = fs::remove_dir_all(&old);
-        } else {
-            fs::rename(&self.dir, out_dir).map_err(ExportError::io(out_dir))?;
-        }
-        self.committed = true;
-        Ok(())
+    /// Syncs the staged bundle and swaps it in for `out_dir` (the folder `create` was given),
+    /// replacing an existing one; a kill at any step leaves the old bundle or the new one.
+    pub fn commit(self, out_dir: &Path) -> Result<(), ExportError> {
+        debug_assert_eq!(self.staged.target(), out_dir);
+        self.staged.commit().map_err(persist_error)
     }
 }
 
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
+/// A persist error as the exporter's I/O error on the same path.
+fn persist_error(e: dreamer_persist::PersistError) -> ExportError {
+    let message = format!("{}: {}", e.action, e.source);
+    ExportError::io(&e.path)(std::io::Error::new(e.source.kind(), message))
 }
 
 /// (parent folder, last component) of the output folder.

@@ -9,6 +9,11 @@ use crate::error::ExportError;
 pub struct TaskFacts {
     /// Seconds per policy decision (physics period times action repeat).
     pub control_period_s: f64,
+    /// Seconds per physics step.
+    pub physics_step_s: f64,
+    /// Where the task is defined (`dreamer-tasks`) and the version of its definition there.
+    pub definition_source: &'static str,
+    pub definition_version: u32,
     /// Policy decisions per episode.
     pub episode_decisions: u32,
     pub state_size: usize,
@@ -36,8 +41,16 @@ pub fn task_facts(name: &str, obs: ObsMode, action_repeat: u32) -> Result<TaskFa
     )
     .map_err(task_err)?;
     let spec = env.spec();
+    let definition_version =
+        dreamer_tasks::definition_version(name).ok_or_else(|| ExportError::Task {
+            name: name.to_string(),
+            message: "dreamer-tasks builds it but gives no definition version".to_string(),
+        })?;
     Ok(TaskFacts {
         control_period_s: spec.control_period_s,
+        physics_step_s: spec.physics_dt,
+        definition_source: dreamer_tasks::DEFINITION_SOURCE,
+        definition_version,
         episode_decisions: spec.max_decisions,
         state_size: spec.state_size,
         state_fields: spec.state_fields.clone(),

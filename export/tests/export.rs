@@ -2,6 +2,7 @@
 //! ONNX Runtime against an independent float64 implementation of the layer equations.
 
 mod common;
+mod schema;
 
 use std::path::Path;
 
@@ -10,7 +11,9 @@ use dreamer_bundle::{DType, names};
 use dreamer_export::{ExportOptions, Precision, export};
 
 fn export_ok(ckpt: &Path, out: &Path, options: &ExportOptions) -> dreamer_export::ExportReport {
-    export(ckpt, out, options).unwrap_or_else(|e| panic!("export failed: {e}"))
+    let report = export(ckpt, out, options).unwrap_or_else(|e| panic!("export failed: {e}"));
+    schema::assert_bundle(out);
+    report
 }
 
 #[test]

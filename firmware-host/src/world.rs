@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
@@ -50,21 +50,21 @@ struct StateFile {
     published: u64,
 }
 
+/// A persist error as the `io::Error` this module reports, its path kept in the message.
+fn into_io(e: dreamer_persist::PersistError) -> io::Error {
+    io::Error::new(e.source.kind(), e.to_string())
+}
+
 impl StateFile {
-    /// Creates the file with a first record (temporary file, then rename).
+    /// Creates the file with a first record, whole (through `dreamer_persist`: a reader
+    /// never finds the file without a record), then keeps its handle for the updates.
     fn create(path: &Path, time_s: f64, state: &[f64]) -> io::Result<Self> {
-        let mut tmp = std::ffi::OsString::from(path.as_os_str());
-        tmp.push(format!(".tmp-{}", std::process::id()));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        let mut record = Self { file, published: 0 };
-        record.publish(time_s, state)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(record)
+        let mut staged = dreamer_persist::AtomicFile::create(path).map_err(into_io)?;
+        let mut buf = [0u8; plant_state::MAX_RECORD];
+        let len = plant_state::encode(1, time_s, state, &mut buf);
+        staged.write_all(&buf[..len])?;
+        let file = staged.commit().map_err(into_io)?;
+        Ok(Self { file, published: 1 })
     }
 
     fn publish(&mut self, time_s: f64, state: &[f64]) -> io::Result<()> {

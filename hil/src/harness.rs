@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -317,6 +317,27 @@ fn simulation_return(options: &HilOptions) -> Result<f64> {
         .context("dreamer-rt run reported no episode")
 }
 
+/// The public keys named by `--trusted-key FILE` (or `--trusted-key=FILE`) among the
+/// arguments for `dreamer-rt serve`.
+fn trusted_keys(serve_args: &[String]) -> Result<Vec<dreamer_bundle::PublicKey>> {
+    let mut files = Vec::new();
+    let mut args = serve_args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--trusted-key" {
+            files.extend(args.next().map(String::as_str));
+        } else if let Some(file) = arg.strip_prefix("--trusted-key=") {
+            files.push(file);
+        }
+    }
+    files
+        .into_iter()
+        .map(|file| {
+            dreamer_bundle::PublicKey::read(Path::new(file))
+                .context("cannot use the trusted key given to serve")
+        })
+        .collect()
+}
+
 /// Runs the loop and reports.
 pub fn run(options: &HilOptions) -> Result<HilReport> {
     options.faults.validate().map_err(anyhow::Error::msg)?;
@@ -341,8 +362,12 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
             options.stall_for_s
         );
     }
-    let manifest = dreamer_bundle::read_manifest(&options.bundle)
-        .with_context(|| format!("cannot read the bundle {}", options.bundle.display()))?;
+    // The runtime's own loader, with the keys `serve` is given: values and origin are
+    // checked here, before any of them becomes a child's argument.
+    let trusted = trusted_keys(&options.serve_args)?;
+    let manifest = dreamer_bundle::Bundle::open(&options.bundle, &trusted)
+        .with_context(|| format!("cannot open the bundle {}", options.bundle.display()))?
+        .manifest;
     let task = manifest.task.name.clone();
     let pixels = manifest.observation.pixels.is_some();
     let rate_hz = options
@@ -655,4 +680,57 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         runtime: rt,
         pty_echo_baseline,
     })
+}
+
+/// The export tests' checkpoint writer, for the tests below.
+#[cfg(test)]
+#[path = "../../export/tests/common/mod.rs"]
+mod export_fixtures;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exported state bundle in `dir` whose manifest has `from` replaced by `to`.
+    fn bundle_with(dir: &Path, from: &str, to: &str) -> PathBuf {
+        let spec = export_fixtures::Spec::state();
+        let ckpt = export_fixtures::write_checkpoint(&dir.join("ckpt"), &spec, 1);
+        let out = dir.join("bundle");
+        let options = dreamer_export::ExportOptions {
+            verify: false,
+            ..Default::default()
+        };
+        dreamer_export::export(&ckpt, &out, &options).unwrap();
+        let path = out.join(dreamer_bundle::MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_bad_manifest_value_is_named_before_any_child_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The value that made the firmware child die on `--rate-hz -1`.
+        let bundle = bundle_with(
+            tmp.path(),
+            "\"control_period_s\": ",
+            "\"control_period_s\": -1, \"was\": ",
+        );
+        let missing = tmp.path().join("no-such-binary");
+        let options = HilOptions::new(bundle, missing.clone(), missing);
+        let e = format!("{:#}", run(&options).unwrap_err());
+        // Before, the bundle was read unchecked and the run went on to look for binaries.
+        assert!(e.contains("task.control_period_s is -1"), "{e}");
+    }
+
+    #[test]
+    fn trusted_keys_given_to_serve_are_read() {
+        assert!(trusted_keys(&["--pin-cpu=1".into()]).unwrap().is_empty());
+        let e = format!(
+            "{:#}",
+            trusted_keys(&["--trusted-key".into(), "/nonexistent.pub".into()]).unwrap_err()
+        );
+        assert!(e.contains("/nonexistent.pub"), "{e}");
+    }
 }

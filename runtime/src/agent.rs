@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use dreamer_bundle::{self as bundle, Manifest};
+use dreamer_bundle::{Authenticity, Bundle, Manifest};
 use dreamer_ort::OrtRuntime;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,6 +38,7 @@ impl StepCounters {
 #[derive(Debug)]
 pub struct Agent {
     manifest: Manifest,
+    authenticity: Authenticity,
     runtime: &'static OrtRuntime,
     /// The graphs of `options.mode`, holding the latent state and previous action.
     graphs: Box<dyn StepGraphs>,
@@ -53,10 +54,15 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Opens a bundle: checks the manifest version and every file's sha256, creates the
-    /// sessions for `options.mode`, and warms up.
+    /// Opens a bundle: checks its signature against `options.trusted_keys` (when any), the
+    /// manifest's version and values and every file's sha256, creates the sessions for
+    /// `options.mode` from the verified graph bytes, and warms up.
     pub fn load(bundle_dir: &Path, options: AgentOptions) -> Result<Agent, LoadError> {
-        let manifest = bundle::open(bundle_dir)?;
+        let Bundle {
+            manifest,
+            authenticity,
+            ..
+        } = Bundle::open(bundle_dir, &options.trusted_keys)?;
         if manifest.batch != 1 {
             return Err(LoadError::Manifest {
                 graph: "*".to_string(),
@@ -95,6 +101,7 @@ impl Agent {
             observation_sizes: ObservationSizes::of(&manifest),
             options,
             manifest,
+            authenticity,
         };
         agent.warm_up()?;
         Ok(agent)
@@ -208,6 +215,11 @@ impl Agent {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Whether the bundle's signature was checked at load, and by which trusted key.
+    pub fn authenticity(&self) -> &Authenticity {
+        &self.authenticity
     }
 
     pub fn options(&self) -> &AgentOptions {

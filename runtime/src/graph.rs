@@ -149,7 +149,9 @@ impl std::fmt::Debug for GraphRunner {
 
 impl GraphRunner {
     /// Creates the session for `role` and allocates its tensors from the manifest, checking
-    /// them against what the ONNX file declares.
+    /// them against what the ONNX file declares. `manifest` is the verified manifest of the
+    /// bundle at `bundle` ([`dreamer_bundle::Bundle::open`]); the graph's bytes are read once,
+    /// checked against its sha256 there, and those same bytes build the session.
     pub fn open(
         bundle: &Path,
         manifest: &Manifest,
@@ -159,6 +161,7 @@ impl GraphRunner {
         let info: &GraphInfo = manifest.graph(role)?;
         let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
         let file = bundle.join(&info.file);
+        let model = dreamer_bundle::read_graph(bundle, manifest, role)?;
         let session_err = |message: String| LoadError::Session {
             graph: role.to_string(),
             file: file.clone(),
@@ -194,7 +197,7 @@ impl GraphRunner {
                 .with_config_entry("session.disable_cpu_ep_fallback", "1")
                 .map_err(|e| ort_err(e.into()))?;
         }
-        let session = builder.commit_from_file(&file).map_err(ort_err)?;
+        let session = builder.commit_from_memory(&model).map_err(ort_err)?;
 
         check_declared(role, "input", &info.inputs, session.inputs())?;
         check_declared(role, "output", &info.outputs, session.outputs())?;

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use dreamer_bundle::PublicKey;
+
 use crate::provider::{DeviceOptions, Provider};
 
 /// Which graphs a step runs.
@@ -64,6 +66,11 @@ pub struct AgentOptions {
     pub safe_action: SafeAction,
     /// Steps run on zero observations at load time so the first real step is not slow.
     pub warmup_steps: u32,
+    /// Keys one of which must have signed the bundle (`manifest.json.sig`); empty: the
+    /// bundle's origin is not checked (see [`Agent::authenticity`]).
+    ///
+    /// [`Agent::authenticity`]: crate::Agent::authenticity
+    pub trusted_keys: Vec<PublicKey>,
 }
 
 impl Default for AgentOptions {
@@ -79,6 +86,7 @@ impl Default for AgentOptions {
             noise: Noise::Zero,
             safe_action: SafeAction::Hold,
             warmup_steps: 10,
+            trusted_keys: Vec::new(),
         }
     }
 }

@@ -286,9 +286,30 @@ fn tampered_or_mismatched_bundles_are_refused_naming_the_problem() {
     let err = Agent::load(dir.path(), AgentOptions::default()).unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("policy_step") && text.contains("`h`") && text.contains("99"),
+        text.contains("latent.deter is 8 but graph policy_step input h is [1, 99]"),
         "{text}"
     );
+
+    // A consistent manifest, but the ONNX file (listed with its hash) declares another
+    // shape: the session's own declarations are checked too.
+    let other = tempfile::tempdir().unwrap();
+    let wider = Sizes { deter: 10, ..sizes };
+    common::write_bundle(other.path(), &Weights::random(wider, 11), Faults::default());
+    let file = dir.path().join("policy_step.onnx");
+    std::fs::copy(other.path().join("policy_step.onnx"), &file).unwrap();
+    let mut relisted = manifest.clone();
+    relisted.files.insert(
+        "policy_step.onnx".into(),
+        dreamer_bundle::sha256_file(&file).unwrap(),
+    );
+    common::write_manifest(dir.path(), &relisted);
+    let err = Agent::load(dir.path(), AgentOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("policy_step") && text.contains("`h`") && text.contains("[1, 10]"),
+        "{text}"
+    );
+    common::write_bundle(dir.path(), &weights, Faults::default());
 
     // The manifest's action size disagrees with the graphs.
     let mut wrong = manifest.clone();
@@ -303,7 +324,7 @@ fn tampered_or_mismatched_bundles_are_refused_naming_the_problem() {
             },
         )
         .unwrap_err();
-        assert!(err.to_string().contains("action size"), "{err}");
+        assert!(err.to_string().contains("action.size is 3"), "{err}");
     }
 
     // A fixed safe action of the wrong length.

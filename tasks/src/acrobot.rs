@@ -30,6 +30,8 @@ pub const SHOULDER_HEIGHT: f64 = 2.0;
 pub const TARGET: (f64, f64) = (0.0, 4.0);
 pub const TARGET_RADIUS: f64 = 0.2;
 pub const EPISODE_STEPS: u32 = 1000;
+/// Version of this task's definition; see [`crate::definition_version`] for when it is bumped.
+pub const DEFINITION_VERSION: u32 = 1;
 
 pub const UPPER_INERTIA: f64 = capsule_inertia(LINK_MASS, UPPER_RADIUS, LINK_LENGTH);
 pub const LOWER_INERTIA: f64 = capsule_inertia(LINK_MASS, LOWER_RADIUS, LINK_LENGTH);

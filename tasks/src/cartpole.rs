@@ -28,6 +28,8 @@ pub const MOTOR_GEAR: f64 = 10.0;
 /// The slider's joint range is +-SLIDER_LIMIT metres.
 pub const SLIDER_LIMIT: f64 = 1.8;
 pub const EPISODE_STEPS: u32 = 1000;
+/// Version of this task's definition; see [`crate::definition_version`] for when it is bumped.
+pub const DEFINITION_VERSION: u32 = 1;
 
 // MuJoCo soft-limit parameters: solreflimit = (0.08, 1), default solimp = (0.9, 0.95, 0.001, 0.5, 2).
 const LIMIT_TIMECONST: f64 = 0.08;

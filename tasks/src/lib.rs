@@ -58,6 +58,24 @@ pub fn task_description(task: &str) -> Option<&'static str> {
     })
 }
 
+/// Where the tasks are defined, as a bundle's manifest names it.
+pub const DEFINITION_SOURCE: &str = "dreamer-tasks";
+
+/// The definition version of `task` (a name from [`TASK_NAMES`]), or None for an unknown
+/// name. A policy is trained against one definition, so a bundle records it. Bump a task's
+/// `DEFINITION_VERSION` whenever what a policy sees or acts on changes: the physics (equations,
+/// constants, physics step, integrator), the observation fields, their order or scaling, the
+/// picture, the actuator range, the reset distribution, the reward or the episode length. A
+/// change of `cartpole.rs` that touches only one variant still bumps the file's version.
+pub fn definition_version(task: &str) -> Option<u32> {
+    Some(match task {
+        "pendulum" => pendulum::DEFINITION_VERSION,
+        "cartpole-swingup" | "cartpole-balance" => cartpole::DEFINITION_VERSION,
+        "acrobot-swingup" => acrobot::DEFINITION_VERSION,
+        _ => return None,
+    })
+}
+
 /// Builds the environment for `task`; an unknown name is an error listing [`TASK_NAMES`].
 pub fn make(task: &str, options: EnvOptions) -> Result<Box<dyn Env>, TaskError> {
     Ok(match task {

@@ -1,7 +1,6 @@
 //! `dreamer-tasks`: list the built-in tasks, or run a simple policy on one and save what it
 //! looks like (animated GIF or a PNG strip of frames) together with the episode return.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -9,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dreamer_cli::say;
 use dreamer_cli::stdout::closed_pipe_is_success;
+use dreamer_persist::AtomicFile;
 use dreamer_tasks::policy::{Policy, PolicyKind};
 use dreamer_tasks::{
     EnvOptions, FRAME_BYTES, FRAME_SIZE, ObsMode, TASK_NAMES, make, task_description,
@@ -194,27 +194,20 @@ fn upscale(frame: &[u8], scale: usize) -> Vec<u8> {
     out
 }
 
-/// Writes `path` through a temporary file in the same folder, renamed into place at the end.
+/// Writes `path` whole through `dreamer_persist` (a temporary file beside it, synced and
+/// renamed into place at the end; removed when `write` fails).
 fn write_atomically(
     path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+    write: impl FnOnce(&mut BufWriter<&mut AtomicFile>) -> Result<()>,
 ) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .context("output path has no file name")?
-        .to_string_lossy();
-    let temporary = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut writer = BufWriter::new(File::create(&temporary)?);
-        write(&mut writer)?;
-        writer.flush()?;
-        Ok(())
-    })();
-    if let Err(error) = result {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(error).with_context(|| format!("writing {}", path.display()));
-    }
-    std::fs::rename(&temporary, path).with_context(|| format!("renaming into {}", path.display()))
+    let mut file = AtomicFile::create(path)?;
+    let mut writer = BufWriter::new(&mut file);
+    write(&mut writer)
+        .and_then(|()| Ok(writer.flush()?))
+        .with_context(|| format!("writing {}", path.display()))?;
+    drop(writer);
+    file.commit()?;
+    Ok(())
 }
 
 fn write_gif(path: &Path, frames: &[Vec<u8>], control_period_s: f64, scale: usize) -> Result<()> {

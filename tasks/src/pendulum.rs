@@ -15,6 +15,8 @@ pub const DT: f64 = 0.05;
 pub const MAX_SPEED: f64 = 8.0;
 pub const MAX_TORQUE: f64 = 2.0;
 pub const EPISODE_STEPS: u32 = 200;
+/// Version of this task's definition; see [`crate::definition_version`] for when it is bumped.
+pub const DEFINITION_VERSION: u32 = 1;
 
 const STATE_FIELDS: &[&str] = &["theta", "theta_dot"];
 const OBSERVATION_FIELDS: &[&str] = &["cos_theta", "sin_theta", "theta_dot"];

@@ -1,6 +1,6 @@
 //! Checkpoint folders as in docs/checkpoint-format.md: `model.safetensors`,
-//! `optim.safetensors`, `state.json` and `config.toml`, written to `<dir>.tmp-<pid>` and
-//! renamed into place.
+//! `optim.safetensors`, `state.json` and `config.toml`, staged in `.<dir>.tmp`, synced and
+//! swapped into place (the sequence and its recovery are `dreamer_persist`'s).
 
 use std::collections::HashMap;
 use std::fs;
@@ -10,6 +10,7 @@ use dreamer_config::Config;
 pub use dreamer_config::checkpoint::{
     CONFIG_FILE, FORMAT_VERSION, MODEL_FILE, OPTIM_FILE, REFERENCE_FILE, STATE_FILE,
 };
+use dreamer_persist::StagedDir;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -64,6 +65,8 @@ pub enum CheckpointError {
     },
     #[error(transparent)]
     Config(#[from] dreamer_config::ConfigError),
+    #[error(transparent)]
+    Persist(#[from] dreamer_persist::PersistError),
     /// `config.toml` describes another task (or observation mode) than the one the weights
     /// were trained on; building the networks from it would fail deep inside libtorch.
     #[error(transparent)]
@@ -171,22 +174,12 @@ fn torch(path: &Path) -> impl FnOnce(tch::TchError) -> CheckpointError + '_ {
     }
 }
 
-/// Write `agent` and `state` to the folder `dir`, replacing it atomically.
+/// Write `agent` and `state` to the folder `dir`, replacing it whole: staged beside it,
+/// synced and swapped in by `dreamer_persist::StagedDir` (a kill at any step leaves a state
+/// that [`recover`] turns back into one complete checkpoint).
 pub fn save(dir: &Path, agent: &Agent, state: &RunState) -> Result<(), CheckpointError> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| CheckpointError::Invalid {
-            path: dir.to_path_buf(),
-            message: "checkpoint path has no folder name".into(),
-        })?
-        .to_string_lossy()
-        .to_string();
-    let tmp = dir.with_file_name(format!("{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-
+    let staged = StagedDir::create(dir)?;
+    let tmp = staged.path();
     let weights = agent.named_weights();
     let model_path = tmp.join(MODEL_FILE);
     Tensor::write_safetensors(&weights, &model_path).map_err(torch(&model_path))?;
@@ -204,15 +197,21 @@ pub fn save(dir: &Path, agent: &Agent, state: &RunState) -> Result<(), Checkpoin
     fs::write(&state_path, json).map_err(io(&state_path))?;
     let config_path = tmp.join(CONFIG_FILE);
     fs::write(&config_path, agent.config.to_toml_string()).map_err(io(&config_path))?;
-    if dir.exists() {
-        let old = dir.with_file_name(format!("{name}.old-{}", std::process::id()));
-        fs::rename(dir, &old).map_err(io(dir))?;
-        fs::rename(&tmp, dir).map_err(io(dir))?;
-        fs::remove_dir_all(&old).map_err(io(&old))?;
-    } else {
-        fs::rename(&tmp, dir).map_err(io(dir))?;
-    }
+    staged.commit()?;
     Ok(())
+}
+
+/// Repair what a save killed midway left beside the checkpoint folder `dir` (see
+/// `dreamer_persist::recover`): afterwards `dir` is one complete checkpoint, or absent when
+/// no save ever completed. Returns what was repaired, for the user.
+pub fn recover(dir: &Path) -> Result<Vec<dreamer_persist::Repair>, CheckpointError> {
+    Ok(dreamer_persist::recover(dir)?)
+}
+
+/// The complete checkpoint folder a reader should use for `dir` without changing anything:
+/// `dir`, or the copy a killed save left complete beside it (None when there is none).
+pub fn readable(dir: &Path) -> Option<PathBuf> {
+    dreamer_persist::complete_copy(dir)
 }
 
 /// Read `config.toml` and `state.json` of a checkpoint folder, checking the format version.

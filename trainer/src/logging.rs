@@ -34,6 +34,43 @@ pub fn check_writable(dir: &Path) -> Result<(), LogError> {
     fs::remove_file(&probe).map_err(log_error(&probe))
 }
 
+/// Keep the records of `metrics.jsonl` at `path` up to `env_steps` (those a checkpoint at
+/// `env_steps` had seen: a record is written before the checkpoint of its step) and drop
+/// the rest, with a last line a kill cut short. Rewritten whole through `dreamer_persist`,
+/// only when something is dropped. Returns the number of lines dropped (0 for no file).
+pub fn truncate_after(path: &Path, env_steps: u64) -> Result<usize, LogError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(log_error(path)(e)),
+    };
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    let mut kept = String::with_capacity(complete.len());
+    let mut dropped = usize::from(complete.len() < text.len());
+    for line in complete.lines() {
+        let step = serde_json::from_str::<Value>(line)
+            .ok()
+            .and_then(|v| v.get("env_steps").and_then(Value::as_u64));
+        // A line that is not a record is not this function's to judge: it stays.
+        if step.is_some_and(|s| s > env_steps) {
+            dropped += 1;
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if dropped > 0 {
+        dreamer_persist::write_file(path, kept.as_bytes()).map_err(|e| LogError {
+            path: e.path,
+            source: e.source,
+        })?;
+    }
+    Ok(dropped)
+}
+
 /// Where a run's printed lines can still be read when stdout is gone.
 pub const WITHOUT_STDOUT: &str = "metrics.jsonl has every record";
 
@@ -156,6 +193,26 @@ impl Logger {
         self.flush_events()
     }
 
+    /// fsync the metrics and the event file, so that what a checkpoint has seen logged
+    /// survives a power cut as the checkpoint does.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.jsonl
+            .flush()
+            .and_then(|()| self.jsonl.get_ref().sync_data())
+            .map_err(log_error(&self.jsonl_path))?;
+        self.flush_events()?;
+        self.events.sync().map_err(log_error(&self.events_path))
+    }
+
+    /// Mark in TensorBoard that this session continues the run after `env_steps` (a resume):
+    /// what earlier event files hold after that step is superseded by this session's.
+    pub fn resumed_after(&mut self, env_steps: u64) -> Result<(), LogError> {
+        self.events
+            .session_start(env_steps as i64 + 1)
+            .map_err(log_error(&self.events_path))?;
+        self.flush_events()
+    }
+
     /// An animated image summary (GIF bytes) in TensorBoard.
     pub fn gif(
         &mut self,
@@ -220,6 +277,25 @@ pub fn progress_message(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn records_after_a_checkpoint_and_a_cut_line_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let lines = [
+            r#"{"kind":"eval","env_steps":0}"#,
+            r#"{"kind":"train","env_steps":200}"#,
+            "not json: stays",
+            r#"{"kind":"train","env_steps":300}"#,
+        ];
+        fs::write(&path, lines.join("\n") + "\n" + r#"{"kind":"ep"#).unwrap();
+        assert_eq!(truncate_after(&path, 200).unwrap(), 2);
+        let kept = fs::read_to_string(&path).unwrap();
+        assert_eq!(kept, lines[..3].join("\n") + "\n");
+        assert_eq!(truncate_after(&path, 200).unwrap(), 0);
+        assert_eq!(fs::read_to_string(&path).unwrap(), kept);
+        assert_eq!(truncate_after(&dir.path().join("none"), 0).unwrap(), 0);
+    }
 
     #[test]
     fn eta_is_unknown_before_the_first_step() {

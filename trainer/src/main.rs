@@ -41,9 +41,9 @@ impl DeviceArgs {
 
 #[derive(Args, Clone)]
 struct ConfigArgs {
-    /// Preset: paper, cpu-state or cpu-pixels
-    #[arg(long, default_value = DEFAULT_PRESET)]
-    preset: String,
+    /// Preset: paper, cpu-state or cpu-pixels [default: cpu-state]
+    #[arg(long)]
+    preset: Option<String>,
     /// TOML file whose keys replace the preset's
     #[arg(long)]
     config: Option<PathBuf>,
@@ -55,10 +55,17 @@ struct ConfigArgs {
 impl ConfigArgs {
     fn resolve(&self) -> Result<Config> {
         Ok(Config::resolve(
-            &self.preset,
+            self.preset.as_deref().unwrap_or(DEFAULT_PRESET),
             self.config.as_deref(),
             &self.sets,
         )?)
+    }
+
+    /// The configuration a resumed run continues with: the saved one, with the keys
+    /// `--preset`, `--config` and `--set` may change on resume (any other change is refused
+    /// by name).
+    fn for_resume(&self, saved: &Config) -> Result<Config> {
+        Ok(saved.for_resume(self.preset.as_deref(), self.config.as_deref(), &self.sets)?)
     }
 }
 
@@ -71,9 +78,15 @@ enum Command {
         /// Run folder: metrics.jsonl, TensorBoard events, replay/, checkpoint/
         #[arg(long)]
         logdir: Option<PathBuf>,
-        /// Continue the run in --logdir from its checkpoint (--set still applies)
-        #[arg(long)]
+        /// Continue the run in --logdir from its checkpoint. --preset, --config and --set may
+        /// then change only run.steps, eval.every, eval.episodes, log.checkpoint_every and
+        /// log.openloop_every
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Delete the run already in --logdir (checkpoints, replay, metrics, event files,
+        /// images) and start a new one there
+        #[arg(long)]
+        overwrite: bool,
         /// No progress bar
         #[arg(long)]
         quiet: bool,
@@ -139,13 +152,25 @@ enum Command {
     },
 }
 
-fn checkpoint_folder(path: PathBuf) -> PathBuf {
+/// The checkpoint folder a command was given: `path` itself, or the `checkpoint/` of a run
+/// folder. A save killed midway leaves the complete copy beside the folder: commands that
+/// write into the checkpoint (`repair`) finish that save first; readers (which may run
+/// while the trainer saves) read the complete copy and change nothing.
+fn checkpoint_folder(path: PathBuf, repair: bool) -> Result<PathBuf> {
     let nested = path.join(CHECKPOINT_DIR);
-    if !path.join(checkpoint::STATE_FILE).exists() && nested.exists() {
+    let holds_one = |dir: &std::path::Path| checkpoint::readable(dir).is_some();
+    let dir = if !path.join(checkpoint::STATE_FILE).exists() && holds_one(&nested) {
         nested
     } else {
         path
+    };
+    if repair {
+        for note in checkpoint::recover(&dir)? {
+            errln!("{note}");
+        }
+        return Ok(dir);
     }
+    Ok(checkpoint::readable(&dir).unwrap_or(dir))
 }
 
 fn main() -> std::process::ExitCode {
@@ -178,6 +203,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             config,
             logdir,
             resume,
+            overwrite,
             quiet,
             device,
         } => {
@@ -190,9 +216,18 @@ fn run_cli(cli: Cli) -> Result<()> {
             });
             let resolved = if resume {
                 let dir = logdir.join(CHECKPOINT_DIR);
+                // A save killed midway leaves the complete checkpoint beside `dir`.
+                for repair in checkpoint::recover(&dir)? {
+                    errln!("--resume: {repair}");
+                }
+                if !dir.exists() {
+                    return Err(run::RunError::NothingToResume(logdir).into());
+                }
                 let (saved, _) = checkpoint::read_meta(&dir)
                     .with_context(|| format!("--resume {}", logdir.display()))?;
-                saved.with_overrides(&config.sets)?
+                config
+                    .for_resume(&saved)
+                    .with_context(|| format!("--resume {}", logdir.display()))?
             } else {
                 resolved
             };
@@ -200,6 +235,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             let options = RunOptions {
                 logdir,
                 resume,
+                overwrite,
                 device,
                 progress: !quiet,
                 max_updates: None,
@@ -249,7 +285,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                 bail!("--episodes must be at least 1");
             }
             let device = device.select()?;
-            let dir = checkpoint_folder(dir);
+            let dir = checkpoint_folder(dir, false)?;
             let (agent, _) = checkpoint::load(&dir, device)?;
             let evaluation = env_loop::evaluate(&agent, episodes, draw, video_path.is_some())?;
             say!(
@@ -271,9 +307,10 @@ fn run_cli(cli: Cli) -> Result<()> {
             reference_steps,
         } => {
             device::select("cpu", None)?;
-            let dir = checkpoint_folder(dir);
+            let dir = checkpoint_folder(dir, true)?;
             reference::write_reference(&dir, reference_steps, REFERENCE_CASES)?;
-            let report = dreamer_export::export(&dir, &bundle.out, &bundle.options())
+            let report = bundle
+                .export(&dir, &bundle.options())
                 .with_context(|| format!("exporting {}", dir.display()))?;
             say!("{}", report.summary());
         }
@@ -283,7 +320,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             cases,
         } => {
             device::select("cpu", None)?;
-            let dir = checkpoint_folder(dir);
+            let dir = checkpoint_folder(dir, true)?;
             let path = reference::write_reference(&dir, steps, cases)?;
             say!("wrote {}", path.display());
         }

@@ -77,7 +77,8 @@ impl Canvas {
     }
 }
 
-/// Draw `points` (env steps, return) to a PNG at `path` (temp file, then rename).
+/// Draw `points` (env steps, return) to a PNG at `path` (replaced whole, as
+/// [`crate::video::write_png`] writes).
 pub fn write_curve(path: &Path, points: &[(u64, f64)]) -> Result<(), crate::video::VideoError> {
     let mut canvas = Canvas {
         pixels: vec![255; WIDTH * HEIGHT * 3],

@@ -198,13 +198,14 @@ pub fn write_reference(
         })
         .collect();
     let path = checkpoint_dir.join(REFERENCE_FILE);
-    let tmp = checkpoint_dir.join(format!("{REFERENCE_FILE}.tmp-{}", std::process::id()));
     let write_err = |message: String| ReferenceError::Write {
         path: path.clone(),
         message,
     };
-    Tensor::write_safetensors(&named, &tmp).map_err(|e| write_err(e.to_string()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| write_err(e.to_string()))?;
+    // libtorch writes by path: to the temporary one, which commit syncs and renames.
+    let file = dreamer_persist::AtomicFile::create(&path).map_err(|e| write_err(e.to_string()))?;
+    Tensor::write_safetensors(&named, file.tmp_path()).map_err(|e| write_err(e.to_string()))?;
+    file.commit().map_err(|e| write_err(e.to_string()))?;
     Ok(path)
 }
 

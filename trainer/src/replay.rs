@@ -9,13 +9,15 @@ use std::fs;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use dreamer_persist::AtomicFile;
 use ndarray::{Array1, Array2, Array4};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray_npy::NpzWriter;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::networks::{IMAGE_SIZE, Obs};
+use crate::npz::Npz;
 
 const FRAME: usize = (IMAGE_SIZE * IMAGE_SIZE * 3) as usize;
 
@@ -29,6 +31,8 @@ pub enum ReplayError {
     },
     #[error("episode file {path}: {message}")]
     Episode { path: PathBuf, message: String },
+    #[error(transparent)]
+    Persist(#[from] dreamer_persist::PersistError),
 }
 
 /// What each step of an episode holds.
@@ -124,10 +128,11 @@ fn episode_index(path: &Path) -> Option<usize> {
 impl Replay {
     /// Open (creating) `dir` and load its episodes in the order they were written: all of
     /// them when `limit` is None, else those numbered below `limit` (the episodes a
-    /// checkpoint counts; later ones were written after it). Episodes below `limit` whose
-    /// files are gone are counted in [`Replay::missing`], and new episodes are numbered from
-    /// `limit` on, so that they never take the name of a file already there. Files that do
-    /// not match `layout` are an error.
+    /// checkpoint counts). Files numbered `limit` or above were written after that
+    /// checkpoint by a session stopped before its next one: they are deleted, and new
+    /// episodes are numbered from `limit` on, as that session's were, so that a resumed run
+    /// stores what an uninterrupted one would. Episodes below `limit` whose files are gone are
+    /// counted in [`Replay::missing`]. Files that do not match `layout` are an error.
     pub fn open(dir: &Path, layout: Layout, limit: Option<usize>) -> Result<Replay, ReplayError> {
         let io = |source| ReplayError::Io {
             path: dir.to_path_buf(),
@@ -146,16 +151,23 @@ impl Replay {
         files.sort();
         let mut missing = 0;
         if let Some(limit) = limit {
-            // One file per index (the first in name order), the indices below `limit` only:
-            // without gaps these are exactly the first `limit` files.
-            let mut seen = vec![false; limit];
-            files.retain(|p| match episode_index(p) {
-                Some(i) if i < limit && !seen[i] => {
-                    seen[i] = true;
-                    true
+            // A set, not a flag per index: `limit` comes from state.json and may be huge.
+            let mut seen = std::collections::BTreeSet::new();
+            let mut kept = Vec::new();
+            for path in files {
+                match episode_index(&path) {
+                    // One file per index (the first in name order).
+                    Some(i) if i < limit && seen.insert(i) => kept.push(path),
+                    Some(i) if i >= limit => {
+                        fs::remove_file(&path).map_err(|source| ReplayError::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    }
+                    _ => {}
                 }
-                _ => false,
-            });
+            }
+            files = kept;
             missing = limit - files.len();
         }
         let episodes = files
@@ -194,7 +206,7 @@ impl Replay {
         self.episodes.iter().map(Episode::len).sum()
     }
 
-    /// Store an episode in memory and on disk (written to a temporary file, then renamed).
+    /// Store an episode in memory and on disk (replacing a file of that name whole).
     pub fn add(&mut self, episode: Episode) -> Result<(), ReplayError> {
         let path = episode_path(&self.dir, self.next_index, episode.len());
         save_episode(&path, &episode, self.layout)?;
@@ -294,12 +306,8 @@ fn shape_error(path: &Path, message: String) -> ReplayError {
 fn save_episode(path: &Path, episode: &Episode, layout: Layout) -> Result<(), ReplayError> {
     let len = episode.len();
     let err = |message: String| shape_error(path, message);
-    let tmp = path.with_extension("npz.tmp");
-    let file = fs::File::create(&tmp).map_err(|source| ReplayError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    let mut npz = NpzWriter::new_compressed(BufWriter::new(file));
+    let mut file = AtomicFile::create(path)?;
+    let mut npz = NpzWriter::new_compressed(BufWriter::new(&mut file));
     let added = |name: &str, result: Result<(), ndarray_npy::WriteNpzError>| {
         result.map_err(|e| err(format!("writing `{name}`: {e}")))
     };
@@ -325,29 +333,20 @@ fn save_episode(path: &Path, episode: &Episode, layout: Layout) -> Result<(), Re
             .map_err(|e| err(format!("image: {e}")))?;
         added("image", npz.add_array("image", &image))?;
     }
-    npz.finish().map_err(|e| err(format!("finishing: {e}")))?;
-    fs::rename(&tmp, path).map_err(|source| ReplayError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    npz.finish()
+        .map_err(|e| err(format!("finishing: {e}")))?
+        .into_inner()
+        .map_err(|e| err(format!("finishing: {}", e.error())))?;
+    file.commit()?;
+    Ok(())
 }
 
 fn load_episode(path: &Path, layout: Layout) -> Result<Episode, ReplayError> {
     let err = |message: String| shape_error(path, message);
-    let file = fs::File::open(path).map_err(|source| ReplayError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut npz = NpzReader::new(file).map_err(|e| err(e.to_string()))?;
-    let action: Array2<f32> = npz
-        .by_name("action")
-        .map_err(|e| err(format!("array `action`: {e}")))?;
-    let reward: Array1<f32> = npz
-        .by_name("reward")
-        .map_err(|e| err(format!("array `reward`: {e}")))?;
-    let discount: Array1<f32> = npz
-        .by_name("discount")
-        .map_err(|e| err(format!("array `discount`: {e}")))?;
+    let mut npz = Npz::open(path).map_err(err)?;
+    let action: Array2<f32> = npz.array("action").map_err(err)?;
+    let reward: Array1<f32> = npz.array("reward").map_err(err)?;
+    let discount: Array1<f32> = npz.array("discount").map_err(err)?;
     let len = reward.len();
     if action.dim() != (len, layout.action) || discount.len() != len {
         return Err(err(format!(
@@ -364,9 +363,7 @@ fn load_episode(path: &Path, layout: Layout) -> Result<Episode, ReplayError> {
         ..Default::default()
     };
     if layout.state > 0 {
-        let state: Array2<f32> = npz
-            .by_name("state")
-            .map_err(|e| err(format!("array `state`: {e}")))?;
+        let state: Array2<f32> = npz.array("state").map_err(err)?;
         if state.dim() != (len, layout.state) {
             return Err(err(format!(
                 "state is {:?}, expected [{len}, {}]",
@@ -377,9 +374,7 @@ fn load_episode(path: &Path, layout: Layout) -> Result<Episode, ReplayError> {
         episode.state = state.into_iter().collect();
     }
     if layout.pixels {
-        let image: Array4<u8> = npz
-            .by_name("image")
-            .map_err(|e| err(format!("array `image`: {e}")))?;
+        let image: Array4<u8> = npz.array("image").map_err(err)?;
         let side = IMAGE_SIZE as usize;
         if image.dim() != (len, side, side, 3) {
             return Err(err(format!(

@@ -22,6 +22,25 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 /// The checkpoint with the highest evaluation return of the run.
 pub const BEST_CHECKPOINT_DIR: &str = "best";
 pub const REPLAY_DIR: &str = "replay";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CURVE_FILE: &str = "learning-curve.png";
+pub const OPENLOOP_GIF: &str = "openloop.gif";
+pub const OPENLOOP_PNG: &str = "openloop.png";
+/// The prefix of TensorBoard event file names.
+pub const EVENTS_PREFIX: &str = "events.out.tfevents.";
+
+/// What a run writes in its log folder (with the hidden `.<name>.tmp/.new/.old` siblings of
+/// `dreamer_persist`, and the event files): what `--overwrite` deletes. Other files in the
+/// folder are not the run's and stay.
+pub const RUN_FILES: [&str; 7] = [
+    CHECKPOINT_DIR,
+    BEST_CHECKPOINT_DIR,
+    REPLAY_DIR,
+    METRICS_FILE,
+    CURVE_FILE,
+    OPENLOOP_GIF,
+    OPENLOOP_PNG,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -36,11 +55,23 @@ pub enum RunError {
     #[error("task: {0}")]
     Task(#[from] dreamer_tasks::TaskError),
     #[error(
-        "{0} already holds a run (checkpoint/ exists): pass --resume to continue it or choose another --logdir"
+        "{0} already holds a run ({1} exists): pass --resume to continue it, --overwrite to \
+         delete that run and start again, or choose another --logdir"
     )]
-    Exists(PathBuf),
-    #[error("--resume: {0} has no checkpoint to resume from")]
+    Exists(PathBuf, String),
+    #[error(
+        "--resume: {0} has no checkpoint to resume from (a run stopped before its first \
+         checkpoint starts again with --overwrite instead of --resume)"
+    )]
     NothingToResume(PathBuf),
+    #[error("--overwrite: cannot remove {path}: {source}")]
+    Overwrite {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Persist(#[from] dreamer_persist::PersistError),
     #[error("checkpoint was made for {found}, the task now gives {expected}")]
     TaskMismatch { found: String, expected: String },
 }
@@ -49,6 +80,9 @@ pub enum RunError {
 pub struct RunOptions {
     pub logdir: PathBuf,
     pub resume: bool,
+    /// Without `resume`: delete the run already in `logdir` (its [`RUN_FILES`]) first
+    /// instead of refusing to start.
+    pub overwrite: bool,
     pub device: Device,
     pub progress: bool,
     /// Stop after this many updates in this session (for tests); the run stays resumable.
@@ -110,7 +144,14 @@ fn train_in(
     logging::check_writable(&options.logdir)?;
     let checkpoint_dir = options.logdir.join(CHECKPOINT_DIR);
     let dims = collector.dims();
+    // Said once the logger prints: what a killed session left and this one repaired.
+    let mut notes = Vec::new();
     let (mut agent, mut state) = if options.resume {
+        for dir in [&checkpoint_dir, &options.logdir.join(BEST_CHECKPOINT_DIR)] {
+            for repair in checkpoint::recover(dir)? {
+                notes.push(format!("recovered an interrupted save: {repair}"));
+            }
+        }
         if !checkpoint_dir.exists() {
             return Err(RunError::NothingToResume(options.logdir.clone()));
         }
@@ -123,10 +164,25 @@ fn train_in(
         }
         let mut agent = Agent::new(config, dims, options.device);
         checkpoint::load_into(&checkpoint_dir, &mut agent)?;
+        // Records logged after the checkpoint (by a session killed before its next one)
+        // are logged again as this session repeats those steps.
+        let dropped = logging::truncate_after(&options.logdir.join(METRICS_FILE), state.env_steps)?;
+        if dropped > 0 {
+            notes.push(format!(
+                "{dropped} records of {METRICS_FILE} after the checkpoint's {} env steps were \
+                 removed (the steps run again)",
+                state.env_steps
+            ));
+        }
         (agent, state)
     } else {
-        if checkpoint_dir.exists() {
-            return Err(RunError::Exists(options.logdir.clone()));
+        let existing = run_files_in(&options.logdir)?;
+        if let Some(first) = existing.first() {
+            if !options.overwrite {
+                let name = first.file_name().unwrap_or_default().to_string_lossy();
+                return Err(RunError::Exists(options.logdir.clone(), name.into_owned()));
+            }
+            remove_run_files(&existing)?;
         }
         (
             Agent::new(config, dims, options.device),
@@ -163,6 +219,12 @@ fn train_in(
         wall_offset,
         options.progress,
     )?;
+    if options.resume {
+        logger.resumed_after(state.env_steps)?;
+    }
+    for note in notes {
+        logger.println(note);
+    }
     logger.println(format!(
         "training {} from {} on {:?}: {} env steps, logs in {}",
         config.run.task,
@@ -239,13 +301,17 @@ fn train_in(
             metric("value_loss"),
         ));
         if crossed(before, after, config.log.checkpoint_every) || at_end {
-            // Episodes still in progress are not in replay; resuming starts new episodes.
+            // Episodes still in progress are not in replay, and a session resumed from this
+            // checkpoint starts new ones from a fresh collector and the next collection
+            // draw: this session does the same, so that both collect the same data.
+            collector = Collector::new(config)?;
             state.collect_draws += 1;
             rng = ChaCha8Rng::seed_from_u64(stream_seed(
                 config.run.seed,
                 STREAM_COLLECT,
                 state.collect_draws,
             ));
+            logger.sync()?;
             checkpoint::save(&checkpoint_dir, &agent, &state)?;
         }
     }
@@ -254,8 +320,8 @@ fn train_in(
     }
     logger.finish();
     if !curve.is_empty() {
-        let all = crate::plot::read_eval_curve(&options.logdir.join("metrics.jsonl"));
-        let png = options.logdir.join("learning-curve.png");
+        let all = crate::plot::read_eval_curve(&options.logdir.join(METRICS_FILE));
+        let png = options.logdir.join(CURVE_FILE);
         if let Err(e) = crate::plot::write_curve(&png, &all) {
             logger.println(format!("warning: learning curve not written: {e}"));
         }
@@ -370,14 +436,10 @@ fn log_openloop(
     let (width, height) = (3 * 64, 3 * 64);
     match video::encode_gif(&frames, width, height) {
         Ok(gif) => {
-            let path = logdir.join("openloop.gif");
-            let tmp = logdir.join("openloop.gif.tmp");
-            std::fs::write(&tmp, &gif)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|source| LogError { path, source })?;
+            dreamer_persist::write_file(&logdir.join(OPENLOOP_GIF), &gif)?;
             logger.gif("openloop", env_steps, width as u32, height as u32, gif)?;
             let (still, w, h) = video::openloop_strip(&frames, width, height, 3);
-            if let Err(e) = video::write_png(&logdir.join("openloop.png"), &still, w, h) {
+            if let Err(e) = video::write_png(&logdir.join(OPENLOOP_PNG), &still, w, h) {
                 logger.println(format!("warning: open-loop still not written: {e}"));
             }
         }
@@ -388,10 +450,61 @@ fn log_openloop(
 
 /// The wall time of the last record of an earlier session, to continue the clock.
 fn wall_of_last_record(logdir: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(logdir.join("metrics.jsonl")).ok()?;
+    let text = std::fs::read_to_string(logdir.join(METRICS_FILE)).ok()?;
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
     serde_json::from_str::<serde_json::Value>(line)
         .ok()?
         .get("wall_s")?
         .as_f64()
+}
+
+/// The paths in `logdir` that belong to a run ([`RUN_FILES`], their `dreamer_persist`
+/// siblings, event files), sorted; an empty replay folder does not count.
+fn run_files_in(logdir: &Path) -> Result<Vec<PathBuf>, RunError> {
+    let listing = std::fs::read_dir(logdir).map_err(|source| LogError {
+        path: logdir.to_path_buf(),
+        source,
+    })?;
+    let mut found = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|source| LogError {
+            path: logdir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let plain = name
+            .strip_prefix('.')
+            .and_then(|n| {
+                [".tmp", ".new", ".old"]
+                    .iter()
+                    .find_map(|suffix| n.strip_suffix(suffix))
+            })
+            .unwrap_or(&name);
+        let path = entry.path();
+        let empty_folder = path.is_dir()
+            && std::fs::read_dir(&path).is_ok_and(|mut entries| entries.next().is_none());
+        if (RUN_FILES.contains(&plain) || plain.starts_with(EVENTS_PREFIX))
+            && !(name == REPLAY_DIR && empty_folder)
+        {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Delete the run files `paths` (from [`run_files_in`]) for `--overwrite`.
+fn remove_run_files(paths: &[PathBuf]) -> Result<(), RunError> {
+    for path in paths {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        removed.map_err(|source| RunError::Overwrite {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }

@@ -143,8 +143,25 @@ impl EventWriter {
         self.write(&payload)
     }
 
+    /// `Event { session_log = 7: SessionLog { status = 1: START } }` at `step`: TensorBoard
+    /// then drops the events of earlier files at `step` and later, which a resumed run
+    /// logs again (a session killed after its last checkpoint had logged them).
+    pub fn session_start(&mut self, step: i64) -> io::Result<()> {
+        let mut log = Vec::new();
+        key(&mut log, 1, 0);
+        varint(&mut log, 1);
+        let payload = event(step, |out| bytes_field(out, 7, &log));
+        self.write(&payload)
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+
+    /// Flush and fsync the file.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()
     }
 }
 
@@ -155,6 +172,24 @@ mod tests {
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn a_session_start_is_an_event_with_a_start_session_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut writer = EventWriter::create(&path).unwrap();
+        writer.session_start(300).unwrap();
+        writer.flush().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        // The second record: after the file-version event's frame.
+        let first = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize + 16;
+        let len = u64::from_le_bytes(bytes[first..first + 8].try_into().unwrap()) as usize;
+        let payload = &bytes[first + 12..first + 12 + len];
+        // wall_time (tag 0x09, 8 bytes), step 300 (tag 0x10, varint ac 02), then field 7
+        // (tag 0x3a) holding SessionLog { status (tag 0x08) = START (1) }.
+        assert_eq!(payload[0], 0x09);
+        assert_eq!(&payload[9..], &[0x10, 0xac, 0x02, 0x3a, 0x02, 0x08, 0x01]);
     }
 
     #[test]

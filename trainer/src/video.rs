@@ -1,7 +1,6 @@
 //! Animated GIFs of episodes and of open-loop predictions (context frames filtered by the
 //! posterior, then frames imagined by the prior from the recorded actions, beside the truth).
 
-use std::fs;
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
@@ -27,6 +26,8 @@ pub enum VideoError {
     Encode(#[from] gif::EncodingError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Persist(#[from] dreamer_persist::PersistError),
 }
 
 /// Encode RGB frames (`height x width x 3` each) as a looping GIF at 20 frames per second.
@@ -56,7 +57,7 @@ pub fn encode_gif(frames: &[Vec<u8>], width: usize, height: usize) -> Result<Vec
     Ok(out)
 }
 
-/// Write frames as a GIF file (temp file, then rename).
+/// Write frames as a GIF file (replaced whole through `dreamer_persist`).
 pub fn write_gif(
     path: &Path,
     frames: &[Vec<u8>],
@@ -64,9 +65,7 @@ pub fn write_gif(
     height: usize,
 ) -> Result<(), VideoError> {
     let bytes = encode_gif(frames, width, height)?;
-    let tmp = path.with_extension("gif.tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)?;
+    dreamer_persist::write_file(path, &bytes)?;
     Ok(())
 }
 
@@ -165,19 +164,20 @@ pub fn openloop_strip(
     (out, out_width, height)
 }
 
-/// Write RGB bytes as a PNG (temp file, then rename).
+/// Write RGB bytes as a PNG (replaced whole through `dreamer_persist`).
 pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<(), VideoError> {
-    let tmp = path.with_extension("png.tmp");
+    let mut out = dreamer_persist::AtomicFile::create(path)?;
     {
-        let file = std::io::BufWriter::new(fs::File::create(&tmp)?);
-        let mut encoder = png::Encoder::new(file, width as u32, height as u32);
+        // Unbuffered: a BufWriter's last flush happens in its drop, where errors are lost.
+        let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
         writer
             .write_image_data(rgb)
             .map_err(std::io::Error::other)?;
+        writer.finish().map_err(std::io::Error::other)?;
     }
-    fs::rename(&tmp, path)?;
+    out.commit()?;
     Ok(())
 }

@@ -212,7 +212,7 @@ fn replay_round_trips_episodes_through_npz() {
 }
 
 #[test]
-fn replay_counts_missing_episodes_and_never_reuses_a_name() {
+fn replay_counts_missing_episodes_and_drops_those_after_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let dims = dims(false);
     let replay = synthetic_replay(dir.path(), dims, 4, 6);
@@ -226,24 +226,35 @@ fn replay_counts_missing_episodes_and_never_reuses_a_name() {
         "ep0 and ep2, not ep3 after the checkpoint"
     );
     assert_eq!(reopened.missing(), 1);
-    let complete = dreamer_trainer::replay::Replay::open(dir.path(), layout, Some(2)).unwrap();
-    assert_eq!((complete.episodes(), complete.missing()), (1, 1));
     let mut episode = dreamer_trainer::replay::Episode::default();
     for _ in 0..5 {
         episode.push(&[0.0; 3], &[], &[0.5], 1.0, 1.0);
     }
+    // ep000003, written after the checkpoint, was deleted on opening: the resumed run
+    // writes its own episode 3 (here of another length, as a changed run could).
+    assert!(!dir.path().join("ep000003-6.npz").exists());
     reopened.add(episode).unwrap();
-    // Numbered after the checkpoint's episodes: ep000002-6 is still there, untouched.
     assert!(dir.path().join("ep000003-5.npz").is_file());
     assert!(dir.path().join("ep000002-6.npz").is_file());
     let none_missing = dreamer_trainer::replay::Replay::open(dir.path(), layout, None).unwrap();
     assert_eq!(none_missing.missing(), 0);
+    assert_eq!(none_missing.episodes(), 3);
+    // An older checkpoint (2 episodes) keeps ep0 only, ep1 being missing.
+    let older = dreamer_trainer::replay::Replay::open(dir.path(), layout, Some(2)).unwrap();
+    assert_eq!((older.episodes(), older.missing()), (1, 1));
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ep000000-6.npz"]);
 }
 
 fn options(logdir: &std::path::Path, resume: bool) -> RunOptions {
     RunOptions {
         logdir: logdir.to_path_buf(),
         resume,
+        overwrite: false,
         device: Device::Cpu,
         progress: false,
         max_updates: None,
@@ -288,7 +299,7 @@ fn a_tiny_run_trains_evaluates_resumes_and_writes_a_reference() {
     // Starting over in the same folder is refused; resuming continues the counters.
     assert!(matches!(
         run::train(&config, &options(&logdir, false)),
-        Err(RunError::Exists(_))
+        Err(RunError::Exists(_, _))
     ));
     config.run.steps = 500;
     let resumed = run::train(&config, &options(&logdir, true)).unwrap();

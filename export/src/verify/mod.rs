@@ -58,6 +58,7 @@ pub fn goals(precision: &str) -> Goals {
 pub fn verify(bundle_dir: &Path, reference_file: &Path) -> Result<VerificationInfo, ExportError> {
     let onnxruntime = init_onnxruntime(None)?;
     let env = onnxruntime.environment();
+    // The runtime's loader (paths confined, values and hashes checked) on what was staged.
     let manifest = dreamer_bundle::open(bundle_dir)?;
     let reference = Reference::read(reference_file)?;
     let dims = Dims::of(&manifest);

@@ -45,12 +45,14 @@ impl Graph {
     ) -> Result<Graph, ExportError> {
         let info = manifest.graph(role)?.clone();
         let file = dir.join(&info.file);
+        // The very bytes that were checked against the manifest's hash go to ONNX Runtime.
+        let model = dreamer_bundle::read_graph(dir, manifest, role)?;
         let ort_err = ort_error(&file);
         let session = Session::builder(env)
             .map_err(ort_err)?
             .with_intra_threads(1)
             .map_err(|e| ort_err(e.into()))?
-            .commit_from_file(&file)
+            .commit_from_memory(&model)
             .map_err(ort_err)?;
         Ok(Graph {
             role: role.to_string(),

@@ -37,21 +37,15 @@ pub enum ReportError {
     Serialise(serde_json::Error),
 }
 
-/// The report as pretty JSON, also written to `path` when given: to a temporary file next
-/// to it, then renamed into place, so a reader never sees half a report.
+/// The report as pretty JSON, also written to `path` when given, replaced whole through
+/// `dreamer_persist` (synced and renamed into place), so a reader never sees half a report.
 pub fn write_report<T: Serialize>(report: &T, path: Option<&Path>) -> Result<String, ReportError> {
     let text = serde_json::to_string_pretty(report).map_err(ReportError::Serialise)?;
     if let Some(path) = path {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp-{}", std::process::id()));
-        let written = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(source) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(ReportError::Write {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+        dreamer_persist::write_file(path, text.as_bytes()).map_err(|e| ReportError::Write {
+            path: path.to_path_buf(),
+            source: e.source,
+        })?;
     }
     Ok(text)
 }

@@ -1,11 +1,48 @@
 //! The agent options every subcommand that loads a policy takes (provider, threads, step
-//! mode, noise, safe action), and loading the agent with them.
+//! mode, noise, safe action, trusted keys), and loading the agent with them.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use dreamer_bundle::{Authenticity, Bundle, PublicKey};
 use dreamer_runtime::{Agent, AgentOptions, DeviceOptions, GraphMode, Noise, Provider, SafeAction};
+
+/// Which keys a bundle must be signed by; every command that opens a bundle takes these.
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// Public key file (`dreamer-ed25519-public <hex>`, from `dreamer-export keygen`): the
+    /// bundle must carry a signature by it (repeat for several keys; any one suffices).
+    /// Without one, the bundle's origin is not checked.
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+impl TrustArgs {
+    /// Reads the key files; the error names the bad one.
+    pub fn keys(&self) -> Result<Vec<PublicKey>> {
+        self.trusted_keys
+            .iter()
+            .map(|path| PublicKey::read(path).context("cannot use the trusted key"))
+            .collect()
+    }
+
+    /// Opens the bundle at `dir` through the one loader, signature checked against these keys.
+    pub fn open(&self, dir: &Path) -> Result<Bundle> {
+        Bundle::open(dir, &self.keys()?)
+            .with_context(|| format!("cannot open the bundle {}", dir.display()))
+    }
+}
+
+/// The one-line stderr notice when a bundle's origin was not checked; once per process
+/// (`bench` loads the same bundle several times).
+pub fn warn_if_unchecked(bundle_dir: &Path, authenticity: &Authenticity) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if *authenticity == Authenticity::NotChecked && !SAID.swap(true, Ordering::Relaxed) {
+        dreamer_cli::errln!("note: {}: {authenticity}", bundle_dir.display());
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -46,6 +83,8 @@ pub struct AgentArgs {
     /// Action on a refused observation or runtime error: hold, zero, or values `a,b,...`.
     #[arg(long, default_value = "hold", value_parser = parse_safe_action)]
     safe_action: SafeAction,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 fn parse_safe_action(text: &str) -> Result<SafeAction, String> {
@@ -64,8 +103,9 @@ fn parse_safe_action(text: &str) -> Result<SafeAction, String> {
 }
 
 impl AgentArgs {
-    pub fn options(&self, ort_lib: Option<PathBuf>) -> AgentOptions {
-        AgentOptions {
+    /// The agent options these arguments ask for; fails on an unreadable trusted key.
+    pub fn options(&self, ort_lib: Option<PathBuf>) -> Result<AgentOptions> {
+        Ok(AgentOptions {
             ort_lib,
             provider: self.provider,
             device: DeviceOptions {
@@ -89,12 +129,16 @@ impl AgentArgs {
                 .map_or(Noise::Zero, |seed| Noise::Sampled { seed }),
             safe_action: self.safe_action.clone(),
             warmup_steps: 10,
-        }
+            trusted_keys: self.trust.keys()?,
+        })
     }
 }
 
-/// Loads the bundle in `bundle_dir`; the error names the folder.
+/// Loads the bundle in `bundle_dir`; the error names the folder. Says on stderr when the
+/// bundle's origin was not checked.
 pub fn load_agent(bundle_dir: &Path, options: AgentOptions) -> Result<Agent> {
-    Agent::load(bundle_dir, options)
-        .with_context(|| format!("cannot load the policy bundle {}", bundle_dir.display()))
+    let agent = Agent::load(bundle_dir, options)
+        .with_context(|| format!("cannot load the policy bundle {}", bundle_dir.display()))?;
+    warn_if_unchecked(bundle_dir, agent.authenticity());
+    Ok(agent)
 }

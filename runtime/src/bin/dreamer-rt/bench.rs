@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use dreamer_bundle::{self as bundle, Manifest};
+use dreamer_bundle::{self as bundle, Bundle, Manifest};
 use dreamer_runtime::control::LatencyRecorder;
 use dreamer_runtime::{Agent, AgentOptions, GraphBench, GraphMode, LatencySummary, Observation};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use crate::agent_args::{AgentArgs, load_agent};
+use crate::agent_args::{AgentArgs, load_agent, warn_if_unchecked};
 use crate::output::{print_latency, print_placements};
 use crate::realtime_args::RealtimeArgs;
 use dreamer_cli::outln;
@@ -39,9 +39,11 @@ pub struct BenchArgs {
 }
 
 pub fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
-    let options = args.agent.options(ort_lib);
-    let manifest = bundle::open(&args.bundle)
+    let options = args.agent.options(ort_lib)?;
+    let opened = Bundle::open(&args.bundle, &options.trusted_keys)
         .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
+    warn_if_unchecked(&args.bundle, &opened.authenticity);
+    let manifest = opened.manifest;
     let realtime = args.realtime.apply();
     let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
     outln!(

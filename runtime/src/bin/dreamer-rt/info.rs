@@ -1,22 +1,34 @@
-//! `info`: the bundle's manifest in human terms, and its files checked against their hashes.
+//! `info`: the bundle's manifest in human terms, opened (signature, values, file hashes)
+//! by the same loader as every other command.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Args;
 use dreamer_bundle as bundle;
 
+use crate::agent_args::TrustArgs;
 use dreamer_cli::outln;
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Bundle folder (holds manifest.json).
-    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub bundle: InfoTarget,
 }
 
-pub fn info(bundle_dir: &Path) -> Result<()> {
-    let manifest = bundle::read_manifest(bundle_dir)
-        .with_context(|| format!("cannot read the bundle {}", bundle_dir.display()))?;
+/// The bundle to describe and the keys it must be signed by.
+#[derive(Debug, Args)]
+pub struct InfoTarget {
+    /// Bundle folder (holds manifest.json).
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+pub fn info(target: &InfoTarget) -> Result<()> {
+    let bundle_dir = &target.bundle;
+    let opened = target.trust.open(bundle_dir)?;
+    let manifest = &opened.manifest;
     let m = &manifest;
     outln!(
         "bundle {} (format {})",
@@ -88,7 +100,7 @@ pub fn info(bundle_dir: &Path) -> Result<()> {
     }
     outln!("graphs:");
     for (role, graph) in &m.graphs {
-        let size = std::fs::metadata(bundle_dir.join(&graph.file)).map_or(0, |md| md.len());
+        let size = opened.graph_bytes(role).map_or(0, <[u8]>::len);
         outln!("  {role} ({}, {:.1} KiB)", graph.file, size as f64 / 1024.0);
         let fmt = |t: &bundle::TensorInfo| format!("{} {:?} {:?}", t.name, t.dtype, t.shape);
         outln!(
@@ -118,9 +130,10 @@ pub fn info(bundle_dir: &Path) -> Result<()> {
     } else {
         outln!("verified  no (the manifest carries no verification record)");
     }
-    match bundle::open(bundle_dir) {
-        Ok(_) => outln!("files     {} checked, sha256 ok", m.files.len()),
-        Err(e) => bail!("files     {e}"),
-    }
+    outln!(
+        "files     {} checked, sha256 ok, every graph listed",
+        m.files.len()
+    );
+    outln!("origin    {}", opened.authenticity);
     Ok(())
 }

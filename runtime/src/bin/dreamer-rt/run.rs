@@ -67,7 +67,7 @@ impl RunArgs {
 }
 
 pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
-    let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib))?;
+    let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib)?)?;
     let manifest = agent.manifest().clone();
     let task = args
         .task

@@ -110,8 +110,11 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
         }
         None => None,
     };
-    let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib))
+    let agent_options = args
+        .agent
+        .options(ort_lib)
         .map_err(|e| Failed::early(args, e))?;
+    let mut agent = load_agent(&args.bundle, agent_options).map_err(|e| Failed::early(args, e))?;
     for note_text in &args.realtime.apply().notes {
         errln!("serve: note: {note_text}");
     }
