@@ -58,11 +58,8 @@ impl Agent {
     /// manifest's version and values and every file's sha256, creates the sessions for
     /// `options.mode` from the verified graph bytes, and warms up.
     pub fn load(bundle_dir: &Path, options: AgentOptions) -> Result<Agent, LoadError> {
-        let Bundle {
-            manifest,
-            authenticity,
-            ..
-        } = Bundle::open(bundle_dir, &options.trusted_keys)?;
+        let bundle = Bundle::open(bundle_dir, &options.trusted_keys)?;
+        let manifest = &bundle.manifest;
         if manifest.batch != 1 {
             return Err(LoadError::Manifest {
                 graph: "*".to_string(),
@@ -89,7 +86,14 @@ impl Agent {
             _ => vec![0.0; action_size],
         };
         let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
-        let graphs = step::open(bundle_dir, &manifest, &options)?;
+        let graphs = step::open(&bundle, &options)?;
+        let observation_sizes = ObservationSizes::of(manifest);
+        // The graph bytes are in the sessions now; only the manifest is kept.
+        let Bundle {
+            manifest,
+            authenticity,
+            ..
+        } = bundle;
         let mut agent = Agent {
             runtime,
             graphs,
@@ -98,7 +102,7 @@ impl Agent {
             surprise: 0.0,
             rng: None,
             counters: StepCounters::default(),
-            observation_sizes: ObservationSizes::of(&manifest),
+            observation_sizes,
             options,
             manifest,
             authenticity,

@@ -5,10 +5,9 @@
 //! collects names and wraps every output in a new value on each call.
 
 use std::ffi::{CString, c_char};
-use std::path::Path;
 use std::ptr;
 
-use dreamer_bundle::{DType, GraphInfo, Manifest, TensorInfo};
+use dreamer_bundle::{Bundle, DType, GraphInfo, TensorInfo};
 use ort::AsPointer;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -149,19 +148,13 @@ impl std::fmt::Debug for GraphRunner {
 
 impl GraphRunner {
     /// Creates the session for `role` and allocates its tensors from the manifest, checking
-    /// them against what the ONNX file declares. `manifest` is the verified manifest of the
-    /// bundle at `bundle` ([`dreamer_bundle::Bundle::open`]); the graph's bytes are read once,
-    /// checked against its sha256 there, and those same bytes build the session.
-    pub fn open(
-        bundle: &Path,
-        manifest: &Manifest,
-        role: &str,
-        options: &AgentOptions,
-    ) -> Result<Self, LoadError> {
-        let info: &GraphInfo = manifest.graph(role)?;
+    /// them against what the ONNX file declares. The session is built from the bytes that
+    /// [`Bundle::open`] read once and checked against their sha256: the file is not read again.
+    pub fn open(bundle: &Bundle, role: &str, options: &AgentOptions) -> Result<Self, LoadError> {
+        let info: &GraphInfo = bundle.manifest.graph(role)?;
         let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
-        let file = bundle.join(&info.file);
-        let model = dreamer_bundle::read_graph(bundle, manifest, role)?;
+        let file = bundle.dir.join(&info.file);
+        let model = bundle.graph_bytes(role)?;
         let session_err = |message: String| LoadError::Session {
             graph: role.to_string(),
             file: file.clone(),
@@ -197,7 +190,7 @@ impl GraphRunner {
                 .with_config_entry("session.disable_cpu_ep_fallback", "1")
                 .map_err(|e| ort_err(e.into()))?;
         }
-        let session = builder.commit_from_memory(&model).map_err(ort_err)?;
+        let session = builder.commit_from_memory(model).map_err(ort_err)?;
 
         check_declared(role, "input", &info.inputs, session.inputs())?;
         check_declared(role, "output", &info.outputs, session.outputs())?;
@@ -423,16 +416,15 @@ pub struct GraphBench {
 }
 
 impl GraphBench {
-    /// Opens `role` of the bundle at `bundle` (whose manifest is `manifest`) with the session
-    /// settings of `options`, inputs filled with random values from `seed`.
+    /// Opens `role` of the opened `bundle` with the session settings of `options`, inputs
+    /// filled with random values from `seed`.
     pub fn open(
-        bundle: &Path,
-        manifest: &Manifest,
+        bundle: &Bundle,
         role: &str,
         options: &AgentOptions,
         seed: u64,
     ) -> Result<Self, LoadError> {
-        let mut runner = GraphRunner::open(bundle, manifest, role, options)?;
+        let mut runner = GraphRunner::open(bundle, role, options)?;
         runner.fill_random(seed);
         Ok(GraphBench { runner })
     }

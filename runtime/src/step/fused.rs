@@ -1,8 +1,6 @@
 //! The fused step: `policy_step`, one ONNX Runtime call from observation to action.
 
-use std::path::Path;
-
-use dreamer_bundle::{self as bundle, Manifest, names};
+use dreamer_bundle::{self as bundle, Bundle, names};
 use rand_chacha::ChaCha8Rng;
 
 use super::graphs::StepGraphs;
@@ -36,12 +34,9 @@ pub(super) struct Fused {
 }
 
 impl Fused {
-    pub fn open(
-        dir: &Path,
-        manifest: &Manifest,
-        options: &AgentOptions,
-    ) -> Result<Self, LoadError> {
-        let graph = GraphRunner::open(dir, manifest, bundle::POLICY_STEP, options)?;
+    pub fn open(bundle: &Bundle, options: &AgentOptions) -> Result<Self, LoadError> {
+        let manifest = &bundle.manifest;
+        let graph = GraphRunner::open(bundle, bundle::POLICY_STEP, options)?;
         let a = manifest.action.size as usize;
         let fused = Fused {
             obs: ObsInputs::find(&graph),

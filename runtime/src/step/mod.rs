@@ -12,9 +12,7 @@ mod separate;
 mod shared;
 mod split;
 
-use std::path::Path;
-
-use dreamer_bundle::Manifest;
+use dreamer_bundle::Bundle;
 
 use crate::error::LoadError;
 use crate::options::{AgentOptions, GraphMode};
@@ -24,16 +22,15 @@ pub(crate) use graphs::StepGraphs;
 pub use observation::Observation;
 pub(crate) use observation::ObservationSizes;
 
-/// Opens the graphs of `options.mode` from the bundle at `dir` and checks that the tensors
+/// Opens the graphs of `options.mode` from the opened `bundle` and checks that the tensors
 /// copied between them, and the observation inputs, agree with each other and the manifest.
 pub(crate) fn open(
-    dir: &Path,
-    manifest: &Manifest,
+    bundle: &Bundle,
     options: &AgentOptions,
 ) -> Result<Box<dyn StepGraphs>, LoadError> {
     Ok(match options.mode {
-        GraphMode::Fused => Box::new(fused::Fused::open(dir, manifest, options)?),
-        GraphMode::Separate => Box::new(separate::Separate::open(dir, manifest, options)?),
-        GraphMode::Split => Box::new(split::Split::open(dir, manifest, options)?),
+        GraphMode::Fused => Box::new(fused::Fused::open(bundle, options)?),
+        GraphMode::Separate => Box::new(separate::Separate::open(bundle, options)?),
+        GraphMode::Split => Box::new(split::Split::open(bundle, options)?),
     })
 }

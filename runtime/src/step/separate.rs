@@ -2,9 +2,7 @@
 //! that cannot take the fused graph. The surprise is computed here from the posterior and
 //! prior statistics.
 
-use std::path::Path;
-
-use dreamer_bundle::{self as bundle, Manifest, names};
+use dreamer_bundle::{self as bundle, Bundle, names};
 use rand_chacha::ChaCha8Rng;
 
 use super::graphs::StepGraphs;
@@ -50,14 +48,11 @@ pub(super) struct Separate {
 }
 
 impl Separate {
-    pub fn open(
-        dir: &Path,
-        manifest: &Manifest,
-        options: &AgentOptions,
-    ) -> Result<Self, LoadError> {
-        let encoder = GraphRunner::open(dir, manifest, bundle::ENCODER, options)?;
-        let rssm = GraphRunner::open(dir, manifest, bundle::RSSM_OBS_STEP, options)?;
-        let actor = GraphRunner::open(dir, manifest, bundle::ACTOR, options)?;
+    pub fn open(bundle: &Bundle, options: &AgentOptions) -> Result<Self, LoadError> {
+        let manifest = &bundle.manifest;
+        let encoder = GraphRunner::open(bundle, bundle::ENCODER, options)?;
+        let rssm = GraphRunner::open(bundle, bundle::RSSM_OBS_STEP, options)?;
+        let actor = GraphRunner::open(bundle, bundle::ACTOR, options)?;
         let a = manifest.action.size as usize;
         let separate = Separate {
             obs: ObsInputs::find(&encoder),

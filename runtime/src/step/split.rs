@@ -2,9 +2,7 @@
 //! `rssm_img_step` (zero noise) computes the transition and prior from the latent state and
 //! previous action once the action is out; the step then runs only `policy_observe`.
 
-use std::path::Path;
-
-use dreamer_bundle::{self as bundle, Manifest, names};
+use dreamer_bundle::{self as bundle, Bundle, names};
 use rand_chacha::ChaCha8Rng;
 
 use super::graphs::StepGraphs;
@@ -52,11 +50,8 @@ pub(super) struct Split {
 }
 
 impl Split {
-    pub fn open(
-        dir: &Path,
-        manifest: &Manifest,
-        options: &AgentOptions,
-    ) -> Result<Self, LoadError> {
+    pub fn open(bundle: &Bundle, options: &AgentOptions) -> Result<Self, LoadError> {
+        let manifest = &bundle.manifest;
         if !manifest.graphs.contains_key(bundle::POLICY_OBSERVE) {
             return Err(LoadError::Manifest {
                 graph: bundle::POLICY_OBSERVE.to_string(),
@@ -66,8 +61,8 @@ impl Split {
                     .to_string(),
             });
         }
-        let img_step = GraphRunner::open(dir, manifest, bundle::RSSM_IMG_STEP, options)?;
-        let observe = GraphRunner::open(dir, manifest, bundle::POLICY_OBSERVE, options)?;
+        let img_step = GraphRunner::open(bundle, bundle::RSSM_IMG_STEP, options)?;
+        let observe = GraphRunner::open(bundle, bundle::POLICY_OBSERVE, options)?;
         let a = manifest.action.size as usize;
         let split = Split {
             latent: LatentInputs::find(&img_step, names::ACTION, a)?,

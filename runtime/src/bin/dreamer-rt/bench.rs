@@ -43,7 +43,6 @@ pub fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     let opened = Bundle::open(&args.bundle, &options.trusted_keys)
         .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
     warn_if_unchecked(&args.bundle, &opened.authenticity);
-    let manifest = opened.manifest;
     let realtime = args.realtime.apply();
     let runtime = dreamer_ort::load(options.ort_lib.as_deref())?;
     outln!(
@@ -65,18 +64,19 @@ pub fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     for note in &realtime.notes {
         outln!("  note: {note}");
     }
-    time_graphs(&args, &manifest, &options)?;
-    compare_steps(&args, &manifest, &options)
+    time_graphs(&args, &opened, &options)?;
+    compare_steps(&args, &opened, &options)
 }
 
 /// Every graph of the bundle on its own, bound tensors, random inputs.
-fn time_graphs(args: &BenchArgs, manifest: &Manifest, options: &AgentOptions) -> Result<()> {
+fn time_graphs(args: &BenchArgs, opened: &Bundle, options: &AgentOptions) -> Result<()> {
+    let manifest = &opened.manifest;
     outln!("graphs (bound tensors, random inputs):");
     for role in bundle::GRAPH_ROLES {
         if !manifest.graphs.contains_key(role) {
             continue;
         }
-        let mut graph = GraphBench::open(&args.bundle, manifest, role, options, 1)?;
+        let mut graph = GraphBench::open(opened, role, options, 1)?;
         for _ in 0..args.warmup {
             graph.run_bound().map_err(anyhow::Error::msg)?;
         }
@@ -93,7 +93,8 @@ fn time_graphs(args: &BenchArgs, manifest: &Manifest, options: &AgentOptions) ->
 /// The agent's fused step against ort's ordinary Session::run of the same graph (and bound
 /// tensors without the agent), plus the separate and split steps where the bundle has
 /// their graphs, interleaved in [`ROUNDS`] rounds.
-fn compare_steps(args: &BenchArgs, manifest: &Manifest, options: &AgentOptions) -> Result<()> {
+fn compare_steps(args: &BenchArgs, opened: &Bundle, options: &AgentOptions) -> Result<()> {
+    let manifest = &opened.manifest;
     let observations = random_observations(manifest, 64);
     let view = |i: usize| {
         let (state, pixels) = &observations[i % observations.len()];
@@ -109,8 +110,8 @@ fn compare_steps(args: &BenchArgs, manifest: &Manifest, options: &AgentOptions) 
             ..options.clone()
         },
     )?;
-    let mut bare = GraphBench::open(&args.bundle, manifest, bundle::POLICY_STEP, options, 2)?;
-    let mut bound = GraphBench::open(&args.bundle, manifest, bundle::POLICY_STEP, options, 2)?;
+    let mut bare = GraphBench::open(opened, bundle::POLICY_STEP, options, 2)?;
+    let mut bound = GraphBench::open(opened, bundle::POLICY_STEP, options, 2)?;
     // The other step modes, where the bundle has their graphs.
     let has = |roles: &[&str]| roles.iter().all(|r| manifest.graphs.contains_key(*r));
     let mode_agent = |mode, roles: &[&str]| -> Result<Option<Agent>> {
