@@ -142,16 +142,27 @@ pub fn generate_key_pair(out: &Path) -> Result<(PathBuf, PathBuf, String), Bundl
     })?;
     let key = SigningKey::from_bytes(&seed);
     let public = key.verifying_key();
+    if let Some(parent) = secret_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| BundleError::Key {
+            path: parent.to_path_buf(),
+            message: format!("cannot create the folder for the keys: {e}"),
+        })?;
+    }
     write_new(
         &secret_path,
         &format!("{SECRET_TAG} {}\n", hex::encode(seed)),
         0o600,
     )?;
-    write_new(
+    let written = write_new(
         &public_path,
         &format!("{PUBLIC_TAG} {}\n", hex::encode(public.to_bytes())),
         0o644,
-    )?;
+    );
+    if written.is_err() {
+        // A secret without its public half is of no use: leave neither.
+        let _ = fs::remove_file(&secret_path);
+    }
+    written?;
     Ok((secret_path, public_path, fingerprint(&public)))
 }
 
@@ -272,9 +283,9 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), BundleError> {
     }
     #[cfg(not(unix))]
     let _ = mode;
-    let io = |source| BundleError::Io {
+    let io = |e: std::io::Error| BundleError::Key {
         path: path.to_path_buf(),
-        source,
+        message: format!("cannot write: {e}"),
     };
     let mut file = options.open(path).map_err(io)?;
     file.write_all(text.as_bytes()).map_err(io)?;

@@ -184,3 +184,30 @@ fn key_files_are_checked() {
     let seed = hex_seed.split_whitespace().nth(1).unwrap();
     assert!(!format!("{key:?}").contains(seed));
 }
+
+#[test]
+fn key_generation_makes_its_folder_and_leaves_no_half_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    // As the README writes it: `--out keys/robot` where `keys/` does not exist yet.
+    let (secret, public, _) = generate_key_pair(&tmp.path().join("keys/robot")).unwrap();
+    assert!(secret.is_file() && public.is_file());
+
+    // An existing public half is refused before the secret is written: no half pair.
+    let blocked = tmp.path().join("blocked");
+    fs::create_dir_all(&blocked).unwrap();
+    fs::write(blocked.join("k.pub"), "").unwrap();
+    let e = generate_key_pair(&blocked.join("k"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("k.pub") && e.contains("refusing to overwrite"),
+        "{e}"
+    );
+    assert!(!blocked.join("k.secret").exists());
+
+    // A folder that cannot be created is named.
+    let file = tmp.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    let e = generate_key_pair(&file.join("k")).unwrap_err().to_string();
+    assert!(e.contains("a-file") && e.contains("cannot create"), "{e}");
+}

@@ -153,7 +153,8 @@ fn check_bundle(check: &BundleCheck, ort_lib: Option<PathBuf>, have_runtime: boo
         Err(e) => {
             outln!("FAIL  {e}");
             outln!(
-                "      fix: copy the bundle folder again (all files, manifest.json and its                  .sig), re-export it, or check it comes from whom you think"
+                "      fix: copy the bundle folder again (every file, manifest.json.sig included), \
+                 re-export it, or check that it comes from whom you think"
             );
             return 1;
         }
