@@ -11,42 +11,13 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{OnceLock, mpsc};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use dreamer_bundle::{MANIFEST_FILE, Manifest, open, parse_manifest};
+use dreamer_fuzz::{ByteEdit, bounded, byte_edit};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-/// Cases per property: `PROPTEST_CASES` when set, else `short` (the test command's run).
-fn fuzz_config(short: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(short);
-    ProptestConfig {
-        cases,
-        max_shrink_time: 60_000,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Runs `f` on its own thread and returns its result; a panic is re-raised here and a run
-/// past `limit` fails the case as a hang.
-fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it returns"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no result within {limit:?}: a hang"),
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(3);
 
@@ -172,15 +143,6 @@ enum Mutation {
     Bytes(ByteEdit),
 }
 
-#[derive(Debug, Clone)]
-enum ByteEdit {
-    Flip(prop::sample::Index, u8),
-    Insert(prop::sample::Index, Vec<u8>),
-    Delete(prop::sample::Index, usize),
-    Truncate(prop::sample::Index),
-    Splice(prop::sample::Index, prop::sample::Index, usize),
-}
-
 fn mutation() -> impl Strategy<Value = Mutation> {
     let index = any::<prop::sample::Index>;
     let key = prop_oneof![
@@ -191,13 +153,6 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         "[a-z_]{1,12}",
         any::<String>(),
     ];
-    let byte_edit = prop_oneof![
-        3 => (index(), 1u8..=255).prop_map(|(i, x)| ByteEdit::Flip(i, x)),
-        1 => (index(), prop::collection::vec(any::<u8>(), 1..9)).prop_map(|(i, b)| ByteEdit::Insert(i, b)),
-        1 => (index(), 1usize..64).prop_map(|(i, n)| ByteEdit::Delete(i, n)),
-        1 => index().prop_map(ByteEdit::Truncate),
-        1 => (index(), index(), 1usize..128).prop_map(|(a, b, n)| ByteEdit::Splice(a, b, n)),
-    ];
     prop_oneof![
         8 => (index(), json_value()).prop_map(|(i, v)| Mutation::Set(i, v)),
         2 => index().prop_map(Mutation::Remove),
@@ -207,7 +162,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         1 => index().prop_map(Mutation::Duplicate),
         1 => (index(), prop_oneof![1usize..4, Just(127usize), Just(200usize)])
             .prop_map(|(i, d)| Mutation::Nest(i, d)),
-        3 => byte_edit.prop_map(Mutation::Bytes),
+        3 => byte_edit().prop_map(Mutation::Bytes),
     ]
 }
 
@@ -284,39 +239,10 @@ fn mutate(mutations: &[Mutation]) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(&value).unwrap();
     for m in mutations {
         if let Mutation::Bytes(edit) = m {
-            apply_bytes(&mut bytes, edit);
+            edit.apply(&mut bytes);
         }
     }
     bytes
-}
-
-fn apply_bytes(bytes: &mut Vec<u8>, edit: &ByteEdit) {
-    match edit {
-        ByteEdit::Flip(i, x) if !bytes.is_empty() => {
-            let i = i.index(bytes.len());
-            bytes[i] ^= x;
-        }
-        ByteEdit::Insert(i, b) => {
-            let i = i.index(bytes.len() + 1);
-            bytes.splice(i..i, b.iter().copied());
-        }
-        ByteEdit::Delete(i, n) if !bytes.is_empty() => {
-            let i = i.index(bytes.len());
-            bytes.drain(i..(i + n).min(bytes.len()));
-        }
-        ByteEdit::Truncate(i) => {
-            let i = i.index(bytes.len() + 1);
-            bytes.truncate(i);
-        }
-        ByteEdit::Splice(from, to, n) if !bytes.is_empty() => {
-            let from = from.index(bytes.len());
-            let piece = bytes[from..(from + n).min(bytes.len())].to_vec();
-            let to = to.index(bytes.len());
-            let end = (to + piece.len()).min(bytes.len());
-            bytes.splice(to..end, piece);
-        }
-        ByteEdit::Flip(..) | ByteEdit::Delete(..) | ByteEdit::Splice(..) => {}
-    }
 }
 
 /// What an accepted manifest must satisfy: it writes out and parses back to itself, and
@@ -363,7 +289,7 @@ fn check(bytes: Vec<u8>, folder: bool) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config(256))]
+    #![proptest_config(dreamer_fuzz::config(256))]
 
     #[test]
     fn mutated_valid_manifests(mutations in prop::collection::vec(mutation(), 1..5)) {
@@ -389,7 +315,7 @@ proptest! {
 
 proptest! {
     // Each case writes a bundle folder: fewer cases in the test command's run.
-    #![proptest_config(fuzz_config(64))]
+    #![proptest_config(dreamer_fuzz::config(64))]
 
     #[test]
     fn mutated_bundle_folders(mutations in prop::collection::vec(mutation(), 1..5)) {

@@ -7,41 +7,11 @@
 //!
 //! `PROPTEST_CASES` sets the number of cases (scripts/fuzz-long runs many).
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use dreamer_config::{Config, PRESETS, valid_keys};
+use dreamer_fuzz::bounded;
 use proptest::prelude::*;
-
-/// Cases per property: `PROPTEST_CASES` when set, else `short` (the test command's run).
-fn fuzz_config(short: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(short);
-    ProptestConfig {
-        cases,
-        max_shrink_time: 60_000,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Runs `f` on its own thread and returns its result; a panic is re-raised here and a run
-/// past `limit` fails the case as a hang.
-fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it returns"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no result within {limit:?}: a hang"),
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(3);
 
@@ -381,7 +351,7 @@ fn run_all(
 }
 
 proptest! {
-    #![proptest_config(fuzz_config(256))]
+    #![proptest_config(dreamer_fuzz::config(256))]
 
     #[test]
     fn mutated_valid_files_and_overrides(

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::sync::{OnceLock, mpsc};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::Spec;
@@ -19,40 +19,11 @@ use dreamer_export::{
     CONFIG_FILE, Checkpoint, ExportError, ExportOptions, MODEL_FILE, STATE_FILE, contract, export,
     task_facts,
 };
+use dreamer_fuzz::{ByteEdit, bounded, byte_edit};
 use proptest::prelude::*;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
-
-/// Cases per property: `PROPTEST_CASES` when set, else `short` (the test command's run).
-fn fuzz_config(short: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(short);
-    ProptestConfig {
-        cases,
-        max_shrink_time: 60_000,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Runs `f` on its own thread and returns its result; a panic is re-raised here and a run
-/// past `limit` fails the case as a hang.
-fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it returns"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no result within {limit:?}: a hang"),
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -229,26 +200,6 @@ enum Mutation {
     Bytes(u8, ByteEdit),
 }
 
-#[derive(Debug, Clone)]
-enum ByteEdit {
-    Flip(prop::sample::Index, u8),
-    Insert(prop::sample::Index, Vec<u8>),
-    Delete(prop::sample::Index, usize),
-    Truncate(prop::sample::Index),
-    Splice(prop::sample::Index, prop::sample::Index, usize),
-}
-
-fn byte_edit() -> impl Strategy<Value = ByteEdit> {
-    let index = any::<prop::sample::Index>;
-    prop_oneof![
-        3 => (index(), 1u8..=255).prop_map(|(i, x)| ByteEdit::Flip(i, x)),
-        1 => (index(), prop::collection::vec(any::<u8>(), 1..9)).prop_map(|(i, b)| ByteEdit::Insert(i, b)),
-        1 => (index(), 1usize..64).prop_map(|(i, n)| ByteEdit::Delete(i, n)),
-        1 => index().prop_map(ByteEdit::Truncate),
-        1 => (index(), index(), 1usize..128).prop_map(|(a, b, n)| ByteEdit::Splice(a, b, n)),
-    ]
-}
-
 /// A tensor shape: small dimensions, and now and then zero next to a huge one (no data, so
 /// safetensors accepts it).
 fn shape() -> impl Strategy<Value = Vec<usize>> {
@@ -418,36 +369,6 @@ fn set_json(bytes: &mut Vec<u8>, key: &str, value: &Value) {
     *bytes = serde_json::to_vec(&Value::Object(root)).unwrap();
 }
 
-fn apply_bytes(bytes: &mut Vec<u8>, edit: &ByteEdit) {
-    match edit {
-        ByteEdit::Flip(i, x) if !bytes.is_empty() => {
-            let i = i.index(bytes.len());
-            bytes[i] ^= x;
-        }
-        ByteEdit::Insert(i, b) => {
-            let i = i.index(bytes.len() + 1);
-            bytes.splice(i..i, b.iter().copied());
-        }
-        ByteEdit::Delete(i, n) if !bytes.is_empty() => {
-            let i = i.index(bytes.len());
-            let end = (i + n).min(bytes.len());
-            bytes.drain(i..end);
-        }
-        ByteEdit::Truncate(i) => {
-            let i = i.index(bytes.len() + 1);
-            bytes.truncate(i);
-        }
-        ByteEdit::Splice(from, to, n) if !bytes.is_empty() => {
-            let from = from.index(bytes.len());
-            let piece = bytes[from..(from + n).min(bytes.len())].to_vec();
-            let to = to.index(bytes.len());
-            let end = (to + piece.len()).min(bytes.len());
-            bytes.splice(to..end, piece);
-        }
-        ByteEdit::Flip(..) | ByteEdit::Delete(..) | ByteEdit::Splice(..) => {}
-    }
-}
-
 fn apply(files: &mut Files, mutation: &Mutation) {
     match mutation {
         Mutation::TensorField(i, field, value) => edit_model(files, |header, _| {
@@ -508,14 +429,11 @@ fn apply(files: &mut Files, mutation: &Mutation) {
         }
         Mutation::Config(key, value) => set_toml(&mut files.config, key, value),
         Mutation::State(key, value) => set_json(&mut files.state, key, value),
-        Mutation::Bytes(file, edit) => apply_bytes(
-            match file {
-                0 => &mut files.model,
-                1 => &mut files.config,
-                _ => &mut files.state,
-            },
-            edit,
-        ),
+        Mutation::Bytes(file, edit) => edit.apply(match file {
+            0 => &mut files.model,
+            1 => &mut files.config,
+            _ => &mut files.state,
+        }),
     }
 }
 
@@ -601,7 +519,7 @@ fn check(files: Files) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config(256))]
+    #![proptest_config(dreamer_fuzz::config(256))]
 
     #[test]
     fn mutated_valid_checkpoints(

@@ -15,43 +15,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{OnceLock, mpsc};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use dreamer_fuzz::{ByteEdit, bounded, byte_edit};
 use dreamer_trainer::replay::{Episode, Layout, Replay};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-/// Cases per property: `PROPTEST_CASES` when set, else `short` (the test command's run).
-fn fuzz_config(short: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(short);
-    ProptestConfig {
-        cases,
-        max_shrink_time: 60_000,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Runs `f` on its own thread and returns its result; a panic is re-raised here and a run
-/// past `limit` fails the case as a hang.
-fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it returns"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no result within {limit:?}: a hang"),
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -262,55 +233,6 @@ fn only_file(dir: &Path) -> PathBuf {
 
 // ---- mutations ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-enum ByteEdit {
-    Flip(prop::sample::Index, u8),
-    Insert(prop::sample::Index, Vec<u8>),
-    Delete(prop::sample::Index, usize),
-    Truncate(prop::sample::Index),
-    Splice(prop::sample::Index, prop::sample::Index, usize),
-}
-
-fn byte_edit() -> impl Strategy<Value = ByteEdit> {
-    let index = any::<prop::sample::Index>;
-    prop_oneof![
-        3 => (index(), 1u8..=255).prop_map(|(i, x)| ByteEdit::Flip(i, x)),
-        1 => (index(), prop::collection::vec(any::<u8>(), 1..9)).prop_map(|(i, b)| ByteEdit::Insert(i, b)),
-        1 => (index(), 1usize..64).prop_map(|(i, n)| ByteEdit::Delete(i, n)),
-        1 => index().prop_map(ByteEdit::Truncate),
-        1 => (index(), index(), 1usize..128).prop_map(|(a, b, n)| ByteEdit::Splice(a, b, n)),
-    ]
-}
-
-fn apply_bytes(bytes: &mut Vec<u8>, edit: &ByteEdit) {
-    match edit {
-        ByteEdit::Flip(i, x) if !bytes.is_empty() => {
-            let i = i.index(bytes.len());
-            bytes[i] ^= x;
-        }
-        ByteEdit::Insert(i, b) => {
-            let i = i.index(bytes.len() + 1);
-            bytes.splice(i..i, b.iter().copied());
-        }
-        ByteEdit::Delete(i, n) if !bytes.is_empty() => {
-            let i = i.index(bytes.len());
-            bytes.drain(i..(i + n).min(bytes.len()));
-        }
-        ByteEdit::Truncate(i) => {
-            let i = i.index(bytes.len() + 1);
-            bytes.truncate(i);
-        }
-        ByteEdit::Splice(from, to, n) if !bytes.is_empty() => {
-            let from = from.index(bytes.len());
-            let piece = bytes[from..(from + n).min(bytes.len())].to_vec();
-            let to = to.index(bytes.len());
-            let end = (to + piece.len()).min(bytes.len());
-            bytes.splice(to..end, piece);
-        }
-        ByteEdit::Flip(..) | ByteEdit::Delete(..) | ByteEdit::Splice(..) => {}
-    }
-}
-
 /// One change to the `.npy` parts of an episode (`i` picks the part).
 #[derive(Debug, Clone)]
 enum PartEdit {
@@ -396,11 +318,11 @@ fn edited_entries(mut parts: Vec<Npy>, edits: &[PartEdit]) -> Vec<(String, Vec<u
                     part.data[at..at + 4].copy_from_slice(&x.to_le_bytes());
                 }
             }
-            PartEdit::Data(i, e) => apply_bytes(&mut parts[pick(i)].data, e),
+            PartEdit::Data(i, e) => e.apply(&mut parts[pick(i)].data),
             PartEdit::Raw(i, e) => {
                 let k = pick(i);
                 let mut bytes = raw[k].take().unwrap_or_else(|| parts[k].bytes());
-                apply_bytes(&mut bytes, e);
+                e.apply(&mut bytes);
                 raw[k] = Some(bytes);
             }
         }
@@ -455,7 +377,7 @@ fn open_replay(
 }
 
 proptest! {
-    #![proptest_config(fuzz_config(128))]
+    #![proptest_config(dreamer_fuzz::config(128))]
 
     #[test]
     fn mutated_trainer_files(
@@ -465,7 +387,7 @@ proptest! {
     ) {
         let (name, mut bytes) = written()[which].clone();
         for e in &edits {
-            apply_bytes(&mut bytes, e);
+            e.apply(&mut bytes);
         }
         open_replay(LAYOUTS[which], vec![(name, bytes)], limit)?;
     }

@@ -7,20 +7,6 @@ use dreamer_wire::{
 };
 use proptest::prelude::*;
 
-/// Cases per property: `PROPTEST_CASES` when set (scripts/fuzz-long), else `short` (the
-/// test command's run).
-fn fuzz_config(short: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(short);
-    ProptestConfig {
-        cases,
-        max_shrink_time: 60_000,
-        ..ProptestConfig::default()
-    }
-}
-
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (
@@ -70,7 +56,7 @@ fn same(a: &Message, b: &Message) -> bool {
 }
 
 proptest! {
-    #![proptest_config(fuzz_config(4096))]
+    #![proptest_config(dreamer_fuzz::config(4096))]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
