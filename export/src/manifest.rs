@@ -5,11 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use dreamer_bundle::contract::{
-    self, ActionMapping, ChannelOrder, ClipRule, Contract, Distribution, Fill, Hold, InitialState,
-    MappingKind, NoiseSpec, ObservationEncoding, ObservationKind, PixelEncoding, ResetRule,
-    StateEncoding, TaskDefinition, Timing, Values,
-};
+use dreamer_bundle::contract::{Contract, ObservationKind, TaskDefinition};
 use dreamer_bundle::{
     ActionInfo, DType, GraphInfo, LatentInfo, MANIFEST_FILE, Manifest, ObservationInfo, PixelInfo,
     StateInfo, TaskInfo, TensorInfo, TrainingInfo,
@@ -115,41 +111,14 @@ fn bundle_contract(ckpt: &Checkpoint, facts: &TaskFacts) -> Contract {
     .into_iter()
     .filter_map(|(used, kind)| used.then_some(kind))
     .collect();
-    Contract {
-        steps: contract::standard_steps(&observations),
-        initial_state: InitialState {
-            value: Fill::Zeros,
-            reset: ResetRule::EveryEpisode,
-        },
-        noise: NoiseSpec {
-            distribution: Distribution::StandardNormal,
-            deterministic: Fill::Zeros,
-        },
-        // The environment clips the normalised action to [-1, 1] and maps it linearly onto
-        // the actuator range (dreamer-tasks' `TaskEnv`).
-        action_mapping: ActionMapping {
-            kind: MappingKind::Linear,
-            clip: ClipRule::ToBounds,
-            formula: contract::LINEAR_FORMULA.to_string(),
-        },
-        timing: Timing {
-            physics_step_s: facts.physics_step_s,
-            hold: Hold::ZeroOrder,
-        },
-        task_definition: TaskDefinition {
+    Contract::standard(
+        &observations,
+        facts.physics_step_s,
+        TaskDefinition {
             source: facts.definition_source.to_string(),
             version: facts.definition_version,
         },
-        observation_encoding: ObservationEncoding {
-            state: state.then_some(StateEncoding {
-                values: Values::Raw,
-            }),
-            pixels: pixels.then_some(PixelEncoding {
-                values: Values::Raw,
-                channel_order: ChannelOrder::Rgb,
-            }),
-        },
-    }
+    )
 }
 
 /// Writes `manifest.json` into `dir`.

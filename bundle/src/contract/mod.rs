@@ -48,6 +48,51 @@ pub struct Contract {
     pub observation_encoding: ObservationEncoding,
 }
 
+impl Contract {
+    /// The contract of the standard graphs (what the exporter writes) for a bundle whose
+    /// graphs take `observations`: every step scheme wired as [`standard_steps`], the zero
+    /// state at each episode start, N(0,1) noise with zeros for the deterministic policy,
+    /// the linear action map with clipping, the command held for `physics_step_s` times the
+    /// action repeat, raw observation values.
+    pub fn standard(
+        observations: &[ObservationKind],
+        physics_step_s: f64,
+        task_definition: TaskDefinition,
+    ) -> Contract {
+        let uses = |kind| observations.contains(&kind);
+        Contract {
+            steps: standard_steps(observations),
+            initial_state: InitialState {
+                value: Fill::Zeros,
+                reset: ResetRule::EveryEpisode,
+            },
+            noise: NoiseSpec {
+                distribution: Distribution::StandardNormal,
+                deterministic: Fill::Zeros,
+            },
+            action_mapping: ActionMapping {
+                kind: MappingKind::Linear,
+                clip: ClipRule::ToBounds,
+                formula: LINEAR_FORMULA.to_string(),
+            },
+            timing: Timing {
+                physics_step_s,
+                hold: Hold::ZeroOrder,
+            },
+            task_definition,
+            observation_encoding: ObservationEncoding {
+                state: uses(ObservationKind::State).then_some(StateEncoding {
+                    values: Values::Raw,
+                }),
+                pixels: uses(ObservationKind::Pixels).then_some(PixelEncoding {
+                    values: Values::Raw,
+                    channel_order: ChannelOrder::Rgb,
+                }),
+            },
+        }
+    }
+}
+
 /// One control step as graph runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepScheme {

@@ -7,11 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use dreamer_bundle::contract::{
-    self, ActionMapping, ClipRule, Contract, Distribution, Fill, Hold, InitialState, MappingKind,
-    NoiseSpec, ObservationEncoding, ObservationKind, ResetRule, StateEncoding, TaskDefinition,
-    Timing, Values,
-};
+use dreamer_bundle::contract::{Contract, ObservationKind, TaskDefinition};
 use dreamer_bundle::{
     self as bundle, ActionInfo, DType, GraphInfo, LatentInfo, MANIFEST_FILE, Manifest,
     ObservationInfo, StateInfo, TaskInfo, TensorInfo, TrainingInfo, names,
@@ -176,36 +172,14 @@ pub fn manifest() -> Manifest {
 }
 
 fn contract() -> Contract {
-    Contract {
-        steps: contract::standard_steps(&[ObservationKind::State]),
-        initial_state: InitialState {
-            value: Fill::Zeros,
-            reset: ResetRule::EveryEpisode,
-        },
-        noise: NoiseSpec {
-            distribution: Distribution::StandardNormal,
-            deterministic: Fill::Zeros,
-        },
-        action_mapping: ActionMapping {
-            kind: MappingKind::Linear,
-            clip: ClipRule::ToBounds,
-            formula: contract::LINEAR_FORMULA.to_string(),
-        },
-        timing: Timing {
-            physics_step_s: 0.025,
-            hold: Hold::ZeroOrder,
-        },
-        task_definition: TaskDefinition {
+    Contract::standard(
+        &[ObservationKind::State],
+        0.025,
+        TaskDefinition {
             source: "dreamer-tasks".into(),
             version: 1,
         },
-        observation_encoding: ObservationEncoding {
-            state: Some(StateEncoding {
-                values: Values::Raw,
-            }),
-            pixels: None,
-        },
-    }
+    )
 }
 
 /// Stand-in bytes of graph `role`.

@@ -19,11 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dreamer_bundle::contract::{
-    self, ActionMapping, ChannelOrder, ClipRule, Contract, Distribution, Fill, Hold, InitialState,
-    MappingKind, NoiseSpec, ObservationEncoding, ObservationKind, PixelEncoding, ResetRule,
-    StateEncoding, TaskDefinition, Timing, Values,
-};
+use dreamer_bundle::contract::{self, Contract, ObservationKind, TaskDefinition};
 use dreamer_bundle::{
     self as bundle, ActionInfo, DType, GraphInfo, LatentInfo, Manifest, ObservationInfo, PixelInfo,
     StateInfo, TaskInfo, TensorInfo, TrainingInfo, names,
@@ -829,41 +825,16 @@ fn test_contract(z: Sizes, physics_step_s: f64) -> Contract {
     if z.pixels {
         observations.push(ObservationKind::Pixels);
     }
-    let mut steps = contract::standard_steps(&observations);
-    steps.remove(contract::SPLIT);
-    Contract {
-        steps,
-        initial_state: InitialState {
-            value: Fill::Zeros,
-            reset: ResetRule::EveryEpisode,
-        },
-        noise: NoiseSpec {
-            distribution: Distribution::StandardNormal,
-            deterministic: Fill::Zeros,
-        },
-        action_mapping: ActionMapping {
-            kind: MappingKind::Linear,
-            clip: ClipRule::ToBounds,
-            formula: contract::LINEAR_FORMULA.to_string(),
-        },
-        timing: Timing {
-            physics_step_s,
-            hold: Hold::ZeroOrder,
-        },
-        task_definition: TaskDefinition {
+    let mut contract = Contract::standard(
+        &observations,
+        physics_step_s,
+        TaskDefinition {
             source: "dreamer-tasks".into(),
             version: 1,
         },
-        observation_encoding: ObservationEncoding {
-            state: (z.obs > 0).then_some(StateEncoding {
-                values: Values::Raw,
-            }),
-            pixels: z.pixels.then_some(PixelEncoding {
-                values: Values::Raw,
-                channel_order: ChannelOrder::Rgb,
-            }),
-        },
-    }
+    );
+    contract.steps.remove(contract::SPLIT);
+    contract
 }
 
 pub fn write_manifest(dir: &Path, manifest: &Manifest) {
