@@ -1,0 +1,113 @@
+//! DeepMind Control Suite tasks through the bridge, against real dm_control and MuJoCo. These
+//! fail (with the install command in the message) where dm_control is not installed.
+
+mod common;
+
+use common::{bridge, options, state};
+use dreamer_tasks::{EnvOptions, FRAME_BYTES, ObsMode};
+use serde_json::json;
+
+#[test]
+fn cartpole_swingup_runs_a_whole_episode_and_is_truncated_by_its_time_limit() {
+    let mut env = bridge("dmc:cartpole-swingup", state(4), 2, &options(json!({})));
+    let spec = env.spec().clone();
+    assert_eq!(spec.task, "dmc:cartpole-swingup");
+    assert_eq!(
+        spec.state_fields,
+        [
+            "position[0]",
+            "position[1]",
+            "position[2]",
+            "velocity[0]",
+            "velocity[1]"
+        ]
+    );
+    assert_eq!(
+        (
+            spec.physical_action_low.clone(),
+            spec.physical_action_high.clone()
+        ),
+        (vec![-1.0], vec![1.0])
+    );
+    assert!(
+        (spec.physics_dt - 0.01).abs() < 1e-12,
+        "{}",
+        spec.physics_dt
+    );
+    assert!((spec.control_period_s - 0.04).abs() < 1e-12);
+    assert_eq!((spec.max_env_steps, spec.max_decisions), (1000, 250));
+    let versions = &env.worker_spec().versions;
+    assert_eq!(
+        versions.get("dm-control").map(String::as_str),
+        Some("1.0.50")
+    );
+    assert_eq!(versions.get("mujoco").map(String::as_str), Some("3.17.0"));
+
+    let first = env.reset_all(&[3, 3]).unwrap();
+    assert_eq!(first[0], first[1], "same seed, same start");
+    // Swingup starts hanging: cos(pole angle) near -1.
+    assert!(
+        (first[0].state[1] + 1.0).abs() < 0.01,
+        "{:?}",
+        first[0].state
+    );
+    let other = env.reset_one(1, u64::MAX).unwrap();
+    assert_ne!(other, first[0]);
+
+    let mut total = [0.0f64; 2];
+    for decision in 1..=250 {
+        let steps = env.step_all(&[0.8, -0.3]).unwrap();
+        for (sum, step) in total.iter_mut().zip(&steps) {
+            assert!(!step.terminated, "decision {decision}");
+            assert_eq!(step.truncated, decision == 250, "decision {decision}");
+            // Four physics steps of reward in [0, 1] each.
+            assert!((0.0..=4.0).contains(&step.reward), "{}", step.reward);
+            *sum += step.reward;
+        }
+    }
+    assert!(total.iter().all(|&r| r > 0.0 && r <= 1000.0), "{total:?}");
+    assert!(env.needs_reset(0) && env.needs_reset(1));
+}
+
+#[test]
+fn cartpole_pixels_are_rendered_at_64x64_by_mujoco() {
+    let pixels = EnvOptions {
+        obs_mode: ObsMode::Pixels,
+        action_repeat: 2,
+    };
+    let mut env = bridge("dmc:cartpole-swingup", pixels, 1, &options(json!({})));
+    assert_eq!(
+        env.worker_spec().pixels.as_deref(),
+        Some("physics.render(64, 64, camera_id=0)")
+    );
+    let first = env.reset_all(&[1]).unwrap().remove(0);
+    assert!(first.state.is_empty());
+    assert_eq!(first.pixels.len(), FRAME_BYTES);
+    let distinct: std::collections::BTreeSet<u8> = first.pixels.iter().copied().collect();
+    assert!(distinct.len() > 10, "a flat frame: {distinct:?}");
+    let mut last = first.pixels.clone();
+    for _ in 0..3 {
+        let step = env.step_all(&[1.0]).unwrap().remove(0);
+        assert_eq!(step.obs.pixels.len(), FRAME_BYTES);
+        last = step.obs.pixels;
+    }
+    assert_ne!(last, first.pixels, "the cart moved, the picture did not");
+}
+
+#[test]
+fn an_unknown_dmc_task_is_refused_with_tasks_like_it() {
+    let error = match dreamer_bridge::BridgeVecEnv::new(
+        "dmc:cartpole-swingupp",
+        state(1),
+        1,
+        &options(json!({})),
+    ) {
+        Ok(_) => panic!("started"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("dm_control's suite has no task `cartpole-swingupp`"),
+        "{error}"
+    );
+    assert!(error.contains("cartpole-swingup"), "{error}");
+}

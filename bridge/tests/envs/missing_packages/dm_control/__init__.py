@@ -1,0 +1,3 @@
+"""Stands in for a Python without dm_control: on PYTHONPATH it shadows the real package."""
+
+raise ModuleNotFoundError("No module named 'dm_control'", name="dm_control")

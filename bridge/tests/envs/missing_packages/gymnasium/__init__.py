@@ -1,0 +1,3 @@
+"""Stands in for a Python without gymnasium: on PYTHONPATH it shadows the real package."""
+
+raise ModuleNotFoundError("No module named 'gymnasium'", name="gymnasium")
