@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod checkpoint;
+mod env_task;
 mod obs_mode;
 pub mod resume;
 
 pub use checkpoint::CONFIG_FILE;
+pub use env_task::{BRIDGED_PREFIXES, NO_KWARGS, is_bridged, parse_env_kwargs, same_env_kwargs};
 pub use obs_mode::{OBS_MODE_NAMES, ObsMode, UnknownObsMode};
 
 /// Preset names and their TOML text, embedded from `presets/`.
@@ -77,7 +79,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// Task name understood by `dreamer_tasks::make`.
+    /// A built-in task of `dreamer_tasks::make`, or an env of the Python bridge:
+    /// `gym:<id>` (Gymnasium) or `dmc:<domain>-<task>` (DeepMind Control).
     pub task: String,
     pub obs_mode: ObsMode,
     /// Environment steps per agent decision (rewards summed).
@@ -87,7 +90,24 @@ pub struct RunConfig {
     pub steps: u64,
     /// Environments stepped in parallel for collection.
     pub envs: usize,
+    /// Keyword arguments of a bridged task's env (`gymnasium.make(id, **kwargs)`,
+    /// dm_control's `task_kwargs`), a JSON object as text; `{}` for built-in tasks.
+    #[serde(default = "no_kwargs")]
+    pub env_kwargs: String,
+    /// The Python that runs a bridged task's workers; empty: `$DREAMER_PYTHON`, else the
+    /// workspace's `.deps/envs/bin/python`, else `python3`. Ignored by built-in tasks.
+    #[serde(default)]
+    pub python: String,
 }
+
+fn no_kwargs() -> String {
+    NO_KWARGS.to_string()
+}
+
+/// Keys a preset may leave out, with the value they then take (checkpoints written before
+/// the key existed read with the same value, through serde's defaults above).
+const PRESET_DEFAULTS: [(&str, &str, &str); 2] =
+    [("run", "env_kwargs", NO_KWARGS), ("run", "python", "")];
 
 /// Data collection and the training schedule, in environment steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +302,25 @@ impl Config {
         if self.run.envs < 1 {
             return invalid("run.envs", "must be at least 1");
         }
+        if is_bridged(&self.run.task) {
+            env_task::check_bridged_name(&self.run.task)
+                .or_else(|message| invalid("run.task", &message))?;
+        }
+        let kwargs =
+            parse_env_kwargs(&self.run.env_kwargs).map_err(|message| ConfigError::Invalid {
+                key: "run.env_kwargs".to_string(),
+                message,
+            })?;
+        if !kwargs.is_empty() && !is_bridged(&self.run.task) {
+            return invalid(
+                "run.env_kwargs",
+                &format!(
+                    "`{}` is for gym:<id> and dmc:<domain>-<task> tasks; the built-in task `{}` \
+                     takes no keyword arguments",
+                    self.run.env_kwargs, self.run.task
+                ),
+            );
+        }
         if self.collect.train_every < 1 {
             return invalid("collect.train_every", "must be at least 1");
         }
@@ -366,7 +405,15 @@ fn preset_table(name: &str) -> Result<toml::Table, ConfigError> {
         .ok_or_else(|| ConfigError::UnknownPreset {
             name: name.to_string(),
         })?;
-    Ok(toml::from_str(text).expect("embedded presets are valid TOML"))
+    let mut table: toml::Table = toml::from_str(text).expect("embedded presets are valid TOML");
+    for (section, key, value) in PRESET_DEFAULTS {
+        if let Some(toml::Value::Table(inner)) = table.get_mut(section) {
+            inner
+                .entry(key)
+                .or_insert_with(|| toml::Value::String(value.to_string()));
+        }
+    }
+    Ok(table)
 }
 
 fn from_table(table: toml::Table, source_name: &str) -> Result<Config, ConfigError> {
@@ -431,14 +478,27 @@ fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<(), C
             .ok_or_else(|| ConfigError::OverrideSyntax { text: text.clone() })?;
         let key = key.trim();
         let raw = raw.trim();
-        // A TOML literal (number, bool, quoted string); anything else is a bare string.
-        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        // A TOML literal (number, bool, quoted string); anything else is a bare string. A
+        // string key takes a bare text that happens to read as TOML (`{"x": 1}` is an inline
+        // table) as the text itself.
+        let literal = toml::from_str::<toml::Table>(&format!("v = {raw}"))
             .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+            .and_then(|mut t| t.remove("v"));
+        let value = match literal {
+            Some(toml::Value::String(text)) => toml::Value::String(text),
+            Some(other) if !slot_is_string(base, key) => other,
+            _ => toml::Value::String(raw.to_string()),
+        };
         set_key(base, key, value, &format!("override `{text}`"))?;
     }
     Ok(())
+}
+
+/// True when `section.key` of `base` holds a string.
+fn slot_is_string(base: &toml::Table, key: &str) -> bool {
+    key.split_once('.')
+        .and_then(|(section, name)| base.get(section)?.get(name))
+        .is_some_and(toml::Value::is_str)
 }
 
 /// Replace `section.key` in `base` with `value`, which must have the existing value's type.
@@ -536,6 +596,76 @@ mod tests {
         let err =
             Config::resolve("paper", None, &["train.entropy_lr=0.01".to_string()]).unwrap_err();
         assert!(err.to_string().contains("train.actor_entropy"), "{err}");
+    }
+
+    #[test]
+    fn bridged_tasks_and_their_kwargs() {
+        let resolve = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            Config::resolve("cpu-state", None, &sets)
+        };
+        // Every preset has the keys, with their defaults.
+        for (name, _) in PRESETS {
+            let config = Config::preset(name).unwrap();
+            assert_eq!(
+                (config.run.env_kwargs.as_str(), config.run.python.as_str()),
+                ("{}", "")
+            );
+        }
+        // A JSON object given bare on the command line reads as TOML (an inline table): the
+        // string key keeps the text.
+        let config = resolve(&[
+            "run.task=gym:my_pkg.envs:MyRobotEnv-v0",
+            r#"run.env_kwargs={"x":1}"#,
+            "run.python=/opt/venv/bin/python",
+        ])
+        .unwrap();
+        assert_eq!(config.run.task, "gym:my_pkg.envs:MyRobotEnv-v0");
+        assert_eq!(config.run.env_kwargs, r#"{"x":1}"#);
+        assert_eq!(config.run.python, "/opt/venv/bin/python");
+        let text = config.to_toml_string();
+        assert_eq!(Config::from_toml_str(&text, "saved").unwrap(), config);
+        assert!(resolve(&["run.task=dmc:cartpole-swingup"]).is_ok());
+        // Syntax only is checked here; the bridge checks that the env exists.
+        assert!(resolve(&["run.task=gym:NoSuchEnv-v9"]).is_ok());
+
+        for (sets, key, needle) in [
+            (&["run.task=dmc:cartpole"][..], "run.task", "dmc:cartpole"),
+            (&["run.task=gym:"][..], "run.task", "gym:"),
+            (
+                &["run.task=gym:Pendulum-v1", "run.env_kwargs=[1, 2]"][..],
+                "run.env_kwargs",
+                "`[1, 2]` is an array",
+            ),
+            (
+                &["run.task=gym:Pendulum-v1", "run.env_kwargs={x: 1}"][..],
+                "run.env_kwargs",
+                "`{x: 1}` is not JSON",
+            ),
+            (
+                &[r#"run.env_kwargs={"g": 9.81}"#][..],
+                "run.env_kwargs",
+                "built-in task `pendulum`",
+            ),
+        ] {
+            let err = resolve(sets).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if k == key),
+                "{sets:?}: {text}"
+            );
+            assert!(text.contains(key) && text.contains(needle), "{text}");
+        }
+        // A checkpoint's config.toml from before the keys existed reads with the defaults.
+        let mut old = Config::preset("cpu-state").unwrap().to_toml_string();
+        old = old
+            .replace("env_kwargs = \"{}\"\n", "")
+            .replace("python = \"\"\n", "");
+        assert!(!old.contains("env_kwargs"), "{old}");
+        assert_eq!(
+            Config::from_toml_str(&old, "old").unwrap(),
+            Config::preset("cpu-state").unwrap()
+        );
     }
 
     #[test]

@@ -3,18 +3,32 @@
 
 use std::path::Path;
 
-use crate::{Config, ConfigError, apply_file, apply_overrides, from_table, preset_table, read};
+use crate::{
+    Config, ConfigError, apply_file, apply_overrides, from_table, preset_table, read,
+    same_env_kwargs,
+};
 
-/// Keys a resumed run takes from the command line: the length of the run and the cadence of
-/// evaluations, open-loop videos and checkpoints. Every other key changes the networks, the
-/// data collected or the updates, which the checkpoint was made under.
-pub const RESUMABLE_KEYS: [&str; 5] = [
+/// Keys a resumed run takes from the command line: the length of the run, the cadence of
+/// evaluations, open-loop videos and checkpoints, and where the Python of a bridged task's
+/// workers is (not what they run). Every other key changes the networks, the env, the data
+/// collected or the updates, which the checkpoint was made under.
+pub const RESUMABLE_KEYS: [&str; 6] = [
     "run.steps",
+    "run.python",
     "eval.every",
     "eval.episodes",
     "log.checkpoint_every",
     "log.openloop_every",
 ];
+
+/// The same value for `key`: equal TOML values, or `run.env_kwargs` texts that give the same
+/// keyword arguments (`{"a": 1}` and `{"a":1}`).
+fn same_value(key: &str, old: &toml::Value, new: &toml::Value) -> bool {
+    match (key, old.as_str(), new.as_str()) {
+        ("run.env_kwargs", Some(old), Some(new)) => same_env_kwargs(old, new),
+        _ => old == new,
+    }
+}
 
 /// A key whose given value differs from the one the run was saved with.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +96,7 @@ impl Config {
             for (name, old) in values {
                 let key = format!("{section}.{name}");
                 let new = given.get(section).and_then(|s| s.get(name)).unwrap_or(old);
-                if new == old {
+                if same_value(&key, old, new) {
                     continue;
                 }
                 if RESUMABLE_KEYS.contains(&key.as_str()) {
@@ -160,6 +174,38 @@ mod tests {
         ] {
             assert!(text.contains(needle), "no {needle} in {text}");
         }
+    }
+
+    #[test]
+    fn the_workers_python_may_move_but_the_env_may_not_change() {
+        let bridged = |sets: &[&str]| {
+            let mut all = vec!["run.task=gym:Pendulum-v1", r#"run.env_kwargs={"g": 9.81}"#];
+            all.extend_from_slice(sets);
+            let all: Vec<String> = all.into_iter().map(String::from).collect();
+            Config::resolve("cpu-state", None, &all).unwrap()
+        };
+        let saved = bridged(&[]);
+        let moved = saved
+            .for_resume(None, None, &["run.python=/opt/venv/bin/python".into()])
+            .unwrap();
+        assert_eq!(moved.run.python, "/opt/venv/bin/python");
+        // The same arguments written differently are no change; the saved text stays.
+        let same = saved
+            .for_resume(None, None, &[r#"run.env_kwargs={ "g" : 9.81 }"#.into()])
+            .unwrap();
+        assert_eq!(same, saved);
+        let err = saved
+            .for_resume(None, None, &[r#"run.env_kwargs={"g": 3.7}"#.into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"run.env_kwargs (saved '{"g": 9.81}', given '{"g": 3.7}')"#),
+            "{err}"
+        );
+        let err = saved
+            .for_resume(None, None, &["run.task=dmc:cartpole-swingup".into()])
+            .unwrap_err();
+        assert!(err.to_string().contains("run.task (saved"), "{err}");
     }
 
     #[test]

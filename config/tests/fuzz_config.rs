@@ -49,6 +49,14 @@ fn literal() -> impl Strategy<Value = String> {
         "\"\"",
         "\"pendulum\"",
         "\"cartpole-swingup\"",
+        "\"gym:Pendulum-v1\"",
+        "gym:my_pkg.envs:MyEnv-v0",
+        "\"dmc:cartpole-swingup\"",
+        "dmc:cartpole",
+        "'{\"max_episode_steps\": 5}'",
+        "{\"x\":1}",
+        "'[1, 2]'",
+        "'{'",
         "'state'",
         "\"pixels\"",
         "\"both\"",
@@ -180,7 +188,12 @@ fn toml_value() -> impl Strategy<Value = toml::Value> {
             "state",
             "pixels",
             "both",
-            "cartpole-swingup"
+            "cartpole-swingup",
+            "gym:Pendulum-v1",
+            "dmc:cartpole-swingup",
+            "{}",
+            "{\"g\": 9.81}",
+            "[1]",
         ])
         .prop_map(|s| toml::Value::String(s.to_string())),
     ];

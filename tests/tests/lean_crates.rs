@@ -139,6 +139,7 @@ const ALLOWED: [(&str, &[&str]); 16] = [
         &[
             "dreamer-config",
             "dreamer-tasks",
+            "dreamer-bridge",
             "dreamer-export",
             "dreamer-ort",
             "dreamer-cli",

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::agent::Agent;
+use crate::env_record::EnvRecord;
+use crate::envs::describe_dims;
 use crate::networks::Dims;
 
 /// The entropy weight in `optim.safetensors` (f64 `[1]`).
@@ -131,6 +133,11 @@ pub struct RunState {
     /// then is saved in the run's `best/` folder).
     #[serde(default)]
     pub best_eval: Option<(u64, f64)>,
+    /// A bridged task (`gym:` / `dmc:`): the env as its workers described it, so that later
+    /// commands know its sizes, bounds and timing without starting Python. Absent for the
+    /// built-in tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<EnvRecord>,
 }
 
 impl RunState {
@@ -148,6 +155,7 @@ impl RunState {
             eval_draws: 0,
             eval_return: None,
             best_eval: None,
+            env: None,
         }
     }
 
@@ -317,44 +325,70 @@ pub fn load_into(dir: &Path, agent: &mut Agent) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-/// Sizes written out for a message: "action size 1, state size 3, no pixels".
-fn describe(dims: Dims) -> String {
-    format!(
-        "action size {}, state size {}, {}",
-        dims.action,
-        dims.state.unwrap_or(0),
-        if dims.pixels { "pixels" } else { "no pixels" }
-    )
-}
-
 /// Check that `config` (read from `<dir>/config.toml`) names the task and observation mode
 /// that `state` (`<dir>/state.json`, whose sizes the weights are checked against) was
 /// trained on. An edited or copied `config.toml` otherwise builds environments whose
 /// observations do not fit the networks, and libtorch panics on the first forward pass.
+/// A bridged task's sizes come from the env record of `state.json` (no Python starts here).
 pub fn check_task(dir: &Path, config: &Config, state: &RunState) -> Result<(), CheckpointError> {
     let config_path = dir.join(CONFIG_FILE);
-    let options = dreamer_tasks::EnvOptions {
-        obs_mode: config.run.obs_mode,
-        action_repeat: config.run.action_repeat,
-    };
-    let env =
-        dreamer_tasks::make(&config.run.task, options).map_err(|source| CheckpointError::Task {
-            path: config_path.clone(),
-            source,
+    let dims = if dreamer_config::is_bridged(&config.run.task) {
+        bridged_dims(dir, config, state)?
+    } else {
+        let options = dreamer_tasks::EnvOptions {
+            obs_mode: config.run.obs_mode,
+            action_repeat: config.run.action_repeat,
+        };
+        let env = dreamer_tasks::make(&config.run.task, options).map_err(|source| {
+            CheckpointError::Task {
+                path: config_path.clone(),
+                source,
+            }
         })?;
-    let dims = crate::env_loop::dims_of(config, env.spec());
+        crate::env_loop::dims_of(config, env.spec())
+    };
     if config.run.task != state.task || dims != state.dims() {
         return Err(CheckpointError::TaskMismatch(Box::new(TaskMismatch {
             config: config_path,
             config_task: config.run.task.clone(),
             obs_mode: config.run.obs_mode.to_string(),
-            config_dims: describe(dims),
+            config_dims: describe_dims(dims),
             state: dir.join(STATE_FILE),
             state_task: state.task.clone(),
-            state_dims: describe(state.dims()),
+            state_dims: describe_dims(state.dims()),
         })));
     }
     Ok(())
+}
+
+/// The sizes `config` gives for a bridged task, from the env `state.json` records; its
+/// `run.env_kwargs` must be the recorded ones (other arguments make another env).
+fn bridged_dims(dir: &Path, config: &Config, state: &RunState) -> Result<Dims, CheckpointError> {
+    let state_path = dir.join(STATE_FILE);
+    let Some(record) = state.env.as_ref().filter(|r| r.task == config.run.task) else {
+        return Err(CheckpointError::Invalid {
+            path: state_path,
+            message: format!(
+                "no `env` record of the bridged task {} (written by `dreamer train` with \
+                 the env's sizes and bounds); was this file edited?",
+                config.run.task
+            ),
+        });
+    };
+    let recorded = serde_json::Value::Object(record.kwargs.clone()).to_string();
+    if !dreamer_config::same_env_kwargs(&config.run.env_kwargs, &recorded) {
+        return Err(CheckpointError::Invalid {
+            path: dir.join(CONFIG_FILE),
+            message: format!(
+                "run.env_kwargs = '{}', but the weights were trained on {} with the keyword \
+                 arguments {recorded} (recorded in {}): set run.env_kwargs back",
+                config.run.env_kwargs,
+                config.run.task,
+                state_path.display()
+            ),
+        });
+    }
+    Ok(record.dims(config))
 }
 
 /// The first non-finite value among the network weights of `agent`, named as in

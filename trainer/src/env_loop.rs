@@ -2,30 +2,27 @@
 //! noise-free evaluation.
 
 use dreamer_config::{Config, ObsMode};
-use dreamer_tasks::{EnvOptions, EnvSpec, Observation, TaskError, VecEnv};
+use dreamer_tasks::{EnvSpec, Observation};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use tch::{Device, Tensor};
 
 use crate::agent::Agent;
+use crate::envs::{EnvError, Envs};
 use crate::networks::{Dims, IMAGE_SIZE, Obs};
 use crate::replay::{Episode, Layout};
 use crate::rssm::State;
 use crate::seeds::{STREAM_EVAL, stream_seed};
 
-/// Make `n` environments of the configured task; `with_pixels` adds pixel observations
-/// (for videos) to whatever the agent uses.
-pub fn make_envs(config: &Config, n: usize, with_pixels: bool) -> Result<VecEnv, TaskError> {
+/// Make `n` environments of the configured task (built-in, or bridged Python workers);
+/// `with_pixels` adds pixel observations (for videos) to whatever the agent uses.
+pub fn make_envs(config: &Config, n: usize, with_pixels: bool) -> Result<Envs, EnvError> {
     let mut mode = config.run.obs_mode;
     if with_pixels && mode == ObsMode::State {
         mode = ObsMode::Both;
     }
-    let options = EnvOptions {
-        obs_mode: mode,
-        action_repeat: config.run.action_repeat,
-    };
-    VecEnv::new(&config.run.task, options, n, n.min(2))
+    Envs::new(config, n, mode)
 }
 
 /// Network sizes and replay layout the configured task implies.
@@ -91,7 +88,7 @@ pub enum Behaviour<'a> {
 /// Collection state of `n` environments: the agent's latent per env and the episodes in
 /// progress.
 pub struct Collector {
-    envs: VecEnv,
+    envs: Envs,
     dims: Dims,
     latent: Option<State>,
     prev_action: Vec<f32>,
@@ -100,7 +97,7 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(config: &Config) -> Result<Collector, TaskError> {
+    pub fn new(config: &Config) -> Result<Collector, EnvError> {
         let envs = make_envs(config, config.run.envs, false)?;
         let dims = dims_of(config, envs.spec());
         Ok(Collector {
@@ -115,6 +112,23 @@ impl Collector {
 
     pub fn spec(&self) -> &EnvSpec {
         self.envs.spec()
+    }
+
+    /// The environments themselves (for the bridge's description of them).
+    pub fn envs(&self) -> &Envs {
+        &self.envs
+    }
+
+    /// Drop the episodes in progress: the next [`Collector::step`] resets every env with
+    /// fresh seeds, as a new collector over new envs would (an env's episode is drawn from
+    /// its reset seed alone), without starting the envs again.
+    pub fn restart(&mut self) {
+        self.obs.clear();
+        self.latent = None;
+        self.prev_action.fill(0.0);
+        for episode in &mut self.episodes {
+            *episode = Episode::default();
+        }
     }
 
     pub fn dims(&self) -> Dims {
@@ -139,7 +153,7 @@ impl Collector {
         &mut self,
         behaviour: Behaviour,
         rng: &mut ChaCha8Rng,
-    ) -> Result<Vec<Episode>, TaskError> {
+    ) -> Result<Vec<Episode>, EnvError> {
         let n = self.envs.num_envs();
         let a = self.dims.action as usize;
         if self.obs.is_empty() {
@@ -249,9 +263,28 @@ pub fn evaluate(
     episodes: usize,
     draw: u64,
     record_frames: bool,
-) -> Result<Evaluation, TaskError> {
+) -> Result<Evaluation, EnvError> {
+    let mut envs = eval_envs(agent, episodes, record_frames)?;
+    evaluate_in(&mut envs, agent, draw, record_frames)
+}
+
+/// `episodes` envs for [`evaluate_in`], checked to give the sizes of `agent`'s networks.
+pub fn eval_envs(agent: &Agent, episodes: usize, record_frames: bool) -> Result<Envs, EnvError> {
+    let envs = make_envs(&agent.config, episodes, record_frames)?;
+    envs.check_dims(&agent.config, agent.dims)?;
+    Ok(envs)
+}
+
+/// [`evaluate`] in envs made by [`eval_envs`] (one episode per env), which a run keeps
+/// between evaluations: every env is reset first, so earlier use leaves no trace.
+pub fn evaluate_in(
+    envs: &mut Envs,
+    agent: &Agent,
+    draw: u64,
+    record_frames: bool,
+) -> Result<Evaluation, EnvError> {
     let config = &agent.config;
-    let mut envs = make_envs(config, episodes, record_frames)?;
+    let episodes = envs.num_envs();
     let dims = agent.dims;
     let a = dims.action as usize;
     let device = agent.device();

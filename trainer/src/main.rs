@@ -79,8 +79,8 @@ enum Command {
         #[arg(long)]
         logdir: Option<PathBuf>,
         /// Continue the run in --logdir from its checkpoint. --preset, --config and --set may
-        /// then change only run.steps, eval.every, eval.episodes, log.checkpoint_every and
-        /// log.openloop_every
+        /// then change only run.steps, run.python, eval.every, eval.episodes,
+        /// log.checkpoint_every and log.openloop_every
         #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
         /// Delete the run already in --logdir (checkpoints, replay, metrics, event files,
@@ -152,6 +152,25 @@ enum Command {
     },
 }
 
+/// `runs/<task>-seed<seed>`, the task name reduced to letters, digits, `-`, `_` and `.`
+/// (`gym:my_pkg.envs:MyEnv-v0` -> `gym-my_pkg.envs-MyEnv-v0`): a colon would read as
+/// TensorBoard's `name:path` and a slash (`gym:ALE/Pong-v5`) as a folder.
+fn default_logdir(config: &Config) -> PathBuf {
+    let task: String = config
+        .run
+        .task
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    PathBuf::from(format!("runs/{task}-seed{}", config.run.seed))
+}
+
 /// The checkpoint folder a command was given: `path` itself, or the `checkpoint/` of a run
 /// folder. A save killed midway leaves the complete copy beside the folder: commands that
 /// write into the checkpoint (`repair`) finish that save first; readers (which may run
@@ -207,13 +226,13 @@ fn run_cli(cli: Cli) -> Result<()> {
             quiet,
             device,
         } => {
-            let resolved = config.resolve()?;
-            let logdir = logdir.unwrap_or_else(|| {
-                PathBuf::from(format!(
-                    "runs/{}-seed{}",
-                    resolved.run.task, resolved.run.seed
-                ))
-            });
+            // A resumed run's configuration is the saved one: resolving the command line on
+            // its own (a preset's built-in task with a bridged task's run.env_kwargs) would
+            // refuse what the resume rule should judge.
+            let logdir = match logdir {
+                Some(dir) => dir,
+                None => default_logdir(&config.resolve()?),
+            };
             let resolved = if resume {
                 let dir = logdir.join(CHECKPOINT_DIR);
                 // A save killed midway leaves the complete checkpoint beside `dir`.
@@ -229,7 +248,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                     .for_resume(&saved)
                     .with_context(|| format!("--resume {}", logdir.display()))?
             } else {
-                resolved
+                config.resolve()?
             };
             let device = device.select()?;
             let options = RunOptions {
@@ -308,6 +327,15 @@ fn run_cli(cli: Cli) -> Result<()> {
         } => {
             device::select("cpu", None)?;
             let dir = checkpoint_folder(dir, true)?;
+            // Not before the manifest can name a Python environment (id, kwargs, layout).
+            let (config, _) = checkpoint::read_meta(&dir)?;
+            if dreamer_config::is_bridged(&config.run.task) {
+                bail!(
+                    "export of bridged tasks is not supported yet: {} ({})",
+                    config.run.task,
+                    dir.display()
+                );
+            }
             reference::write_reference(&dir, reference_steps, REFERENCE_CASES)?;
             let report = bundle
                 .export(&dir, &bundle.options())
@@ -406,6 +434,13 @@ fn doctor(device_args: &DeviceArgs) -> Result<()> {
         }
     }
     say!("      tasks: {}", dreamer_tasks::TASK_NAMES.join(", "));
+    let python = dreamer_bridge::resolve_python(None);
+    say!(
+        "      bridged tasks: gym:<id>, dmc:<domain>-<task>; workers' Python: {}, found as {}; \
+         scripts/check-envs tests it",
+        python.path.display(),
+        python.lookup
+    );
     say!(
         "      presets: {}",
         dreamer_config::PRESETS.map(|p| p.0).join(", ")

@@ -26,7 +26,7 @@ pub enum ReferenceError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("task: {0}")]
-    Task(#[from] dreamer_tasks::TaskError),
+    Task(#[from] crate::envs::EnvError),
     #[error("writing {path}: {message}")]
     Write { path: PathBuf, message: String },
     #[error("the trajectory needs at least 1 step and 1 random case")]
@@ -58,6 +58,7 @@ pub fn write_reference(
     tch::no_grad(|| -> Result<(), ReferenceError> {
         // Closed-loop trajectory.
         let mut envs = make_envs(&agent.config, 1, false)?;
+        envs.check_dims(&agent.config, dims)?;
         let mut rng = ChaCha8Rng::seed_from_u64(REFERENCE_SEED);
         let mut obs = envs.reset_all(&[rng.random()])?;
         let mut latent = agent.rssm.initial(1, Device::Cpu);

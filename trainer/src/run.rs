@@ -12,6 +12,8 @@ use tch::Device;
 use crate::agent::{Agent, Metrics, TrainError};
 use crate::checkpoint::{self, CheckpointError, RunState};
 use crate::env_loop::{self, Behaviour, Collector, layout_of};
+use crate::env_record::EnvRecord;
+use crate::envs::{EnvError, Envs};
 use crate::logging::{self, LogError, Logger};
 use crate::replay::{Replay, ReplayError};
 use crate::seeds::{STREAM_COLLECT, STREAM_REPLAY, STREAM_VIDEO, stream_seed};
@@ -53,7 +55,7 @@ pub enum RunError {
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error("task: {0}")]
-    Task(#[from] dreamer_tasks::TaskError),
+    Task(#[from] EnvError),
     #[error(
         "{0} already holds a run ({1} exists): pass --resume to continue it, --overwrite to \
          delete that run and start again, or choose another --logdir"
@@ -74,6 +76,15 @@ pub enum RunError {
     Persist(#[from] dreamer_persist::PersistError),
     #[error("checkpoint was made for {found}, the task now gives {expected}")]
     TaskMismatch { found: String, expected: String },
+    #[error(
+        "--resume: {task} now describes itself differently from the env the checkpoint was \
+         trained on (recorded in state.json): {}; restore that env, or start a new run",
+        differences.join("; ")
+    )]
+    EnvChanged {
+        task: String,
+        differences: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -108,8 +119,15 @@ fn crossed(before: u64, after: u64, every: u64) -> bool {
 
 /// Train from `config` (or continue the run in `options.logdir` with `--resume`, in which
 /// case `config` is the checkpoint's configuration with the user's overrides).
+///
+/// A bridged task's workers end with the run, whatever its end: they are reaped when the
+/// collector and the evaluation envs are dropped (an error included), and a process killed
+/// by a signal (Ctrl-C) takes them with it (each asked the kernel to kill it when its parent
+/// dies; docs/bridge.md).
 pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError> {
-    // The task is checked before anything is created on disk.
+    // The task is checked before anything is created on disk: built-in names by
+    // dreamer-tasks, a bridged env by starting its workers (an unknown id, a missing package
+    // or Python fails here).
     let collector = Collector::new(config)?;
     let created = missing_folders(&options.logdir);
     let result = train_in(config, options, collector);
@@ -155,12 +173,32 @@ fn train_in(
         if !checkpoint_dir.exists() {
             return Err(RunError::NothingToResume(options.logdir.clone()));
         }
-        let (_, state) = checkpoint::read_meta(&checkpoint_dir)?;
+        let (_, mut state) = checkpoint::read_meta(&checkpoint_dir)?;
         if state.dims() != dims || state.task != config.run.task {
             return Err(RunError::TaskMismatch {
                 found: format!("{} {:?}", state.task, state.dims()),
                 expected: format!("{} {:?}", config.run.task, dims),
             });
+        }
+        if let Some(now) = EnvRecord::of(config, collector.envs()) {
+            if let Some(saved) = &state.env {
+                let differences = saved.differences(&now);
+                if !differences.is_empty() {
+                    return Err(RunError::EnvChanged {
+                        task: config.run.task.clone(),
+                        differences,
+                    });
+                }
+                let versions = saved.version_changes(&now);
+                if !versions.is_empty() {
+                    notes.push(format!(
+                        "{}: package versions changed since the checkpoint: {}",
+                        config.run.task,
+                        versions.join(", ")
+                    ));
+                }
+            }
+            state.env = Some(now);
         }
         let mut agent = Agent::new(config, dims, options.device);
         checkpoint::load_into(&checkpoint_dir, &mut agent)?;
@@ -184,10 +222,9 @@ fn train_in(
             }
             remove_run_files(&existing)?;
         }
-        (
-            Agent::new(config, dims, options.device),
-            RunState::new(&config.run.task, dims),
-        )
+        let mut state = RunState::new(&config.run.task, dims);
+        state.env = EnvRecord::of(config, collector.envs());
+        (Agent::new(config, dims, options.device), state)
     };
     let replay_limit = options.resume.then_some(state.episodes as usize);
     let mut replay = Replay::open(
@@ -244,9 +281,11 @@ fn train_in(
     ));
     let mut last_train: Vec<(&'static str, f64)> = Vec::new();
     let mut last_episode_return = None;
+    // Made at the first evaluation and kept: a bridged task's workers start once a run.
+    let mut eval_envs = None;
     if !options.resume && config.eval.every > 0 {
         // The untrained policy's return: the "before" of the learning curve.
-        evaluate_and_log(&agent, config, &mut state, &mut curve, &mut logger)?;
+        evaluate_and_log(&agent, &mut eval_envs, &mut state, &mut curve, &mut logger)?;
         save_if_best(&agent, &mut state, &options.logdir)?;
     }
     while state.env_steps < config.run.steps {
@@ -290,7 +329,7 @@ fn train_in(
             log_openloop(&agent, &replay, &mut logger, &options.logdir, after)?;
         }
         if crossed(before, after, config.eval.every) || (at_end && config.eval.every == 0) {
-            evaluate_and_log(&agent, config, &mut state, &mut curve, &mut logger)?;
+            evaluate_and_log(&agent, &mut eval_envs, &mut state, &mut curve, &mut logger)?;
             save_if_best(&agent, &mut state, &options.logdir)?;
         }
         let metric = |name: &str| last_train.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
@@ -303,8 +342,9 @@ fn train_in(
         if crossed(before, after, config.log.checkpoint_every) || at_end {
             // Episodes still in progress are not in replay, and a session resumed from this
             // checkpoint starts new ones from a fresh collector and the next collection
-            // draw: this session does the same, so that both collect the same data.
-            collector = Collector::new(config)?;
+            // draw: this session does the same (every env reset, none rebuilt), so that both
+            // collect the same data.
+            collector.restart();
             state.collect_draws += 1;
             rng = ChaCha8Rng::seed_from_u64(stream_seed(
                 config.run.seed,
@@ -352,14 +392,23 @@ fn save_if_best(agent: &Agent, state: &mut RunState, logdir: &Path) -> Result<()
 }
 
 /// Noise-free evaluation at the current env step: logged, printed, and added to the curve.
+/// `envs` holds the evaluation envs (made here the first time).
 fn evaluate_and_log(
     agent: &Agent,
-    config: &Config,
+    envs: &mut Option<Envs>,
     state: &mut RunState,
     curve: &mut Vec<(u64, f64)>,
     logger: &mut Logger,
 ) -> Result<(), RunError> {
-    let evaluation = env_loop::evaluate(agent, config.eval.episodes, state.eval_draws, false)?;
+    let envs = match envs {
+        Some(envs) => envs,
+        None => envs.insert(env_loop::eval_envs(
+            agent,
+            agent.config.eval.episodes,
+            false,
+        )?),
+    };
+    let evaluation = env_loop::evaluate_in(envs, agent, state.eval_draws, false)?;
     state.eval_draws += 1;
     let (mean, std) = (evaluation.mean(), evaluation.std());
     let at = state.env_steps;
