@@ -9,6 +9,7 @@
 //! - [`BridgeVecEnv`]: `new`, `spec`, `num_envs`, `needs_reset`, `reset_all`, `reset_one`,
 //!   `step_all`, like `dreamer_tasks::VecEnv`.
 //! - [`BridgeOptions`]: the Python ([`resolve_python`]), the env's kwargs, the deadlines.
+//! - [`EnvRecord`]: what a checkpoint and a bundle record about the env.
 //! - [`BridgeError`]: every failure names the env, the worker, the step and the value.
 
 mod error;
@@ -17,6 +18,7 @@ mod poll;
 mod pool;
 mod process;
 mod protocol;
+mod record;
 mod spec;
 mod vec_env;
 
@@ -25,5 +27,6 @@ pub use options::{
     BridgeOptions, PYTHON_ENV_VAR, PythonChoice, TASK_PREFIXES, is_bridge_task, parse_kwargs,
     resolve_python,
 };
+pub use record::EnvRecord;
 pub use spec::{LayoutField, WorkerSpec};
 pub use vec_env::BridgeVecEnv;

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use dreamer_tasks::{EnvOptions, EnvSpec};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Fault;
 use crate::protocol::PROTOCOL_VERSION;
 
 /// One array of the state vector, in flatten order.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutField {
     /// Its path in the observation (`obs` for a plain Box, `a.b` for nested dict keys).
     pub name: String,

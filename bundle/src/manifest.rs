@@ -129,6 +129,47 @@ pub struct TrainingInfo {
     pub config: BTreeMap<String, String>,
 }
 
+/// The Python environment of a bridged task (`gym:` / `dmc:`), as the trainer's workers built
+/// it: enough to build it again and feed the bundle what the agent saw in training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentInfo {
+    /// `gymnasium` (`gym:` tasks, built by `gymnasium.make`) or `dm_control` (`dmc:` tasks,
+    /// built by `dm_control.suite.load`).
+    pub package: String,
+    /// The id given to it: `Pendulum-v1`, `my_pkg.envs:MyRobot-v0`, `cartpole-swingup`.
+    pub id: String,
+    /// Keyword arguments (`gymnasium.make(id, **kwargs)`, dm_control's `task_kwargs`).
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+    /// The observation's arrays in the order they are flattened (C order each) into the
+    /// state vector, also in pixel mode.
+    pub state_layout: Vec<LayoutInfo>,
+    /// The action space as Python printed it; its bounds are `action.physical_low/high`.
+    pub action_space: String,
+    /// Where frames come from (`render:rgb_array`, `observation:<field>`, dm_control's
+    /// `physics.render(...)`), area-resized to `observation.pixels`; null without pixels.
+    pub pixels: Option<String>,
+    /// Env steps per episode (the env's time limit).
+    pub episode_env_steps: u32,
+    /// Python and package versions the policy was trained with (`python`, `numpy`,
+    /// `gymnasium` or `dm-control`, `mujoco`).
+    pub versions: BTreeMap<String, String>,
+}
+
+/// One array of an observation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutInfo {
+    /// Its path in the observation: `obs` for a plain Box, `a.b` for nested dict keys.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// The env's numpy dtype; the bundle takes every value as float32.
+    pub dtype: String,
+}
+
+/// `contract.task_definition.source` of a bridged task: the manifest's `environment`.
+pub const ENVIRONMENT_SOURCE: &str = "environment";
+/// `contract.task_definition.version` of a bridged task: the `environment` section's format.
+pub const ENVIRONMENT_VERSION: u32 = 1;
+
 /// Export-time comparison of the bundle (ONNX Runtime) against the trainer's forward pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerificationInfo {
@@ -169,6 +210,9 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
     /// How to drive the graphs, as data (see [`crate::contract`]).
     pub contract: crate::contract::Contract,
+    /// The Python environment of a bridged task; absent for a built-in task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentInfo>,
 }
 
 impl Manifest {

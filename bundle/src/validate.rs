@@ -9,8 +9,8 @@ use std::path::Path;
 
 use crate::open::unsafe_name;
 use crate::{
-    ACTOR, BundleError, DType, ENCODER, GRAPH_ROLES, Manifest, POLICY_OBSERVE, POLICY_STEP,
-    RSSM_IMG_STEP, RSSM_OBS_STEP, TensorInfo, names,
+    ACTOR, BundleError, DType, ENCODER, ENVIRONMENT_SOURCE, ENVIRONMENT_VERSION, GRAPH_ROLES,
+    Manifest, POLICY_OBSERVE, POLICY_STEP, RSSM_IMG_STEP, RSSM_OBS_STEP, TensorInfo, names,
 };
 
 /// Graphs every bundle must have; `policy_observe` is optional (older bundles lack it).
@@ -23,6 +23,7 @@ pub(crate) fn validate(manifest: &Manifest, origin: &Path) -> Result<(), BundleE
     v.action(manifest)?;
     v.files(manifest)?;
     v.graphs(manifest)?;
+    v.environment(manifest)?;
     // Last: the contract refers to graphs and sizes checked above.
     manifest.contract.validate(manifest, origin)
 }
@@ -57,6 +58,85 @@ impl Validator<'_> {
     fn at_least_one(&self, field: &str, value: u64) -> Result<(), BundleError> {
         if value < 1 {
             return Err(self.bad(field, format!("is {value} but must be at least 1")));
+        }
+        Ok(())
+    }
+
+    /// A bridged task's `environment` names the task, covers the state vector, and is the
+    /// task's definition; a built-in task has none.
+    fn environment(&self, m: &Manifest) -> Result<(), BundleError> {
+        let definition = &m.contract.task_definition;
+        let Some(env) = &m.environment else {
+            if definition.source == ENVIRONMENT_SOURCE {
+                return Err(self.bad(
+                    "contract.task_definition.source",
+                    format!("is `{ENVIRONMENT_SOURCE}` but the manifest has no `environment`"),
+                ));
+            }
+            return Ok(());
+        };
+        if definition.source != ENVIRONMENT_SOURCE || definition.version != ENVIRONMENT_VERSION {
+            return Err(self.bad(
+                "contract.task_definition",
+                format!(
+                    "is {} version {} but a manifest with an `environment` must say \
+                     {ENVIRONMENT_SOURCE} version {ENVIRONMENT_VERSION}",
+                    definition.source, definition.version
+                ),
+            ));
+        }
+        let prefix = match env.package.as_str() {
+            "gymnasium" => "gym:",
+            "dm_control" => "dmc:",
+            other => {
+                return Err(self.bad(
+                    "environment.package",
+                    format!("is `{other}`; expected gymnasium or dm_control"),
+                ));
+            }
+        };
+        if m.task.name != format!("{prefix}{}", env.id) {
+            return Err(self.bad(
+                "environment.id",
+                format!(
+                    "is `{}` ({}) but task.name is `{}`",
+                    env.id, env.package, m.task.name
+                ),
+            ));
+        }
+        self.at_least_one(
+            "environment.episode_env_steps",
+            env.episode_env_steps.into(),
+        )?;
+        let layout: usize = env
+            .state_layout
+            .iter()
+            .map(|leaf| leaf.shape.iter().product::<usize>())
+            .sum();
+        if let Some(state) = &m.observation.state
+            && layout != state.size as usize
+        {
+            return Err(self.bad(
+                "environment.state_layout",
+                format!(
+                    "holds {layout} values but observation.state.size is {}",
+                    state.size
+                ),
+            ));
+        }
+        if m.observation.pixels.is_some() != env.pixels.is_some() {
+            return Err(self.bad(
+                "environment.pixels",
+                format!(
+                    "is {:?} but the bundle {} pixels",
+                    env.pixels,
+                    if m.observation.pixels.is_some() {
+                        "takes"
+                    } else {
+                        "takes no"
+                    }
+                ),
+            ));
         }
         Ok(())
     }

@@ -5,7 +5,11 @@ mod common;
 
 use std::path::Path;
 
-use dreamer_bundle::{DType, Manifest, parse_manifest};
+use dreamer_bundle::contract::TaskDefinition;
+use dreamer_bundle::{
+    DType, ENVIRONMENT_SOURCE, ENVIRONMENT_VERSION, EnvironmentInfo, LayoutInfo, Manifest,
+    parse_manifest,
+};
 
 /// The error `parse_manifest` gives for `common::manifest()` changed by `change`.
 fn error_for(change: impl FnOnce(&mut Manifest)) -> String {
@@ -165,4 +169,94 @@ fn deep_nesting_is_refused_before_parsing() {
         &e,
         &["m: (document) nests arrays and objects deeper than 32 levels"],
     );
+}
+
+/// The fixture as a bridged task: `gym:Reacher-v9`, 3 state values from two arrays.
+fn bridged(m: &mut Manifest) {
+    m.task.name = "gym:Reacher-v9".into();
+    m.contract.task_definition = TaskDefinition {
+        source: ENVIRONMENT_SOURCE.into(),
+        version: ENVIRONMENT_VERSION,
+    };
+    let leaf = |name: &str, shape: Vec<usize>| LayoutInfo {
+        name: name.into(),
+        shape,
+        dtype: "float64".into(),
+    };
+    m.environment = Some(EnvironmentInfo {
+        package: "gymnasium".into(),
+        id: "Reacher-v9".into(),
+        kwargs: serde_json::Map::from_iter([("g".to_string(), serde_json::json!(9.8))]),
+        state_layout: vec![leaf("angle", vec![]), leaf("target", vec![2])],
+        action_space: "Box(-1.0, 1.0, (2,), float32)".into(),
+        pixels: None,
+        episode_env_steps: 50,
+        versions: [("gymnasium".to_string(), "1.4.0".to_string())].into(),
+    });
+}
+
+fn environment(m: &mut Manifest) -> &mut EnvironmentInfo {
+    m.environment.as_mut().unwrap()
+}
+
+#[test]
+fn a_python_environment_must_be_the_task_and_cover_its_state() {
+    let mut m = common::manifest();
+    bridged(&mut m);
+    for g in m.graphs.values() {
+        m.files.insert(g.file.clone(), "0".repeat(64));
+    }
+    let bytes = serde_json::to_vec(&m).unwrap();
+    assert_eq!(parse_manifest(&bytes, Path::new("m")).unwrap(), m);
+
+    let e = error_for(|m| {
+        bridged(m);
+        m.environment = None;
+    });
+    assert_names(&e, &["contract.task_definition.source", "no `environment`"]);
+    let e = error_for(|m| {
+        bridged(m);
+        m.contract.task_definition.source = "dreamer-tasks".into();
+    });
+    assert_names(&e, &["contract.task_definition", "dreamer-tasks version 1"]);
+    let e = error_for(|m| {
+        bridged(m);
+        environment(m).package = "isaac".into();
+    });
+    assert_names(&e, &["environment.package", "`isaac`"]);
+    let e = error_for(|m| {
+        bridged(m);
+        environment(m).id = "Reacher-v4".into();
+    });
+    assert_names(&e, &["environment.id", "`Reacher-v4`", "`gym:Reacher-v9`"]);
+    let e = error_for(|m| {
+        bridged(m);
+        environment(m).package = "dm_control".into();
+    });
+    assert_names(&e, &["environment.id", "dm_control", "`gym:Reacher-v9`"]);
+    let e = error_for(|m| {
+        bridged(m);
+        environment(m).state_layout[1].shape = vec![3];
+    });
+    assert_names(
+        &e,
+        &[
+            "environment.state_layout",
+            "4 values",
+            "observation.state.size is 3",
+        ],
+    );
+    let e = error_for(|m| {
+        bridged(m);
+        environment(m).pixels = Some("render:rgb_array".into());
+    });
+    assert_names(
+        &e,
+        &["environment.pixels", "render:rgb_array", "takes no pixels"],
+    );
+    let e = error_for(|m| {
+        bridged(m);
+        environment(m).episode_env_steps = 0;
+    });
+    assert_names(&e, &["environment.episode_env_steps is 0"]);
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use dreamer_bridge::EnvRecord;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -76,6 +77,9 @@ pub struct Checkpoint {
     pub env_steps: u64,
     pub updates: u64,
     pub eval_return: Option<f64>,
+    /// A bridged task's environment as the trainer's workers described it (`state.json`
+    /// `env`); None for a built-in task.
+    pub env: Option<EnvRecord>,
 }
 
 impl Checkpoint {
@@ -130,6 +134,7 @@ impl Checkpoint {
             env_steps: state.counter("env_steps")?,
             updates: state.counter("updates")?,
             eval_return: state.eval_return(),
+            env: state.env_record()?,
         })
     }
 
@@ -544,9 +549,12 @@ impl Config {
         Ok(())
     }
 
+    /// Every leaf but `run.python`: a path on the training machine, which says nothing
+    /// about the policy (the manifest's `environment.versions` say what ran).
     fn summary(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         flatten_toml("", &self.root, &mut out);
+        out.remove("run.python");
         out
     }
 }
@@ -618,6 +626,19 @@ impl State {
                 message: format!(
                     "missing key `{key}` (a non-negative integer, top level or in `counters`)"
                 ),
+            })
+    }
+
+    /// The `env` record of a bridged task, if the state has one.
+    fn env_record(&self) -> Result<Option<EnvRecord>, ExportError> {
+        let Some(value) = self.root.get("env") else {
+            return Ok(None);
+        };
+        serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|e| ExportError::Config {
+                path: self.path.clone(),
+                message: format!("key `env` (the bridged environment's record): {e}"),
             })
     }
 

@@ -96,6 +96,7 @@ pub fn manifest(
         verification: None,
         files: BTreeMap::new(),
         contract: bundle_contract(ckpt, facts),
+        environment: facts.environment.clone(),
     }
 }
 
@@ -115,7 +116,7 @@ fn bundle_contract(ckpt: &Checkpoint, facts: &TaskFacts) -> Contract {
         &observations,
         facts.physics_step_s,
         TaskDefinition {
-            source: facts.definition_source.to_string(),
+            source: facts.definition_source.clone(),
             version: facts.definition_version,
         },
     )

@@ -110,7 +110,7 @@ pub fn export_signed(
     }
     let start = Instant::now();
     let ckpt = Checkpoint::load(checkpoint_dir)?;
-    let facts = task_facts(&ckpt.task_name, ckpt.obs, ckpt.action_repeat)?;
+    let facts = task_facts(&ckpt)?;
     check_task(&ckpt, &facts)?;
     let reference = checkpoint_dir.join(REFERENCE_FILE);
     if options.verify && !reference.is_file() {

@@ -462,7 +462,7 @@ fn read_checkpoint(files: Files) -> Outcome {
     match Checkpoint::load(&ckpt_dir) {
         Err(e) => Outcome::Refused(e),
         Ok(ckpt) => {
-            let _ = task_facts(&ckpt.task_name, ckpt.obs, ckpt.action_repeat);
+            let _ = task_facts(&ckpt);
             let options = ExportOptions {
                 verify: false,
                 ..ExportOptions::default()

@@ -164,6 +164,47 @@ fn run_refuses_a_task_that_does_not_fit_the_policy() {
     );
 }
 
+/// A bundle of a Python environment (`gym:` / `dmc:` task, the manifest's `environment`):
+/// `info` names the env; `run`, which drives built-in tasks, refuses it and says what does.
+#[cfg(feature = "sim")]
+#[test]
+fn run_refuses_a_python_environment_and_info_names_it() {
+    let dir = pendulum_bundle();
+    let mut manifest = common::read_manifest(dir.path());
+    manifest.task.name = "gym:Pendulum-v1".into();
+    manifest.contract.task_definition.source = dreamer_bundle::ENVIRONMENT_SOURCE.into();
+    manifest.environment = Some(dreamer_bundle::EnvironmentInfo {
+        package: "gymnasium".into(),
+        id: "Pendulum-v1".into(),
+        kwargs: serde_json::Map::from_iter([("g".to_string(), serde_json::json!(9.81))]),
+        state_layout: vec![dreamer_bundle::LayoutInfo {
+            name: "obs".into(),
+            shape: vec![3],
+            dtype: "float32".into(),
+        }],
+        action_space: "Box(-2.0, 2.0, (1,), float32)".into(),
+        pixels: None,
+        episode_env_steps: 200,
+        versions: [("gymnasium".to_string(), "1.4.0".to_string())].into(),
+    });
+    common::write_manifest(dir.path(), &manifest);
+    let path = dir.path().to_str().unwrap();
+    let (ok, text) = dreamer_rt(&["info", path]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(r#"env       gymnasium `Pendulum-v1` kwargs {"g": 9.81} (200 env steps"#)
+            && text.contains("obs [3] float32"),
+        "{text}"
+    );
+    let (ok, text) = dreamer_rt(&["run", path, "--rate-hz", "0"]);
+    assert!(!ok);
+    assert!(
+        text.contains("task `gym:Pendulum-v1` is a Python environment (gymnasium `Pendulum-v1`")
+            && text.contains("bridge/python/drive_env.py"),
+        "{text}"
+    );
+}
+
 /// `--rate-hz -3` (not only `--rate-hz=-3`) reaches the check, which names the flag, before
 /// anything is printed about running.
 #[cfg(feature = "sim")]

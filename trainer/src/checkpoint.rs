@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use dreamer_bridge::EnvRecord;
 use dreamer_config::Config;
 pub use dreamer_config::checkpoint::{
     CONFIG_FILE, FORMAT_VERSION, MODEL_FILE, OPTIM_FILE, REFERENCE_FILE, STATE_FILE,
@@ -15,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::agent::Agent;
-use crate::env_record::EnvRecord;
-use crate::envs::describe_dims;
+use crate::envs::{describe_dims, record_dims};
 use crate::networks::Dims;
 
 /// The entropy weight in `optim.safetensors` (f64 `[1]`).
@@ -388,7 +388,7 @@ fn bridged_dims(dir: &Path, config: &Config, state: &RunState) -> Result<Dims, C
             ),
         });
     }
-    Ok(record.dims(config))
+    Ok(record_dims(record, config))
 }
 
 /// The first non-finite value among the network weights of `agent`, named as in

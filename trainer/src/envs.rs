@@ -2,7 +2,7 @@
 //! Gymnasium / DeepMind Control envs in Python workers (`BridgeVecEnv`), chosen by the task
 //! name (`gym:` and `dmc:` go to the bridge).
 
-use dreamer_bridge::{BridgeError, BridgeOptions, BridgeVecEnv, WorkerSpec};
+use dreamer_bridge::{BridgeError, BridgeOptions, BridgeVecEnv, EnvRecord, WorkerSpec};
 use dreamer_config::{Config, ObsMode};
 use dreamer_tasks::{EnvOptions, EnvSpec, Observation, Step, TaskError, VecEnv};
 
@@ -67,6 +67,16 @@ impl Envs {
         }
     }
 
+    /// What a checkpoint records about a bridged env (`state.json` `env`), with the kwargs
+    /// of `config`; None for a built-in task, which dreamer-tasks describes without running
+    /// anything.
+    pub fn record(&self, config: &Config) -> Option<EnvRecord> {
+        let worker = self.worker_spec()?;
+        // The config validated the kwargs; a bridge running means they parsed.
+        let kwargs = dreamer_config::parse_env_kwargs(&config.run.env_kwargs).unwrap_or_default();
+        Some(EnvRecord::new(kwargs, self.spec(), worker))
+    }
+
     /// Process ids of a bridge's workers (empty for built-in tasks).
     pub fn worker_pids(&self) -> Vec<u32> {
         match self {
@@ -125,6 +135,19 @@ impl Envs {
             found: describe_dims(found),
             expected: describe_dims(expected),
         })
+    }
+}
+
+/// The network sizes a recorded bridged env gives with `config`'s observation mode.
+pub fn record_dims(record: &EnvRecord, config: &Config) -> Dims {
+    Dims {
+        action: record.action_size as i64,
+        state: config
+            .run
+            .obs_mode
+            .uses_state()
+            .then_some(record.state_size as i64),
+        pixels: config.run.obs_mode.uses_pixels(),
     }
 }
 

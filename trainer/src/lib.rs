@@ -5,7 +5,6 @@ pub mod agent;
 pub mod checkpoint;
 pub mod device;
 pub mod env_loop;
-pub mod env_record;
 pub mod envs;
 pub mod init;
 pub mod logging;

@@ -327,15 +327,6 @@ fn run_cli(cli: Cli) -> Result<()> {
         } => {
             device::select("cpu", None)?;
             let dir = checkpoint_folder(dir, true)?;
-            // Not before the manifest can name a Python environment (id, kwargs, layout).
-            let (config, _) = checkpoint::read_meta(&dir)?;
-            if dreamer_config::is_bridged(&config.run.task) {
-                bail!(
-                    "export of bridged tasks is not supported yet: {} ({})",
-                    config.run.task,
-                    dir.display()
-                );
-            }
             reference::write_reference(&dir, reference_steps, REFERENCE_CASES)?;
             let report = bundle
                 .export(&dir, &bundle.options())

@@ -12,7 +12,6 @@ use tch::Device;
 use crate::agent::{Agent, Metrics, TrainError};
 use crate::checkpoint::{self, CheckpointError, RunState};
 use crate::env_loop::{self, Behaviour, Collector, layout_of};
-use crate::env_record::EnvRecord;
 use crate::envs::{EnvError, Envs};
 use crate::logging::{self, LogError, Logger};
 use crate::replay::{Replay, ReplayError};
@@ -180,7 +179,7 @@ fn train_in(
                 expected: format!("{} {:?}", config.run.task, dims),
             });
         }
-        if let Some(now) = EnvRecord::of(config, collector.envs()) {
+        if let Some(now) = collector.envs().record(config) {
             if let Some(saved) = &state.env {
                 let differences = saved.differences(&now);
                 if !differences.is_empty() {
@@ -223,7 +222,7 @@ fn train_in(
             remove_run_files(&existing)?;
         }
         let mut state = RunState::new(&config.run.task, dims);
-        state.env = EnvRecord::of(config, collector.envs());
+        state.env = collector.envs().record(config);
         (Agent::new(config, dims, options.device), state)
     };
     let replay_limit = options.resume.then_some(state.episodes as usize);

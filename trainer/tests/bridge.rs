@@ -1,7 +1,7 @@
 //! `dreamer train`, `eval` and `export` on environments of the Python bridge, against the real
 //! gymnasium and dm_control of `.deps/envs` (scripts/fetch-deps): a bridged run trains,
-//! evaluates, checkpoints (with the env's record in state.json) and resumes like a built-in
-//! one; an unknown env or bad keyword arguments are refused before any folder is written; a
+//! evaluates, checkpoints (with the env's record in state.json), resumes and exports like a
+//! built-in one, and bridge/python/drive_env.py drives the bundle in the env; an unknown env or bad keyword arguments are refused before any folder is written; a
 //! worker that fails mid-run leaves the checkpoint intact and no worker behind, and so does
 //! Ctrl-C.
 
@@ -78,6 +78,53 @@ fn fails(command: Command) -> String {
 fn state(logdir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(logdir.join("checkpoint/state.json")).unwrap();
     serde_json::from_str(&text).unwrap()
+}
+
+/// `dreamer export` of `logdir`'s checkpoint into `bundle`.
+fn export(marker: &str, logdir: &Path, bundle: &Path) -> PathBuf {
+    let mut export = dreamer(marker);
+    export
+        .args(["export", "--checkpoint"])
+        .arg(logdir)
+        .arg("--out")
+        .arg(bundle);
+    succeeds(export);
+    bundle.to_path_buf()
+}
+
+/// bridge/python/drive_env.py on `bundle` for `episodes` episodes, in the workers' Python:
+/// each episode's return, decisions and end (`time limit` or `terminated`).
+fn drive_env(bundle: &Path, episodes: u32) -> Vec<(f64, u32, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bridge/python/drive_env.py");
+    let output = run({
+        let mut command = Command::new(dreamer_bridge::resolve_python(None).path);
+        command
+            .arg(script)
+            .arg(bundle)
+            .args(["--episodes", &episodes.to_string()])
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        command
+    });
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    stdout
+        .lines()
+        .map(|line| {
+            // "episode <i>: return <r> over <n> decisions (<end>)"
+            let (_, rest) = line.split_once(": return ").expect(line);
+            let (ret, rest) = rest.split_once(" over ").expect(line);
+            let (decisions, end) = rest.split_once(" decisions (").expect(line);
+            (
+                ret.parse().expect(line),
+                decisions.parse().expect(line),
+                end.trim_end_matches(')').to_string(),
+            )
+        })
+        .collect()
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -211,20 +258,45 @@ fn gym_pendulum_from_state_trains_evaluates_checkpoints_and_resumes() {
     );
     assert!(std::fs::read(&gif).unwrap().starts_with(b"GIF89a"));
 
-    // Export is the next step: refused by name, nothing written.
-    let bundle = dir.path().join("bundle");
-    let mut export = dreamer(marker);
-    export
-        .args(["export", "--checkpoint"])
-        .arg(&logdir)
-        .arg("--out")
-        .arg(&bundle);
-    let stderr = fails(export);
-    assert!(
-        stderr.contains("export of bridged tasks is not supported yet: gym:Pendulum-v1"),
-        "{stderr}"
+    // Export: the manifest names the env, and the README's Python driver runs the bundle in
+    // that very environment.
+    let bundle = export(marker, &logdir, &dir.path().join("bundle"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let env = &manifest["environment"];
+    assert_eq!(env["package"], "gymnasium");
+    assert_eq!(env["id"], "Pendulum-v1");
+    assert_eq!(env["kwargs"], serde_json::json!({}));
+    assert_eq!(
+        env["state_layout"],
+        serde_json::json!([{"name": "obs", "shape": [3], "dtype": "float32"}])
     );
-    assert!(!bundle.exists() && !logdir.join("checkpoint/reference.safetensors").exists());
+    assert_eq!(env["episode_env_steps"], 200);
+    assert!(env["versions"]["gymnasium"].is_string(), "{env}");
+    assert_eq!(
+        manifest["contract"]["task_definition"],
+        serde_json::json!({"source": "environment", "version": 1})
+    );
+    assert_eq!(
+        manifest["action"]["physical_high"],
+        serde_json::json!([2.0])
+    );
+    assert!(
+        !manifest["training"]["config"]
+            .as_object()
+            .unwrap()
+            .contains_key("run.python"),
+        "{}",
+        manifest["training"]["config"]
+    );
+    let episodes = drive_env(&bundle, 2);
+    assert_eq!(episodes.len(), 2, "{episodes:?}");
+    for (ret, decisions, end) in episodes {
+        // 200 env steps with action repeat 2; rewards in [-16.3, 0] per env step.
+        assert_eq!((decisions, end.as_str()), (100, "time limit"));
+        assert!((-16.3 * 200.0..=0.0).contains(&ret), "{ret}");
+    }
 
     // Loading needs no Python (sizes come from state.json): a Python that does not exist
     // fails only when eval starts the workers.
@@ -315,6 +387,27 @@ fn dmc_cartpole_from_pixels_trains_with_mujoco_frames() {
             .all(|p| p.to_string_lossy().ends_with("-14.npz")),
         "{episodes:?}"
     );
+    // The pixel bundle in its env: dm_control's frames, area-resized as in training.
+    let bundle = export(marker, &logdir, &dir.path().join("bundle"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let env = &manifest["environment"];
+    assert_eq!(
+        (&env["package"], &env["id"], &env["pixels"]),
+        (
+            &serde_json::json!("dm_control"),
+            &serde_json::json!("cartpole-swingup"),
+            &serde_json::json!("physics.render(64, 64, camera_id=0)")
+        )
+    );
+    assert_eq!(env["kwargs"], serde_json::json!({"time_limit": 0.5}));
+    assert!(manifest["observation"]["state"].is_null());
+    let episodes = drive_env(&bundle, 1);
+    let (ret, decisions, end) = &episodes[0];
+    // Rewards are in [0, 1] per env step, 50 of them.
+    assert_eq!((*decisions, end.as_str()), (13, "time limit"));
+    assert!((0.0..=50.0).contains(ret), "{ret}");
     assert!(live_workers(marker).is_empty());
 }
 

@@ -168,6 +168,7 @@ pub fn manifest() -> Manifest {
         verification: None,
         files: BTreeMap::new(),
         contract: contract(),
+        environment: None,
     }
 }
 

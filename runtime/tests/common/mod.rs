@@ -810,6 +810,7 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
         verification: None,
         files,
         contract: test_contract(z, 0.1 / 2.0),
+        environment: None,
     };
     write_manifest(dir, &manifest);
     manifest
@@ -835,6 +836,12 @@ fn test_contract(z: Sizes, physics_step_s: f64) -> Contract {
     );
     contract.steps.remove(contract::SPLIT);
     contract
+}
+
+/// The manifest of the bundle in `dir`.
+pub fn read_manifest(dir: &Path) -> Manifest {
+    let text = std::fs::read_to_string(dir.join(bundle::MANIFEST_FILE)).unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 pub fn write_manifest(dir: &Path, manifest: &Manifest) {

@@ -43,6 +43,29 @@ pub fn info(target: &InfoTarget) -> Result<()> {
         m.task.action_repeat,
         m.task.episode_decisions
     );
+    if let Some(env) = &m.environment {
+        outln!(
+            "env       {} `{}` kwargs {{{}}} ({} env steps per episode; {}), layout [{}]",
+            env.package,
+            env.id,
+            env.kwargs
+                .iter()
+                .map(|(key, value)| format!("{key:?}: {value}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            env.episode_env_steps,
+            env.versions
+                .iter()
+                .map(|(name, version)| format!("{name} {version}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            env.state_layout
+                .iter()
+                .map(|leaf| format!("{} {:?} {}", leaf.name, leaf.shape, leaf.dtype))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Some(state) = &m.observation.state {
         outln!(
             "observe   state: {} values [{}]",

@@ -144,6 +144,19 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
 
 /// The task in the manifest's observation mode and action repeat, checked against the policy.
 fn make_env(task: &str, manifest: &Manifest) -> Result<Box<dyn Env>> {
+    if let Some(env) = manifest
+        .environment
+        .as_ref()
+        .filter(|_| task == manifest.task.name)
+    {
+        bail!(
+            "task `{task}` is a Python environment ({} `{}`, the manifest's `environment`): \
+             `dreamer-rt run` drives the built-in tasks; drive this bundle from Python inside \
+             that environment with bridge/python/drive_env.py (README, \"Your own environment\")",
+            env.package,
+            env.id
+        );
+    }
     let obs_mode = match (&manifest.observation.state, &manifest.observation.pixels) {
         (Some(_), Some(_)) => dreamer_tasks::ObsMode::Both,
         (None, Some(_)) => dreamer_tasks::ObsMode::Pixels,

@@ -1,23 +1,15 @@
 //! What a checkpoint's `state.json` records about a bridged environment (`env`,
-//! docs/checkpoint-format.md "Environment record"): enough for later commands to know the
-//! sizes, bounds and timing without starting Python, and to notice when the env changed.
+//! docs/checkpoint-format.md "Environment record"): enough for later commands (resume, eval,
+//! export) to know the sizes, bounds, timing and layout without starting Python, and to
+//! notice when the env changed. The exporter copies it into the bundle's manifest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use dreamer_config::{Config, ObsMode};
+use dreamer_tasks::{EnvSpec, ObsMode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::envs::Envs;
-use crate::networks::Dims;
-
-/// One array of the state vector, in flatten order (the worker's `state_layout`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LayoutRecord {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub dtype: String,
-}
+use crate::spec::{LayoutField, WorkerSpec};
 
 /// A bridged env as its workers described it when the run started (or last resumed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +24,8 @@ pub struct EnvRecord {
     pub state_size: usize,
     /// One name per state component (`obs[0]`, `position[2]`, `state.pos`).
     pub state_fields: Vec<String>,
-    pub state_layout: Vec<LayoutRecord>,
+    /// The observation's arrays in flatten order.
+    pub state_layout: Vec<LayoutField>,
     pub action_size: usize,
     /// The Box bounds the normalised action [-1, 1] maps onto, per component.
     pub action_low: Vec<f32>,
@@ -53,28 +46,17 @@ pub struct EnvRecord {
 }
 
 impl EnvRecord {
-    /// The record of `envs` (built from `config` with its own observation mode); None for a
-    /// built-in task, which dreamer-tasks describes without running anything.
-    pub fn of(config: &Config, envs: &Envs) -> Option<EnvRecord> {
-        let worker = envs.worker_spec()?;
-        let spec = envs.spec();
-        Some(EnvRecord {
+    /// The record of envs whose consumer view is `spec` and whose workers said `worker`,
+    /// built with `kwargs`.
+    pub fn new(kwargs: Map<String, Value>, spec: &EnvSpec, worker: &WorkerSpec) -> EnvRecord {
+        EnvRecord {
             task: spec.task.clone(),
-            // The config validated it; a bridge running means it parsed.
-            kwargs: dreamer_config::parse_env_kwargs(&config.run.env_kwargs).unwrap_or_default(),
+            kwargs,
             obs_mode: spec.obs_mode,
             action_repeat: spec.action_repeat,
             state_size: spec.state_size,
             state_fields: spec.state_fields.clone(),
-            state_layout: worker
-                .state_layout
-                .iter()
-                .map(|field| LayoutRecord {
-                    name: field.name.clone(),
-                    shape: field.shape.clone(),
-                    dtype: field.dtype.clone(),
-                })
-                .collect(),
+            state_layout: worker.state_layout.clone(),
             action_size: spec.action_size,
             action_low: spec.physical_action_low.clone(),
             action_high: spec.physical_action_high.clone(),
@@ -85,20 +67,16 @@ impl EnvRecord {
             max_env_steps: spec.max_env_steps,
             max_decisions: spec.max_decisions,
             versions: worker.versions.clone(),
-        })
+        }
     }
 
-    /// The network sizes this env gives with `config`'s observation mode.
-    pub fn dims(&self, config: &Config) -> Dims {
-        Dims {
-            action: self.action_size as i64,
-            state: config
-                .run
-                .obs_mode
-                .uses_state()
-                .then_some(self.state_size as i64),
-            pixels: config.run.obs_mode.uses_pixels(),
+    /// The Python package that builds the env (`gymnasium` or `dm_control`) and the id it
+    /// is given (`Pendulum-v1`, `cartpole-swingup`); None for a task of neither kind.
+    pub fn package_and_id(&self) -> Option<(&'static str, &str)> {
+        if let Some(id) = self.task.strip_prefix("gym:") {
+            return Some(("gymnasium", id));
         }
+        self.task.strip_prefix("dmc:").map(|id| ("dm_control", id))
     }
 
     /// How `now` describes the env differently, one `field: recorded -> now` each; `versions`
@@ -121,8 +99,7 @@ impl EnvRecord {
     /// Packages whose version differs in `now`, as `name recorded -> now`.
     pub fn version_changes(&self, now: &EnvRecord) -> Vec<String> {
         let missing = String::from("absent");
-        let names: std::collections::BTreeSet<&String> =
-            self.versions.keys().chain(now.versions.keys()).collect();
+        let names: BTreeSet<&String> = self.versions.keys().chain(now.versions.keys()).collect();
         names
             .into_iter()
             .filter_map(|name| {
@@ -146,7 +123,7 @@ mod tests {
             action_repeat: 2,
             state_size: 3,
             state_fields: vec!["obs[0]".into(), "obs[1]".into(), "obs[2]".into()],
-            state_layout: vec![LayoutRecord {
+            state_layout: vec![LayoutField {
                 name: "obs".into(),
                 shape: vec![3],
                 dtype: "float32".into(),
@@ -184,24 +161,24 @@ mod tests {
     }
 
     #[test]
-    fn the_record_reads_back_and_gives_the_sizes() {
+    fn the_record_reads_back_and_names_its_package() {
         let record = pendulum();
         let text = serde_json::to_string(&record).unwrap();
         assert!(text.contains(r#""obs_mode":"state""#), "{text}");
         assert_eq!(serde_json::from_str::<EnvRecord>(&text).unwrap(), record);
-        let pixels = Config::resolve(
-            "cpu-pixels",
-            None,
-            &["run.task=gym:Pendulum-v1".to_string()],
-        )
-        .unwrap();
+        assert_eq!(record.package_and_id(), Some(("gymnasium", "Pendulum-v1")));
+        let dmc = EnvRecord {
+            task: "dmc:cartpole-swingup".into(),
+            ..pendulum()
+        };
         assert_eq!(
-            record.dims(&pixels),
-            Dims {
-                action: 1,
-                state: None,
-                pixels: true
-            }
+            dmc.package_and_id(),
+            Some(("dm_control", "cartpole-swingup"))
         );
+        let other = EnvRecord {
+            task: "pendulum".into(),
+            ..pendulum()
+        };
+        assert_eq!(other.package_and_id(), None);
     }
 }
