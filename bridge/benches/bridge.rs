@@ -1,7 +1,9 @@
 //! Steps per second of `gym:Pendulum-v1` through the bridge with 1, 4 and 16 workers, next to
 //! the native `pendulum` (dreamer-tasks' VecEnv) and Gymnasium's own `AsyncVectorEnv` on the
 //! same env and N, in one run; plus the per-step overhead of the bridge over a bare in-process
-//! `env.step`. Not a test: `cargo bench -p dreamer-bridge --bench bridge [-- SECONDS]`.
+//! `env.step`; then the cost of pixels: `dmc:cartpole-swingup` rendered by MuJoCo (EGL or
+//! OSMesa, docs/native-deps.md) against the native `cartpole-swingup` and its rasteriser.
+//! Not a test: `cargo bench -p dreamer-bridge --bench bridge [-- SECONDS]`.
 //!
 //! Two measures: wall time per `step_all` (what a trainer waits), and CPU time per env step
 //! summed over every process involved (the bench process and its workers, read from
@@ -145,6 +147,62 @@ struct Row {
     start_up: Duration,
 }
 
+/// Frames per second and CPU per frame of `dmc:cartpole-swingup` from pixels (one 64x64
+/// frame per env step, action repeat 1) with 1 and 2 workers, next to the native task's.
+fn pixel_costs(python: &std::path::Path, seconds: f64) -> Result<(), String> {
+    let pixels = EnvOptions {
+        obs_mode: ObsMode::Pixels,
+        action_repeat: 1,
+    };
+    let options = BridgeOptions {
+        python: Some(python.to_path_buf()),
+        step_timeout: Duration::from_secs(30),
+        ..BridgeOptions::default()
+    };
+    println!();
+    println!(
+        "cartpole-swingup from 64x64 pixels, action repeat 1 (a frame per env step), {seconds} s per figure"
+    );
+    println!(
+        "| N | native (rasteriser) | dmc: through the bridge (MuJoCo {}) |",
+        { std::env::var("MUJOCO_GL").unwrap_or_else(|_| "egl".into()) }
+    );
+    println!("|---|---|---|");
+    for n in [1usize, 2] {
+        let seeds = vec![0; n];
+        let actions = vec![ACTION; n];
+        let mut native =
+            VecEnv::new("cartpole-swingup", pixels, n, n).map_err(|e| e.to_string())?;
+        native.reset_all(&seeds).map_err(|e| e.to_string())?;
+        let native_cost = measure(seconds, 100, &[], || {
+            if native.step_all(&actions).expect("native step")[0].truncated {
+                native.reset_all(&seeds).expect("native reset");
+            }
+        });
+        drop(native);
+        let mut bridged = BridgeVecEnv::new("dmc:cartpole-swingup", pixels, n, &options)
+            .map_err(|e| e.to_string())?;
+        bridged.reset_all(&seeds).map_err(|e| e.to_string())?;
+        let pids = bridged.worker_pids();
+        let bridge = measure(seconds, 20, &pids, || {
+            if bridged.step_all(&actions).expect("bridged step")[0].truncated {
+                bridged.reset_all(&seeds).expect("bridged reset");
+            }
+        });
+        drop(bridged);
+        let cell = |c: Cost| {
+            format!(
+                "{:.0} frames/s ({:.0} per worker or thread; CPU {:.2} ms/frame)",
+                n as f64 / c.wall_us * 1e6,
+                1e6 / c.wall_us,
+                c.cpu_us / n as f64 / 1e3
+            )
+        };
+        println!("| {n} | {} | {} |", cell(native_cost), cell(bridge));
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), String> {
     let seconds: f64 = std::env::args()
         .skip(1)
@@ -247,6 +305,7 @@ fn main() -> Result<(), String> {
         );
     }
     println!("(us = microseconds per step_all call of all N envs, unless per env step)");
+    pixel_costs(&python.path, seconds)?;
     let mut load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     load.truncate(load.trim_end().len());
     println!("load average at the end: {load}");

@@ -35,6 +35,12 @@ pub struct TaskFacts {
 pub fn task_facts(ckpt: &Checkpoint) -> Result<TaskFacts, ExportError> {
     match &ckpt.env {
         Some(record) => bridged_facts(ckpt, record),
+        None if dreamer_config::is_bridged(&ckpt.task_name) => Err(ExportError::Task {
+            name: ckpt.task_name.clone(),
+            message: "state.json has no `env` record (written by `dreamer train` with the \
+                      env's sizes, bounds and layout); was this file edited?"
+                .to_string(),
+        }),
         None => built_in_facts(ckpt),
     }
 }

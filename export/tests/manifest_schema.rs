@@ -154,6 +154,93 @@ fn every_optional_part_of_the_types_matches_the_schema() {
     schema::assert_valid(&value, "a manifest with the optional figures unset");
 }
 
+/// A checkpoint of a Python environment (`gym:`): the manifest names it, its task facts come
+/// from the checkpoint's `env` record, and it matches the schema; a record of another task or
+/// observation mode, a malformed one or none is refused, naming it.
+#[test]
+fn a_bridged_checkpoint_exports_with_its_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = small(Spec::state());
+    let task = "gym:my_pkg.envs:Arm-v0";
+    let ckpt = common::write_bridged_checkpoint(
+        &tmp.path().join("ckpt"),
+        &spec,
+        5,
+        task,
+        Some(common::env_record(&spec, task)),
+    );
+    let out = tmp.path().join("bundle");
+    let m = export(&ckpt, &out, &ExportOptions::default())
+        .unwrap_or_else(|e| panic!("export failed: {e}"))
+        .manifest;
+    let written = schema::assert_bundle(&out);
+    assert_eq!(m.task.name, task);
+    assert_eq!((m.task.episode_decisions, m.task.action_repeat), (100, 2));
+    assert!((m.task.control_period_s - 0.1).abs() < 1e-12);
+    assert_eq!(m.contract.timing.physics_step_s, 0.05);
+    assert_eq!(
+        (
+            m.action.physical_low.clone(),
+            m.action.physical_high.clone()
+        ),
+        (vec![-2.0], vec![2.0])
+    );
+    assert_eq!(
+        m.observation.state.as_ref().unwrap().fields,
+        ["obs[0]", "obs[1]", "obs[2]"]
+    );
+    assert_eq!(
+        written["contract"]["task_definition"],
+        json!({"source": "environment", "version": 1})
+    );
+    let env = &written["environment"];
+    assert_eq!(
+        (&env["package"], &env["id"], &env["kwargs"]),
+        (
+            &json!("gymnasium"),
+            &json!("my_pkg.envs:Arm-v0"),
+            &json!({"g": 9.81})
+        )
+    );
+    assert_eq!(
+        env["state_layout"],
+        json!([{"name": "obs", "shape": [3], "dtype": "float32"}])
+    );
+    assert_eq!(env["episode_env_steps"], 200);
+    assert_eq!(env["versions"]["gymnasium"], "1.4.0");
+    let config = written["training"]["config"].as_object().unwrap();
+    assert_eq!(config["run.env_kwargs"], r#"{"g": 9.81}"#);
+    assert!(!config.contains_key("run.python"), "{config:?}");
+    // A built-in task's manifest has no `environment` key at all.
+    let (_, built_in) = state_manifest(&tmp.path().join("built-in"));
+    assert!(built_in.get("environment").is_none());
+
+    let refused = |name: &str, record: Option<Value>| {
+        let ckpt = common::write_bridged_checkpoint(&tmp.path().join(name), &spec, 5, task, record);
+        let out = tmp.path().join(format!("{name}-bundle"));
+        let e = export(&ckpt, &out, &ExportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(!out.exists(), "{name}");
+        e
+    };
+    let e = refused("other", Some(common::env_record(&spec, "gym:Other-v0")));
+    assert!(e.contains("describes `gym:Other-v0`"), "{e}");
+    let mut pixels = common::env_record(&spec, task);
+    pixels["obs_mode"] = json!("pixels");
+    let e = refused("pixels", Some(pixels));
+    assert!(
+        e.contains("obs_mode pixels and action_repeat 2, the config says state"),
+        "{e}"
+    );
+    let mut broken = common::env_record(&spec, task);
+    broken["state_layout"] = json!("obs");
+    let e = refused("broken", Some(broken));
+    assert!(e.contains("state.json") && e.contains("key `env`"), "{e}");
+    let e = refused("none", None);
+    assert!(e.contains("state.json has no `env` record"), "{e}");
+}
+
 /// Sets (or, for `None`, removes) the value at `pointer` (a JSON pointer).
 fn mutate(manifest: &Value, pointer: &str, value: Option<Value>) -> Value {
     let mut out = manifest.clone();

@@ -369,6 +369,14 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         .with_context(|| format!("cannot open the bundle {}", options.bundle.display()))?
         .manifest;
     let task = manifest.task.name.clone();
+    if let Some(env) = &manifest.environment {
+        bail!(
+            "task `{task}` is a Python environment ({} `{}`): the firmware simulates the \
+             built-in tasks only; drive this bundle in its env with bridge/python/drive_env.py",
+            env.package,
+            env.id
+        );
+    }
     let pixels = manifest.observation.pixels.is_some();
     let rate_hz = options
         .rate_hz
@@ -722,6 +730,34 @@ mod tests {
         let e = format!("{:#}", run(&options).unwrap_err());
         // Before, the bundle was read unchecked and the run went on to look for binaries.
         assert!(e.contains("task.control_period_s is -1"), "{e}");
+    }
+
+    #[test]
+    fn a_python_environment_bundle_is_refused_before_any_child_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = export_fixtures::Spec::state();
+        let task = "gym:Pendulum-v1";
+        let record = export_fixtures::env_record(&spec, task);
+        let ckpt = export_fixtures::write_bridged_checkpoint(
+            &tmp.path().join("ckpt"),
+            &spec,
+            1,
+            task,
+            Some(record),
+        );
+        let bundle = tmp.path().join("bundle");
+        let options = dreamer_export::ExportOptions {
+            verify: false,
+            ..Default::default()
+        };
+        dreamer_export::export(&ckpt, &bundle, &options).unwrap();
+        let missing = tmp.path().join("no-such-binary");
+        let options = HilOptions::new(bundle, missing.clone(), missing);
+        let e = format!("{:#}", run(&options).unwrap_err());
+        assert!(
+            e.contains("task `gym:Pendulum-v1` is a Python environment (gymnasium `Pendulum-v1`)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -652,6 +652,58 @@ pub fn write_checkpoint(dir: &Path, spec: &Spec, seed: u64) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The `env` record (`state.json`) the trainer writes for `spec` run as the bridged task
+/// `task` (`gym:...` / `dmc:...`): one array of `spec.o` state values, `spec.a` actions in
+/// [-2, 2], 0.05 s steps, 200 per episode.
+pub fn env_record(spec: &Spec, task: &str) -> serde_json::Value {
+    let repeat = 2;
+    serde_json::json!({
+        "task": task,
+        "kwargs": {"g": 9.81},
+        "obs_mode": spec.obs,
+        "action_repeat": repeat,
+        "state_size": spec.o,
+        "state_fields": (0..spec.o).map(|i| format!("obs[{i}]")).collect::<Vec<_>>(),
+        "state_layout": [{"name": "obs", "shape": [spec.o], "dtype": "float32"}],
+        "action_size": spec.a,
+        "action_low": vec![-2.0; spec.a],
+        "action_high": vec![2.0; spec.a],
+        "action_space": format!("Box(-2.0, 2.0, ({},), float32)", spec.a),
+        "pixels": spec.uses_pixels().then_some("render:rgb_array"),
+        "physics_dt": 0.05,
+        "control_period_s": 0.05 * f64::from(repeat),
+        "max_env_steps": 200,
+        "max_decisions": 100,
+        "versions": {"gymnasium": "1.4.0", "python": "3.11.7"},
+    })
+}
+
+/// A complete checkpoint of `spec` trained on the bridged task `task`, with `record` as the
+/// `env` of its `state.json` (None: no record).
+pub fn write_bridged_checkpoint(
+    dir: &Path,
+    spec: &Spec,
+    seed: u64,
+    task: &str,
+    record: Option<serde_json::Value>,
+) -> PathBuf {
+    write_checkpoint(dir, spec, seed);
+    let config = config_toml(spec).replacen(
+        &format!("task = \"{}\"", spec.task),
+        &format!(
+            "task = \"{task}\"\nenv_kwargs = '{{\"g\": 9.81}}'\npython = \"/opt/robot/bin/python\""
+        ),
+        1,
+    );
+    fs::write(dir.join("config.toml"), config).unwrap();
+    let mut state: serde_json::Value = serde_json::from_str(STATE_JSON).unwrap();
+    if let Some(record) = record {
+        state["env"] = record;
+    }
+    fs::write(dir.join("state.json"), state.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
 /// `<repo>/.deps/python`, where scripts/fetch-deps installs onnx and onnxruntime.
 pub fn deps_python() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/python");
