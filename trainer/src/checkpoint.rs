@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::agent::Agent;
-use crate::envs::{describe_dims, record_dims};
+use crate::envs::describe_dims;
 use crate::networks::Dims;
 
 /// The entropy weight in `optim.safetensors` (f64 `[1]`).
@@ -388,7 +388,11 @@ fn bridged_dims(dir: &Path, config: &Config, state: &RunState) -> Result<Dims, C
             ),
         });
     }
-    Ok(record_dims(record, config))
+    Ok(crate::env_loop::dims_for(
+        config,
+        record.action_size,
+        record.state_size,
+    ))
 }
 
 /// The first non-finite value among the network weights of `agent`, named as in

@@ -27,13 +27,18 @@ pub fn make_envs(config: &Config, n: usize, with_pixels: bool) -> Result<Envs, E
 
 /// Network sizes and replay layout the configured task implies.
 pub fn dims_of(config: &Config, spec: &EnvSpec) -> Dims {
+    dims_for(config, spec.action_size, spec.state_size)
+}
+
+/// Network sizes of an env with these action and state sizes, observed as `config` says.
+pub fn dims_for(config: &Config, action_size: usize, state_size: usize) -> Dims {
     Dims {
-        action: spec.action_size as i64,
+        action: action_size as i64,
         state: config
             .run
             .obs_mode
             .uses_state()
-            .then_some(spec.state_size as i64),
+            .then_some(state_size as i64),
         pixels: config.run.obs_mode.uses_pixels(),
     }
 }

@@ -138,19 +138,6 @@ impl Envs {
     }
 }
 
-/// The network sizes a recorded bridged env gives with `config`'s observation mode.
-pub fn record_dims(record: &EnvRecord, config: &Config) -> Dims {
-    Dims {
-        action: record.action_size as i64,
-        state: config
-            .run
-            .obs_mode
-            .uses_state()
-            .then_some(record.state_size as i64),
-        pixels: config.run.obs_mode.uses_pixels(),
-    }
-}
-
 /// Sizes written out for a message: "action size 1, state size 3, no pixels".
 pub fn describe_dims(dims: Dims) -> String {
     format!(

@@ -44,26 +44,30 @@ pub fn info(target: &InfoTarget) -> Result<()> {
         m.task.episode_decisions
     );
     if let Some(env) = &m.environment {
+        let joined = |items: Vec<String>| items.join(", ");
         outln!(
             "env       {} `{}` kwargs {{{}}} ({} env steps per episode; {}), layout [{}]",
             env.package,
             env.id,
-            env.kwargs
-                .iter()
-                .map(|(key, value)| format!("{key:?}: {value}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            joined(
+                env.kwargs
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}: {v}"))
+                    .collect()
+            ),
             env.episode_env_steps,
-            env.versions
-                .iter()
-                .map(|(name, version)| format!("{name} {version}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            env.state_layout
-                .iter()
-                .map(|leaf| format!("{} {:?} {}", leaf.name, leaf.shape, leaf.dtype))
-                .collect::<Vec<_>>()
-                .join(", ")
+            joined(
+                env.versions
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect()
+            ),
+            joined(
+                env.state_layout
+                    .iter()
+                    .map(|leaf| format!("{} {:?} {}", leaf.name, leaf.shape, leaf.dtype))
+                    .collect()
+            )
         );
     }
     if let Some(state) = &m.observation.state {
