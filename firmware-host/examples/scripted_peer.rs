@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dreamer_firmware::TaskLayout;
+use dreamer_firmware::{StreamLink, TaskLayout};
 use dreamer_tasks::policy::{Policy, PolicyKind};
 use dreamer_tasks::{EnvOptions, ObsMode};
 use dreamer_wire::{
@@ -53,7 +53,7 @@ fn main() -> Result<()> {
         heartbeat_hz: 0.0,
         ..SimOptions::new(task)
     };
-    let mut robot = HostFirmware::new(options, PtySerial::new(slave))?;
+    let mut robot = HostFirmware::new(options, StreamLink::new(PtySerial::new(slave)))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop_flag = stop.clone();
     let firmware = std::thread::spawn(move || {

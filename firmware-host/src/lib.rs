@@ -5,10 +5,13 @@
 
 mod peripherals;
 mod serial;
+mod udp;
 mod world;
 
+pub use dreamer_firmware::{DatagramLink, StreamLink};
 pub use peripherals::{HostClock, SharedWorld, SimDirection, SimI2c, SimPwm, SimSpi};
 pub use serial::PtySerial;
+pub use udp::{HostUdp, HostUdpSocket};
 pub use world::{MAX_DUTY, SimWorld};
 
 use std::os::fd::RawFd;
@@ -17,10 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dreamer_firmware::{Config, Firmware, Motor, Sensors, TaskLayout};
+use dreamer_firmware::{Config, Firmware, Link, Motor, Sensors, TaskLayout};
 use dreamer_wire::report::FirmwareSummary;
 use dreamer_wire::{MAX_TASK_NAME, Mode};
-use embedded_io::{Read, ReadReady, Write};
 
 /// Why the simulated robot could not start.
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +177,9 @@ impl embedded_hal::delay::DelayNs for InputWait {
     }
 }
 
-/// The firmware core wired to simulated peripherals and a serial port.
-pub struct HostFirmware<SER> {
-    firmware: Firmware<SimI2c, SimSpi, SimPwm, SimDirection, SER>,
+/// The firmware core wired to simulated peripherals and a link (serial port or UDP).
+pub struct HostFirmware<L> {
+    firmware: Firmware<SimI2c, SimSpi, SimPwm, SimDirection, L>,
     world: SharedWorld,
     clock: HostClock,
     input_wait: InputWait,
@@ -186,8 +188,8 @@ pub struct HostFirmware<SER> {
     session_opened_s: Option<f64>,
 }
 
-impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
-    pub fn new(options: SimOptions, serial: SER) -> Result<Self, HostError> {
+impl<L: Link> HostFirmware<L> {
+    pub fn new(options: SimOptions, link: L) -> Result<Self, HostError> {
         let config = options.firmware_config()?;
         let start = Instant::now();
         let world = SimWorld::new(&options.task, options.seed, options.counts_per_metre, start)?;
@@ -210,7 +212,7 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
         );
         let motor = Motor::new(SimPwm::new(world.clone()), SimDirection::new(world.clone()));
         Ok(Self {
-            firmware: Firmware::new(config, sensors, motor, serial),
+            firmware: Firmware::new(config, sensors, motor, link),
             world,
             clock: HostClock::new(start),
             input_wait: InputWait::default(),
@@ -225,7 +227,7 @@ impl<SER: Read + ReadReady + Write> HostFirmware<SER> {
         self.world.clone()
     }
 
-    pub fn firmware(&self) -> &Firmware<SimI2c, SimSpi, SimPwm, SimDirection, SER> {
+    pub fn firmware(&self) -> &Firmware<SimI2c, SimSpi, SimPwm, SimDirection, L> {
         &self.firmware
     }
 
@@ -308,6 +310,9 @@ fn lock_world(world: &SharedWorld) -> std::sync::MutexGuard<'_, SimWorld> {
 
 #[cfg(test)]
 mod tests {
+    use dreamer_firmware::StreamLink;
+    use embedded_io::{Read, ReadReady, Write};
+
     use super::*;
 
     /// A serial port that never receives anything and swallows writes.
@@ -336,7 +341,7 @@ mod tests {
     }
 
     fn error_of(options: SimOptions) -> String {
-        match HostFirmware::new(options, NullSerial) {
+        match HostFirmware::new(options, StreamLink::new(NullSerial)) {
             Ok(_) => panic!("accepted"),
             Err(e) => e.to_string(),
         }
@@ -365,7 +370,7 @@ mod tests {
     #[test]
     fn every_task_with_a_sensor_suite_starts() {
         for &task in dreamer_tasks::TASK_NAMES {
-            let robot = HostFirmware::new(SimOptions::new(task), NullSerial)
+            let robot = HostFirmware::new(SimOptions::new(task), StreamLink::new(NullSerial))
                 .unwrap_or_else(|e| panic!("{task}: {e}"));
             let summary = robot.finish();
             assert_eq!(summary.final_mode, Mode::AwaitingHandshake);

@@ -1,7 +1,10 @@
 //! `firmware-host`: the firmware core on a PC, driving a simulated plant in real time and
-//! talking the wire protocol over a serial port or pseudo-terminal. Prints a JSON summary on
-//! stdout at exit (after `--duration-s`, or on SIGINT/SIGTERM).
+//! talking the wire protocol over a serial port or pseudo-terminal (COBS frames) or UDP (one
+//! message per datagram). Prints a JSON summary on stdout at exit (after `--duration-s`, or
+//! on SIGINT/SIGTERM).
 
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,25 +12,37 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use dreamer_cli::{errln, outln};
+use dreamer_firmware::{DatagramLink, Link, StreamLink};
 use dreamer_wire::report::write_report;
-use firmware_host::{HostFirmware, PtySerial, SimOptions};
+use firmware_host::{HostFirmware, HostUdp, PtySerial, SimOptions};
 
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "Firmware core against a simulated plant, over a serial port or pty"
+    about = "Firmware core against a simulated plant, over a serial port, a pty or UDP"
 )]
 struct Args {
     /// Task whose plant to simulate (e.g. cartpole-swingup, pendulum).
     #[arg(long)]
     plant: String,
     /// Serial device or pty path (e.g. /dev/pts/5).
-    #[arg(long, required_unless_present = "port_fd", conflicts_with = "port_fd")]
+    #[arg(
+        long,
+        required_unless_present_any = ["port_fd", "udp_bind"],
+        conflicts_with_all = ["port_fd", "udp_bind"]
+    )]
     port: Option<String>,
     /// An inherited open terminal descriptor to use as the port (e.g. the master of a pty
     /// pair whose slave the runtime opens: one kernel hop per direction).
-    #[arg(long, value_name = "FD")]
+    #[arg(long, value_name = "FD", conflicts_with = "udp_bind")]
     port_fd: Option<i32>,
+    /// Talk UDP instead: the firmware's socket binds this address (port 0: any free one,
+    /// printed at start) and takes datagrams from `--udp-peer` only.
+    #[arg(long, value_name = "ADDR", requires = "udp_peer")]
+    udp_bind: Option<SocketAddr>,
+    /// The runtime's UDP address (`dreamer-rt serve --udp-bind`).
+    #[arg(long, value_name = "ADDR", requires = "udp_bind")]
+    udp_peer: Option<SocketAddr>,
     /// Control ticks per second.
     #[arg(long, default_value_t = 50.0)]
     rate_hz: f64,
@@ -49,7 +64,7 @@ struct Args {
     /// Baud rate set on the port (ignored by ptys).
     #[arg(long, default_value_t = 115_200)]
     baud: u32,
-    /// Longest wait between serial polls, in microseconds (a wait ends early when bytes
+    /// Longest wait between link polls, in microseconds (a wait ends early when bytes
     /// arrive, as with a receive interrupt).
     #[arg(long, default_value_t = 100)]
     poll_us: u32,
@@ -109,6 +124,22 @@ fn main() -> Result<()> {
         state_file: args.state_file.clone(),
         ..SimOptions::new(&args.plant)
     };
+    if let (Some(bind), Some(peer)) = (args.udp_bind, args.udp_peer) {
+        let link = DatagramLink::bind(HostUdp::new(bind.ip()), bind.port(), peer)
+            .with_context(|| format!("cannot bind UDP {bind}"))?;
+        let (fd, local) = link
+            .stack()
+            .bound()
+            .context("the UDP socket reports no address")?;
+        return run(
+            &args,
+            options,
+            duration,
+            link,
+            fd,
+            format!("UDP {local} (peer {peer})"),
+        );
+    }
     let period = Duration::from_secs_f64(1.0 / args.rate_hz.max(1e-3));
     let (serial, port_name) = match (&args.port, args.port_fd) {
         (Some(path), _) => (
@@ -117,12 +148,30 @@ fn main() -> Result<()> {
             path.clone(),
         ),
         (None, Some(fd)) => (inherited_port(fd, period)?, format!("descriptor {fd}")),
-        (None, None) => anyhow::bail!("give --port or --port-fd"),
+        (None, None) => anyhow::bail!("give --port, --port-fd or --udp-bind"),
     };
     let serial_fd = std::os::fd::AsRawFd::as_raw_fd(&serial);
-    let mut robot =
-        HostFirmware::new(options, serial).context("cannot start the simulated robot")?;
-    robot.wake_on_input(serial_fd);
+    run(
+        &args,
+        options,
+        duration,
+        StreamLink::new(serial),
+        serial_fd,
+        port_name,
+    )
+}
+
+/// Runs the simulated robot on `link` (whose input arrives on `fd`) and prints its summary.
+fn run<L: Link>(
+    args: &Args,
+    options: SimOptions,
+    duration: Option<Duration>,
+    link: L,
+    fd: RawFd,
+    link_name: String,
+) -> Result<()> {
+    let mut robot = HostFirmware::new(options, link).context("cannot start the simulated robot")?;
+    robot.wake_on_input(fd);
     install_signal_handlers();
     if let Some(priority) = args.rt_priority
         && let Err(e) = set_fifo_priority(priority)
@@ -139,7 +188,7 @@ fn main() -> Result<()> {
     errln!(
         "firmware-host: {} on {} at {} Hz, safe state after {} missed deadlines",
         args.plant,
-        port_name,
+        link_name,
         args.rate_hz,
         args.max_missed
     );

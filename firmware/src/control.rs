@@ -1,5 +1,5 @@
-//! The control loop: a fixed-rate tick over embedded-hal peripherals and an `embedded-io`
-//! serial port.
+//! The control loop: a fixed-rate tick over embedded-hal peripherals and a [`Link`] to the
+//! runtime (a serial port or UDP).
 //!
 //! Each tick: sample the sensors, send an observation, wait until the deadline for the
 //! action that answers it and apply it; without one, hold the previous action. After
@@ -7,19 +7,18 @@
 //! (safe mode); the first on-time valid action afterwards clears the fault and drives again.
 
 use dreamer_wire::{
-    Action, FaultKind, FaultReport, FirmwareStats, FrameDecoder, HandshakeResult, Heartbeat, Hello,
-    HelloAck, LinkCounters, MAX_ACTION, MAX_FRAME, MAX_TASK_NAME, Message, Mode, Observation,
-    PROTOCOL_VERSION, encode_frame,
+    Action, FaultKind, FaultReport, FirmwareStats, HandshakeResult, Heartbeat, Hello, HelloAck,
+    LinkCounters, MAX_ACTION, MAX_TASK_NAME, Message, Mode, Observation, PROTOCOL_VERSION,
 };
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_hal::i2c::I2c;
 use embedded_hal::pwm::SetDutyCycle;
 use embedded_hal::spi::SpiDevice;
-use embedded_io::{Read, ReadReady, Write};
 use heapless::{String, Vec};
 
 use crate::latency::LatencyHistogram;
+use crate::link::Link;
 use crate::motor::Motor;
 use crate::sensors::Sensors;
 
@@ -41,17 +40,16 @@ pub struct Config {
     pub max_missed: u16,
     /// A heartbeat every this many ticks (0: never).
     pub heartbeat_every: u32,
-    /// Serial polling interval while waiting.
+    /// Link polling interval while waiting.
     pub poll_interval_us: u32,
 }
 
-/// The firmware: sensors, motor and serial port of one task.
-pub struct Firmware<I2C, SPI, PWM, DIR, SER> {
+/// The firmware: sensors, motor and link of one task.
+pub struct Firmware<I2C, SPI, PWM, DIR, L> {
     config: Config,
     sensors: Sensors<I2C, SPI>,
     motor: Motor<PWM, DIR>,
-    serial: SER,
-    decoder: FrameDecoder,
+    link: L,
     mode: Mode,
     /// Sequence number of the latest observation.
     seq: u32,
@@ -64,7 +62,7 @@ pub struct Firmware<I2C, SPI, PWM, DIR, SER> {
     consecutive_misses: u16,
     /// The fault that put the firmware in safe mode.
     fault: Option<FaultKind>,
-    /// The last serial read failed (counted once until a read succeeds).
+    /// The last link read failed (counted once until a read succeeds).
     read_failing: bool,
     /// Last applied command (held on a missed deadline); zero in safe mode.
     command: Vec<f32, MAX_ACTION>,
@@ -79,27 +77,26 @@ pub struct Firmware<I2C, SPI, PWM, DIR, SER> {
     period_jitter: LatencyHistogram,
 }
 
-impl<I2C, SPI, PWM, DIR, SER> Firmware<I2C, SPI, PWM, DIR, SER>
+impl<I2C, SPI, PWM, DIR, L> Firmware<I2C, SPI, PWM, DIR, L>
 where
     I2C: I2c,
     SPI: SpiDevice,
     PWM: SetDutyCycle,
     DIR: OutputPin,
-    SER: Read + ReadReady + Write,
+    L: Link,
 {
     /// Starts with the motor off, waiting for a handshake.
     pub fn new(
         config: Config,
         sensors: Sensors<I2C, SPI>,
         motor: Motor<PWM, DIR>,
-        serial: SER,
+        link: L,
     ) -> Self {
         let mut firmware = Self {
             config,
             sensors,
             motor,
-            serial,
-            decoder: FrameDecoder::new(),
+            link,
             mode: Mode::AwaitingHandshake,
             seq: 0,
             deadline_us: 0,
@@ -129,7 +126,12 @@ where
 
     /// Frame outcomes of everything received.
     pub fn link(&self) -> &LinkCounters {
-        self.decoder.counters()
+        self.link.counters()
+    }
+
+    /// The link itself (its own counters, e.g. datagrams from strangers).
+    pub fn link_mut(&mut self) -> &mut L {
+        &mut self.link
     }
 
     /// The command the motor is driven with (empty before the first action and in safe mode).
@@ -161,7 +163,7 @@ where
     }
 
     /// Runs one control tick: waits for its start, samples, sends, waits for the action
-    /// until the deadline, then keeps serving the serial port until the next tick is due.
+    /// until the deadline, then keeps serving the link until the next tick is due.
     pub fn tick(&mut self, clock: &mut impl Clock, delay: &mut impl DelayNs) {
         let now = clock.now_us();
         let start = match self.next_tick_us {
@@ -198,7 +200,7 @@ where
         self.end_tick();
     }
 
-    /// Serves the serial port (handshakes, actions) until `until_us` without starting a tick.
+    /// Serves the link (handshakes, actions) until `until_us` without starting a tick.
     pub fn serve_until(&mut self, until_us: u64, clock: &mut impl Clock, delay: &mut impl DelayNs) {
         loop {
             let now = self.poll(clock);
@@ -242,7 +244,7 @@ where
                 deadline_misses: self.stats.deadline_misses,
                 faults: self.stats.faults,
                 clamped_actions: self.stats.clamped_actions,
-                frame_errors: self.decoder.counters().errors(),
+                frame_errors: self.link.counters().errors(),
             }));
         }
     }
@@ -275,32 +277,27 @@ where
         }
     }
 
-    /// Reads whatever the serial port holds and handles every complete message; returns the
-    /// time the poll started, against which deadlines are judged.
+    /// Handles every message the link holds; returns the time the poll started, against
+    /// which deadlines are judged.
     fn poll(&mut self, clock: &mut impl Clock) -> u64 {
         let now = clock.now_us();
-        let mut buf = [0u8; 64];
         loop {
-            let received = match self.serial.read_ready() {
-                Ok(true) => self.serial.read(&mut buf).ok(),
-                Ok(false) => Some(0),
-                Err(_) => None,
-            };
-            let Some(n) = received else {
-                // A dead port fails every poll; count each run of failures once.
-                if !self.read_failing {
-                    self.read_failing = true;
-                    bump(&mut self.stats.serial_errors);
-                }
-                return now;
-            };
-            self.read_failing = false;
-            if n == 0 {
-                return now;
-            }
-            for &byte in &buf[..n] {
-                if let Some(Ok(frame)) = self.decoder.push(byte) {
+            match self.link.receive() {
+                Ok(Some(frame)) => {
+                    self.read_failing = false;
                     self.handle(frame.message, now, clock);
+                }
+                Ok(None) => {
+                    self.read_failing = false;
+                    return now;
+                }
+                Err(_) => {
+                    // A dead link fails every poll; count each run of failures once.
+                    if !self.read_failing {
+                        self.read_failing = true;
+                        bump(&mut self.stats.serial_errors);
+                    }
+                    return now;
                 }
             }
         }
@@ -406,22 +403,15 @@ where
     }
 
     fn send(&mut self, message: &Message) {
-        let mut buf = [0u8; MAX_FRAME];
-        let frame = encode_frame(message, &mut buf);
-        if self
-            .serial
-            .write_all(frame)
-            .and_then(|()| self.serial.flush())
-            .is_err()
-        {
+        if self.link.send(message).is_err() {
             bump(&mut self.stats.serial_errors);
         }
     }
 
-    /// Switches the motor off and hands the peripherals back.
-    pub fn shutdown(mut self) -> (Sensors<I2C, SPI>, Motor<PWM, DIR>, SER) {
+    /// Switches the motor off and hands the peripherals and the link back.
+    pub fn shutdown(mut self) -> (Sensors<I2C, SPI>, Motor<PWM, DIR>, L) {
         self.motor_off();
-        (self.sensors, self.motor, self.serial)
+        (self.sensors, self.motor, self.link)
     }
 }
 

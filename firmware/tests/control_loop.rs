@@ -8,7 +8,7 @@ use std::vec::Vec as StdVec;
 
 use dreamer_firmware::{
     Clock, Config, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, Firmware, Motor, Sensors,
-    TaskLayout,
+    StreamLink, TaskLayout,
 };
 use dreamer_wire::{
     Action, FaultKind, FaultReport, FrameDecoder, HandshakeResult, Hello, Layout, MAX_FRAME,
@@ -102,7 +102,7 @@ impl ScriptedSerial {
     }
 }
 
-type TestFirmware = Firmware<I2cMock, SpiMock<u8>, PwmMock, PinMock, ScriptedSerial>;
+type TestFirmware = Firmware<I2cMock, SpiMock<u8>, PwmMock, PinMock, StreamLink<ScriptedSerial>>;
 
 fn config(max_missed: u16) -> Config {
     Config {
@@ -171,7 +171,7 @@ fn build_with(
         1.0,
     );
     let motor = Motor::new(PwmMock::new(pwm), PinMock::new(pin));
-    let firmware = Firmware::new(config, sensors, motor, serial.clone());
+    let firmware = Firmware::new(config, sensors, motor, StreamLink::new(serial.clone()));
     (firmware, clock, serial)
 }
 

@@ -19,7 +19,7 @@ use dreamer_runtime::{Agent, AgentOptions};
 use dreamer_wire::HandshakeResult;
 use dreamer_wire::report::FirmwareSummary;
 use export_fixtures::Spec;
-use firmware_host::{HostFirmware, PtySerial, SimOptions};
+use firmware_host::{HostFirmware, PtySerial, SimOptions, StreamLink};
 use serialport::{SerialPort, TTYPort};
 
 fn bundle(dir: &Path, spec: &Spec) -> PathBuf {
@@ -79,7 +79,8 @@ fn against_firmware(
                 heartbeat_hz: 10.0,
                 ..SimOptions::new(&plant)
             };
-            let mut robot = HostFirmware::new(options, PtySerial::new(master)).unwrap();
+            let mut robot =
+                HostFirmware::new(options, StreamLink::new(PtySerial::new(master))).unwrap();
             robot.run(
                 Some(Duration::from_secs_f64(seconds)),
                 &AtomicBool::new(false),
@@ -302,7 +303,8 @@ fn a_hang_up_ends_serving_with_its_summary() {
             rate_hz: 50.0,
             ..SimOptions::new("cartpole-swingup")
         };
-        let mut robot = HostFirmware::new(options, PtySerial::new(master)).unwrap();
+        let mut robot =
+            HostFirmware::new(options, StreamLink::new(PtySerial::new(master))).unwrap();
         // Until the session has run a while (counted in applied actions, not time; the
         // bound only keeps a broken serve from hanging the test).
         for _ in 0..1200 {
@@ -427,7 +429,8 @@ mod binary {
                     rate_hz: 50.0,
                     ..SimOptions::new(plant)
                 };
-                let mut robot = HostFirmware::new(options, PtySerial::new(master)).unwrap();
+                let mut robot =
+                    HostFirmware::new(options, StreamLink::new(PtySerial::new(master))).unwrap();
                 robot.run(None, &running);
                 // Dropped here: the pty master closes.
             });

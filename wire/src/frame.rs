@@ -82,13 +82,30 @@ impl core::error::Error for FrameError {}
 /// Encodes `message` as one complete frame, delimiter included, into `out`.
 pub fn encode_frame<'a>(message: &Message, out: &'a mut [u8; MAX_FRAME]) -> &'a [u8] {
     let mut raw = [0u8; MAX_RAW];
-    let payload_len = serialize(message, &mut raw[..MAX_PAYLOAD]);
-    let crc = CRC32.checksum(&raw[..payload_len]);
-    raw[payload_len..payload_len + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
-    let encoded = cobs_encode(&raw[..payload_len + CRC_LEN], &mut out[..MAX_FRAME - 1])
+    let raw = encode_datagram(message, &mut raw);
+    let encoded = cobs_encode(raw, &mut out[..MAX_FRAME - 1])
         .expect("MAX_FRAME holds the COBS encoding of MAX_RAW bytes");
     out[encoded] = 0;
     &out[..=encoded]
+}
+
+/// Encodes `message` as one datagram: the raw frame, `postcard(message) ++ crc32_le`, without
+/// COBS or delimiter (a datagram link keeps message boundaries itself).
+pub fn encode_datagram<'a>(message: &Message, out: &'a mut [u8; MAX_RAW]) -> &'a [u8] {
+    let payload_len = serialize(message, &mut out[..MAX_PAYLOAD]);
+    let crc = CRC32.checksum(&out[..payload_len]);
+    out[payload_len..payload_len + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+    &out[..payload_len + CRC_LEN]
+}
+
+/// Decodes one datagram (a raw frame, see [`encode_datagram`]).
+pub fn decode_datagram(datagram: &[u8]) -> Result<Message, FrameError> {
+    if datagram.len() > MAX_RAW {
+        return Err(FrameError::TooLong {
+            len: datagram.len(),
+        });
+    }
+    decode_raw(datagram)
 }
 
 fn serialize<T: Serialize>(value: &T, buf: &mut [u8]) -> usize {
@@ -177,6 +194,10 @@ pub struct LinkCounters {
     pub malformed: u32,
     /// Observation or action sequence numbers that did not follow the previous one.
     pub sequence_gaps: u32,
+    /// Datagrams from an address other than the peer, dropped unread (always 0 on a
+    /// stream). Not a frame error: nothing of the session's own traffic was lost.
+    #[serde(default)]
+    pub foreign: u32,
 }
 
 impl LinkCounters {
@@ -247,6 +268,7 @@ impl FrameDecoder {
                 unknown_message: 0,
                 malformed: 0,
                 sequence_gaps: 0,
+                foreign: 0,
             },
             observations: SequenceTracker { expected: None },
             actions: SequenceTracker { expected: None },
@@ -279,6 +301,13 @@ impl FrameDecoder {
         Some(self.account(result))
     }
 
+    /// Decodes one whole datagram (a raw frame without COBS), with the same counters and
+    /// sequence checks as the stream. A receive buffer of more than [`MAX_RAW`] bytes lets a
+    /// too-long datagram be told from one that fits.
+    pub fn push_datagram(&mut self, datagram: &[u8]) -> Result<Frame, FrameError> {
+        self.account(decode_datagram(datagram))
+    }
+
     fn account(&mut self, result: Result<Message, FrameError>) -> Result<Frame, FrameError> {
         match result {
             Ok(message) => {
@@ -308,6 +337,11 @@ impl FrameDecoder {
 
     pub fn counters(&self) -> &LinkCounters {
         &self.counters
+    }
+
+    /// Counts a datagram that came from a stranger (see [`LinkCounters::foreign`]).
+    pub fn count_foreign(&mut self) {
+        self.counters.foreign = self.counters.foreign.saturating_add(1);
     }
 
     /// Bytes of an unfinished frame currently held.
@@ -385,6 +419,68 @@ mod tests {
             [
                 0x04, 0x03, 0x01, 0x01, 0x01, 0x01, 0x06, 0x3f, 0xcb, 0x12, 0xde, 0xec, 0x00
             ]
+        );
+    }
+
+    /// The documented action frame as a datagram: the same raw bytes without COBS and
+    /// delimiter (docs/firmware.md).
+    #[test]
+    fn documented_action_datagram() {
+        let action = Message::Action(Action {
+            seq: 1,
+            values: heapless::Vec::from_slice(&[0.5]).unwrap(),
+        });
+        let mut buf = [0u8; MAX_RAW];
+        let datagram = encode_datagram(&action, &mut buf);
+        assert_eq!(
+            datagram,
+            [
+                0x03, 0x01, 0x01, 0x00, 0x00, 0x00, 0x3f, 0xcb, 0x12, 0xde, 0xec
+            ]
+        );
+        assert_eq!(decode_datagram(datagram), Ok(action));
+    }
+
+    /// Datagrams share the stream's counters and sequence checks; a corrupt, short or long
+    /// one is counted and named.
+    #[test]
+    fn datagrams_are_checked_and_counted_like_frames() {
+        let mut decoder = FrameDecoder::new();
+        let mut buf = [0u8; MAX_RAW];
+        let first = encode_datagram(&observation(7), &mut buf).to_vec();
+        assert_eq!(decoder.push_datagram(&first).unwrap().gap, None);
+        let third = encode_datagram(&observation(9), &mut buf).to_vec();
+        let gap = decoder.push_datagram(&third).unwrap().gap;
+        assert_eq!(
+            gap,
+            Some(SequenceGap {
+                expected: 8,
+                received: 9
+            })
+        );
+        let mut corrupt = third.clone();
+        corrupt[2] ^= 0x40;
+        assert!(matches!(
+            decoder.push_datagram(&corrupt),
+            Err(FrameError::Crc { .. })
+        ));
+        assert_eq!(
+            decoder.push_datagram(&third[..3]),
+            Err(FrameError::TooShort { len: 3 })
+        );
+        assert_eq!(
+            decoder.push_datagram(&[1u8; MAX_RAW + 1]),
+            Err(FrameError::TooLong { len: MAX_RAW + 1 })
+        );
+        let counters = decoder.counters();
+        assert_eq!(
+            (
+                counters.frames_ok,
+                counters.sequence_gaps,
+                counters.bad_crc,
+                counters.wrong_length
+            ),
+            (2, 1, 1, 2)
         );
     }
 

@@ -1,6 +1,8 @@
 //! Wire protocol between the firmware and the runtime.
 //!
-//! Every message is one frame: `COBS(postcard(message) ++ crc32_le(postcard(message))) ++ 0x00`.
+//! Every message is one frame: `COBS(postcard(message) ++ crc32_le(postcard(message))) ++ 0x00`
+//! on a byte stream (serial), or the raw `postcard(message) ++ crc32_le(...)` as one datagram
+//! (UDP), which keeps message boundaries itself.
 //! All buffers are fixed-size arrays whose lengths derive from postcard's [`MaxSize`], so
 //! neither side allocates. [`FrameDecoder`] turns a byte stream into messages and counts
 //! every kind of corruption (bad COBS, bad CRC, wrong length, unknown message, sequence
@@ -29,7 +31,7 @@ pub use cobs::{CobsError, cobs_decode, cobs_encode, cobs_max_encoded_len};
 pub use firmware_stats::{FirmwareStats, LatencyStats};
 pub use frame::{
     Frame, FrameDecoder, FrameError, LinkCounters, MAX_FRAME, MAX_PAYLOAD, MAX_RAW, SequenceGap,
-    SequenceTracker, decode_frame, encode_frame,
+    SequenceTracker, decode_datagram, decode_frame, encode_datagram, encode_frame,
 };
 pub use message::{
     Action, FaultKind, FaultReport, HandshakeResult, Heartbeat, Hello, HelloAck, Layout,
