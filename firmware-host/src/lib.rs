@@ -8,7 +8,7 @@ mod serial;
 mod udp;
 mod world;
 
-pub use dreamer_firmware::{DatagramLink, StreamLink};
+pub use dreamer_firmware::{DatagramLink, Link, StreamLink};
 pub use peripherals::{HostClock, SharedWorld, SimDirection, SimI2c, SimPwm, SimSpi};
 pub use serial::PtySerial;
 pub use udp::{HostUdp, HostUdpSocket};
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dreamer_firmware::{Config, Firmware, Link, Motor, Sensors, TaskLayout};
+use dreamer_firmware::{Config, Firmware, Motor, Sensors, TaskLayout};
 use dreamer_wire::report::FirmwareSummary;
 use dreamer_wire::{MAX_TASK_NAME, Mode};
 

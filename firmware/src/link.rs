@@ -6,6 +6,7 @@ use core::net::SocketAddr;
 
 use dreamer_wire::{
     Frame, FrameDecoder, LinkCounters, MAX_FRAME, MAX_RAW, Message, encode_datagram, encode_frame,
+    same_peer,
 };
 use embedded_io::{Read, ReadReady, Write};
 use embedded_nal::{UdpFullStack, nb};
@@ -156,10 +157,4 @@ impl<N: UdpFullStack> Link for DatagramLink<N> {
     fn counters(&self) -> &LinkCounters {
         self.decoder.counters()
     }
-}
-
-/// `from` is `peer`, also when a dual-stack socket reports an IPv4 peer as IPv4-mapped IPv6.
-fn same_peer(from: SocketAddr, peer: SocketAddr) -> bool {
-    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
-    canonical(from) == canonical(peer)
 }

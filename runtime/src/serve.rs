@@ -1,17 +1,20 @@
-//! The runtime's end of the firmware link: a serial port (a real `/dev/tty*` or a pty),
-//! the wire protocol handshake, and one action per observation from the [`Agent`].
+//! The runtime's end of the firmware link: a serial port (a real `/dev/tty*` or a pty) or UDP
+//! ([`LinkSpec`]), the wire protocol handshake, and one action per observation from the
+//! [`Agent`].
 //!
 //! The firmware samples at its own fixed rate and sends an observation per tick; this side
-//! only reacts. Everything waiting on the port is read before answering, and only the
+//! only reacts. Everything waiting on the link is read before answering, and only the
 //! newest observation is answered (the older ones are stale: their deadline passed while
 //! this process was not running, and acting on them would apply an outdated action).
 //! Every frame error is counted by the [`FrameDecoder`]; heartbeats and fault reports are
 //! logged. For a pixel policy, a [`Camera`] renders the plant's published state; it is part
 //! of the simulation (`sim` feature), so a build without it serves state policies only.
 
+mod link;
 mod sim;
 
-use std::io::{self, Read, Write};
+use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,21 +24,20 @@ use dreamer_cli::errln;
 pub use dreamer_wire::report::{ServeEnd, ServeSummary};
 use dreamer_wire::{
     Action, FaultReport, FrameDecoder, HandshakeResult, Hello, HelloAck, Layout, MAX_ACTION,
-    MAX_FRAME, MAX_TASK_NAME, Message, PROTOCOL_VERSION, encode_frame,
+    MAX_TASK_NAME, Message, PROTOCOL_VERSION,
 };
-use serialport::SerialPort;
 
 use crate::agent::{Agent, Observation};
 use crate::control::LatencyRecorder;
+pub use link::LinkSpec;
+use link::ServeLink;
 pub use sim::Camera;
 
 /// How to serve.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Serial device or pty path.
-    pub port: PathBuf,
-    /// Baud rate set on a real serial port (ignored by ptys).
-    pub baud: u32,
+    /// Where the firmware is.
+    pub link: LinkSpec,
     /// Plant state record published by the firmware host, for the simulated camera of a pixel
     /// policy (`sim` feature).
     pub camera_state: Option<PathBuf>,
@@ -43,16 +45,24 @@ pub struct ServeOptions {
     pub hello_interval: Duration,
     /// Give up when no session opened within this time (`None`: keep trying).
     pub handshake_timeout: Option<Duration>,
-    /// After a stop request, keep reading until the port has been quiet this long, so that
+    /// After a stop request, keep reading until the link has been quiet this long, so that
     /// every frame already sent is counted.
     pub drain_quiet: Duration,
 }
 
 impl ServeOptions {
+    /// Serving over the serial device or pty `port` (at 115200 baud on a real port).
     pub fn new(port: PathBuf) -> Self {
-        Self {
-            port,
+        Self::on(LinkSpec::Serial {
+            path: port,
             baud: 115_200,
+        })
+    }
+
+    /// Serving over `link`.
+    pub fn on(link: LinkSpec) -> Self {
+        Self {
+            link,
             camera_state: None,
             hello_interval: Duration::from_millis(200),
             handshake_timeout: None,
@@ -78,6 +88,18 @@ pub enum ServeError {
     #[error("serial port {}: {source}", path.display())]
     Io {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("UDP link to {peer}: {source}")]
+    Udp {
+        peer: SocketAddr,
         #[source]
         source: io::Error,
     },
@@ -127,50 +149,6 @@ pub fn hello_for(manifest: &Manifest) -> Result<Hello, ServeError> {
     })
 }
 
-struct Port {
-    path: PathBuf,
-    port: serialport::TTYPort,
-}
-
-impl Port {
-    fn io(&self, source: io::Error) -> ServeError {
-        let path = self.path.clone();
-        if is_hang_up(&source) {
-            ServeError::HungUp { path, source }
-        } else {
-            ServeError::Io { path, source }
-        }
-    }
-
-    fn send(&mut self, message: &Message) -> Result<(), ServeError> {
-        let mut buf = [0u8; MAX_FRAME];
-        let frame = encode_frame(message, &mut buf);
-        self.port.write_all(frame).map_err(|e| self.io(e))
-    }
-
-    /// Reads what arrives within the port timeout; 0 when nothing did.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ServeError> {
-        match self.port.read(buf) {
-            Ok(n) => Ok(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(0)
-            }
-            Err(e) => Err(self.io(e)),
-        }
-    }
-
-    fn waiting(&self) -> u32 {
-        self.port.bytes_to_read().unwrap_or(0)
-    }
-}
-
 /// Serving failed; the summary of what happened up to then comes with the error, so that
 /// every way serving can end leaves a report ([`ServeSummary::end`] says which).
 #[derive(Debug)]
@@ -201,6 +179,8 @@ impl ServeError {
             ServeError::HandshakeTimeout(_) => ServeEnd::HandshakeTimeout,
             ServeError::Open { .. }
             | ServeError::Io { .. }
+            | ServeError::Bind { .. }
+            | ServeError::Udp { .. }
             | ServeError::Layout(_)
             | ServeError::Camera(_) => ServeEnd::Error,
         }
@@ -217,7 +197,7 @@ struct Meters {
     camera: Option<Camera>,
 }
 
-/// Serves the firmware on `options.port` until `stop` is set; returns what happened. On
+/// Serves the firmware on `options.link` until `stop` is set; returns what happened. On
 /// failure (hang-up, refused handshake, handshake timeout, I/O error) the summary up to the
 /// failure comes with the error.
 pub fn serve(
@@ -228,7 +208,7 @@ pub fn serve(
     let started = Instant::now();
     let mut summary = ServeSummary {
         task: agent.manifest().task.name.clone(),
-        port: options.port.clone(),
+        port: PathBuf::from(options.link.to_string()),
         ..ServeSummary::default()
     };
     let mut meters = Meters::default();
@@ -257,12 +237,6 @@ pub fn serve(
     }
 }
 
-/// Whether a port error means the other end went away (a pty whose master closed reads
-/// and writes EIO, and polls as hung up; a USB serial device that was unplugged likewise).
-fn is_hang_up(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::BrokenPipe || e.raw_os_error() == Some(libc::EIO)
-}
-
 /// The session itself: everything it counts goes into `summary` and `meters` as it
 /// happens, so that an early return loses nothing.
 fn run_session(
@@ -277,20 +251,9 @@ fn run_session(
     meters.camera = Camera::open_for(&manifest, options)?;
     let hello = hello_for(&manifest)?;
     let uses_state = manifest.observation.state.is_some();
-    let path_text = options.port.to_string_lossy().into_owned();
-    let port = serialport::new(path_text, options.baud)
-        .timeout(Duration::from_millis(20))
-        .open_native()
-        .map_err(|source| ServeError::Open {
-            path: options.port.clone(),
-            source,
-        })?;
-    let mut port = Port {
-        path: options.port.clone(),
-        port,
-    };
+    let mut link = ServeLink::open(&options.link)?;
 
-    let mut buf = [0u8; 4096];
+    let mut messages = Vec::new();
     let mut accepted = false;
     let mut last_hello: Option<Instant> = None;
     let mut drain_since: Option<Instant> = None;
@@ -309,7 +272,7 @@ fn run_session(
                 {
                     return Err(ServeError::HandshakeTimeout(limit));
                 }
-                port.send(&Message::Hello(hello.clone()))?;
+                link.send(&Message::Hello(hello.clone()))?;
                 summary.hello_sent += 1;
                 last_hello = Some(Instant::now());
             }
@@ -319,62 +282,52 @@ fn run_session(
         let mut newest = None;
         let mut batch_observations = 0u64;
         let mut received_at = None;
-        let mut read_any = false;
         let mut hung_up = false;
-        loop {
-            let n = match port.read(&mut buf) {
-                Ok(n) => n,
-                // The other end went away after the stop request: nothing more will come.
-                Err(_) if stop.load(Ordering::Relaxed) => {
-                    hung_up = true;
-                    0
-                }
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
-                break;
+        messages.clear();
+        let read_any = match link.receive(&mut meters.decoder, &mut messages) {
+            Ok(read_any) => read_any,
+            // The other end went away after the stop request: nothing more will come.
+            Err(_) if stop.load(Ordering::Relaxed) => {
+                hung_up = true;
+                false
             }
-            read_any = true;
+            Err(e) => return Err(e),
+        };
+        if read_any {
             received_at = Some(Instant::now());
-            for &byte in &buf[..n] {
-                let Some(Ok(frame)) = meters.decoder.push(byte) else {
-                    continue;
-                };
-                match frame.message {
-                    Message::Observation(o) if accepted => {
-                        batch_observations += 1;
-                        newest = Some(o);
-                    }
-                    Message::Observation(_) => summary.observations_before_session += 1,
-                    Message::HelloAck(ack) => {
-                        // A repeated acknowledgement (of a repeated hello) keeps the episode.
-                        if handle_ack(&ack, &hello, &mut accepted, summary, started)? {
-                            agent.reset();
-                        }
-                    }
-                    Message::Heartbeat(h) => {
-                        summary.heartbeats += 1;
-                        if summary.last_mode != Some(h.mode) {
-                            errln!(
-                                "serve: firmware mode {:?} (tick {}, {} deadline misses, {} faults, {} frame errors)",
-                                h.mode,
-                                h.tick,
-                                h.deadline_misses,
-                                h.faults,
-                                h.frame_errors
-                            );
-                        }
-                        summary.last_mode = Some(h.mode);
-                    }
-                    Message::Fault(f) => {
-                        summary.fault_reports += 1;
-                        log_fault(&f);
-                    }
-                    Message::Hello(_) | Message::Action(_) => summary.unexpected_messages += 1,
+        }
+        for message in messages.drain(..) {
+            match message {
+                Message::Observation(o) if accepted => {
+                    batch_observations += 1;
+                    newest = Some(o);
                 }
-            }
-            if port.waiting() == 0 {
-                break;
+                Message::Observation(_) => summary.observations_before_session += 1,
+                Message::HelloAck(ack) => {
+                    // A repeated acknowledgement (of a repeated hello) keeps the episode.
+                    if handle_ack(&ack, &hello, &mut accepted, summary, started)? {
+                        agent.reset();
+                    }
+                }
+                Message::Heartbeat(h) => {
+                    summary.heartbeats += 1;
+                    if summary.last_mode != Some(h.mode) {
+                        errln!(
+                            "serve: firmware mode {:?} (tick {}, {} deadline misses, {} faults, {} frame errors)",
+                            h.mode,
+                            h.tick,
+                            h.deadline_misses,
+                            h.faults,
+                            h.frame_errors
+                        );
+                    }
+                    summary.last_mode = Some(h.mode);
+                }
+                Message::Fault(f) => {
+                    summary.fault_reports += 1;
+                    log_fault(&f);
+                }
+                Message::Hello(_) | Message::Action(_) => summary.unexpected_messages += 1,
             }
         }
 
@@ -415,7 +368,7 @@ fn run_session(
             // Cannot fail: at most MAX_ACTION values are taken.
             let _ = action_values.push(value);
         }
-        match port.send(&Message::Action(Action {
+        match link.send(&Message::Action(Action {
             seq: observation.seq,
             values: action_values.clone(),
         })) {

@@ -4,6 +4,7 @@
 #[path = "../../export/tests/common/mod.rs"]
 mod export_fixtures;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,13 +14,13 @@ use dreamer_export::{ExportOptions, export};
 #[cfg(feature = "sim")]
 use dreamer_runtime::serve::Camera;
 use dreamer_runtime::serve::{
-    ServeEnd, ServeError, ServeFailure, ServeOptions, ServeSummary, serve,
+    LinkSpec, ServeEnd, ServeError, ServeFailure, ServeOptions, ServeSummary, serve,
 };
 use dreamer_runtime::{Agent, AgentOptions};
 use dreamer_wire::HandshakeResult;
 use dreamer_wire::report::FirmwareSummary;
 use export_fixtures::Spec;
-use firmware_host::{HostFirmware, PtySerial, SimOptions, StreamLink};
+use firmware_host::{DatagramLink, HostFirmware, HostUdp, Link, PtySerial, SimOptions, StreamLink};
 use serialport::{SerialPort, TTYPort};
 
 fn bundle(dir: &Path, spec: &Spec) -> PathBuf {
@@ -58,85 +59,146 @@ fn cartpole_state() -> Spec {
     }
 }
 
-/// Runs `options` against a host firmware for `plant` for `seconds`; returns both sides.
+/// The link a test serves over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Over {
+    Pty,
+    Udp,
+}
+
+/// A free loopback UDP address (bound, read, released; the caller binds it next).
+fn free_udp_address() -> SocketAddr {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Serves `bundle` against a host firmware for `plant` over `over` for `seconds`; returns
+/// both sides.
 fn against_firmware(
     plant: &str,
     bundle: &Path,
     seconds: f64,
+    over: Over,
 ) -> (Result<ServeSummary, ServeFailure>, FirmwareSummary) {
     let mut agent = Agent::load(bundle, AgentOptions::default()).unwrap();
-    let (master, slave) = pty_pair();
-    let port = PathBuf::from(slave.name().unwrap());
-    // serve opens the slave itself, exclusively.
-    drop(slave);
     let stop = Arc::new(AtomicBool::new(false));
-    let firmware = {
-        let stop = stop.clone();
-        let plant = plant.to_string();
-        std::thread::spawn(move || {
-            let options = SimOptions {
-                rate_hz: 50.0,
-                heartbeat_hz: 10.0,
-                ..SimOptions::new(&plant)
-            };
-            let mut robot =
-                HostFirmware::new(options, StreamLink::new(PtySerial::new(master))).unwrap();
-            robot.run(
-                Some(Duration::from_secs_f64(seconds)),
-                &AtomicBool::new(false),
-            );
-            robot.drain(Duration::from_millis(100));
-            stop.store(true, Ordering::Relaxed);
-            robot.finish()
-        })
+    let options = SimOptions {
+        rate_hz: 50.0,
+        heartbeat_hz: 10.0,
+        ..SimOptions::new(plant)
     };
-    let outcome = serve(&mut agent, &ServeOptions::new(port), &stop);
+    let (link, firmware) = match over {
+        Over::Pty => {
+            let (master, slave) = pty_pair();
+            let port = PathBuf::from(slave.name().unwrap());
+            // serve opens the slave itself, exclusively.
+            drop(slave);
+            let robot = HostFirmware::new(options, StreamLink::new(PtySerial::new(master)));
+            let firmware = in_thread(robot.unwrap(), seconds, &stop);
+            (
+                LinkSpec::Serial {
+                    path: port,
+                    baud: 115_200,
+                },
+                firmware,
+            )
+        }
+        Over::Udp => {
+            let runtime = free_udp_address();
+            let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let link = DatagramLink::bind(HostUdp::new(ip), 0, runtime).unwrap();
+            let (fd, firmware_addr) = link.stack().bound().unwrap();
+            let mut robot = HostFirmware::new(options, link).unwrap();
+            robot.wake_on_input(fd);
+            let firmware = in_thread(robot, seconds, &stop);
+            (
+                LinkSpec::Udp {
+                    bind: runtime,
+                    peer: firmware_addr,
+                },
+                firmware,
+            )
+        }
+    };
+    let outcome = serve(&mut agent, &ServeOptions::on(link), &stop);
     stop.store(true, Ordering::Relaxed);
     let summary = firmware.join().unwrap();
     (outcome, summary)
 }
 
+/// Runs `robot` for `seconds` in a thread, then drains and sets `stop`.
+fn in_thread<L: Link + Send + 'static>(
+    mut robot: HostFirmware<L>,
+    seconds: f64,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<FirmwareSummary> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        robot.run(
+            Some(Duration::from_secs_f64(seconds)),
+            &AtomicBool::new(false),
+        );
+        robot.drain(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        robot.finish()
+    })
+}
+
 #[test]
 fn answers_every_observation_of_the_host_firmware() {
-    let tmp = tempfile::tempdir().unwrap();
-    let bundle = bundle(tmp.path(), &cartpole_state());
-    let (outcome, firmware) = against_firmware("cartpole-swingup", &bundle, 2.0);
-    let served = outcome.unwrap();
-    assert_eq!(
-        (served.end, served.error.as_deref()),
-        (ServeEnd::Stopped, None)
-    );
-    assert!(served.session_opened_s.is_some());
-    assert!(served.hello_sent >= 1);
-    assert!(served.answered >= 30, "{served:?}");
-    assert_eq!(
-        served.answered + served.stale_observations,
-        served.observations
-    );
-    assert_eq!(served.frame_errors.errors(), 0, "{:?}", served.frame_errors);
-    assert!(served.heartbeats > 0);
-    assert_eq!(served.agent_faults, 0);
-    assert_eq!(served.inference.count, served.answered);
-    // The firmware took the answers: every action it received was a valid frame (action
-    // sequence gaps are allowed: a late runtime answers only the newest observation).
-    let link = firmware.frame_errors;
-    assert_eq!(
-        link.bad_cobs + link.bad_crc + link.wrong_length + link.unknown_message + link.malformed,
-        0,
-        "{link:?}"
-    );
-    // Everything it accepted was sent by serve (the last answer may come after it stopped).
-    assert!(u64::from(link.frames_ok) <= served.answered + served.hello_sent);
-    assert!(u64::from(firmware.firmware.actions_applied) * 2 >= served.answered);
-    assert_eq!(firmware.firmware.invalid_actions, 0);
-    assert_eq!(firmware.round_trip.count, firmware.firmware.actions_applied);
+    for over in [Over::Pty, Over::Udp] {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = bundle(tmp.path(), &cartpole_state());
+        let (outcome, firmware) = against_firmware("cartpole-swingup", &bundle, 2.0, over);
+        let served = outcome.unwrap();
+        assert_eq!(
+            (served.end, served.error.as_deref()),
+            (ServeEnd::Stopped, None),
+            "{over:?}"
+        );
+        assert_eq!(
+            served.port.to_string_lossy().starts_with("udp 127.0.0.1:"),
+            over == Over::Udp
+        );
+        assert!(served.session_opened_s.is_some());
+        assert!(served.hello_sent >= 1);
+        assert!(served.answered >= 30, "{over:?} {served:?}");
+        assert_eq!(
+            served.answered + served.stale_observations,
+            served.observations
+        );
+        assert_eq!(served.frame_errors.errors(), 0, "{:?}", served.frame_errors);
+        assert_eq!(served.frame_errors.foreign, 0);
+        assert!(served.heartbeats > 0);
+        assert_eq!(served.agent_faults, 0);
+        assert_eq!(served.inference.count, served.answered);
+        // The firmware took the answers: every action it received was a valid frame (action
+        // sequence gaps are allowed: a late runtime answers only the newest observation).
+        let link = firmware.frame_errors;
+        assert_eq!(
+            link.bad_cobs
+                + link.bad_crc
+                + link.wrong_length
+                + link.unknown_message
+                + link.malformed,
+            0,
+            "{link:?}"
+        );
+        // Everything it accepted was sent by serve (the last answer may come after it stopped).
+        assert!(u64::from(link.frames_ok) <= served.answered + served.hello_sent);
+        assert!(u64::from(firmware.firmware.actions_applied) * 2 >= served.answered);
+        assert_eq!(firmware.firmware.invalid_actions, 0);
+        assert_eq!(firmware.round_trip.count, firmware.firmware.actions_applied);
+    }
 }
 
 #[test]
 fn a_refused_handshake_names_both_sides() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = bundle(tmp.path(), &cartpole_state());
-    let (outcome, firmware) = against_firmware("pendulum", &bundle, 1.0);
+    let (outcome, firmware) = against_firmware("pendulum", &bundle, 1.0, Over::Udp);
     let ServeFailure { error, summary } = outcome.unwrap_err();
     // The summary comes with the error and says how serving ended.
     assert_eq!(summary.end, ServeEnd::Refused);
@@ -255,6 +317,7 @@ fn the_summary_keeps_its_json_field_names() {
         [
             "bad_cobs",
             "bad_crc",
+            "foreign",
             "frames_ok",
             "malformed",
             "sequence_gaps",
@@ -355,9 +418,10 @@ mod binary {
     }
 
     impl Served {
+        /// `dreamer-rt serve` of `bundle` with `link` (the firmware's link options).
         fn start(
             bundle: &Path,
-            port: &Path,
+            link: &[String],
             summary: &Path,
             extra: &[&str],
             stdout: Stdio,
@@ -366,8 +430,7 @@ mod binary {
             let mut child = Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
                 .arg("serve")
                 .arg(bundle)
-                .arg("--port")
-                .arg(port)
+                .args(link)
                 .arg("--summary")
                 .arg(summary)
                 .args(extra)
@@ -409,31 +472,57 @@ mod binary {
         }
     }
 
-    /// A host firmware on a new pty, running until [`Firmware::stop`].
+    /// A host firmware on a new pty or UDP socket, running until [`Firmware::stop`].
     struct Firmware {
-        /// Serve's end of the pty.
-        port: PathBuf,
+        /// Serve's options for its end of the link (`--port ...` or `--udp-bind ...`).
+        port: Vec<String>,
         stop: Arc<AtomicBool>,
         thread: std::thread::JoinHandle<()>,
     }
 
     impl Firmware {
         fn start(plant: &'static str) -> Self {
-            let (master, slave) = pty_pair();
-            let port = PathBuf::from(slave.name().unwrap());
-            drop(slave);
+            Self::start_over(plant, Over::Pty)
+        }
+
+        fn start_over(plant: &'static str, over: Over) -> Self {
             let stop = Arc::new(AtomicBool::new(false));
             let running = stop.clone();
-            let thread = std::thread::spawn(move || {
-                let options = SimOptions {
-                    rate_hz: 50.0,
-                    ..SimOptions::new(plant)
-                };
-                let mut robot =
-                    HostFirmware::new(options, StreamLink::new(PtySerial::new(master))).unwrap();
-                robot.run(None, &running);
-                // Dropped here: the pty master closes.
-            });
+            let options = SimOptions {
+                rate_hz: 50.0,
+                ..SimOptions::new(plant)
+            };
+            fn run<L: Link + Send + 'static>(
+                mut robot: HostFirmware<L>,
+                running: Arc<AtomicBool>,
+            ) -> std::thread::JoinHandle<()> {
+                // Dropped at the end: the pty master or the socket closes.
+                std::thread::spawn(move || robot.run(None, &running))
+            }
+            let (port, thread) = match over {
+                Over::Pty => {
+                    let (master, slave) = pty_pair();
+                    let port = slave.name().unwrap();
+                    drop(slave);
+                    let link = StreamLink::new(PtySerial::new(master));
+                    let robot = HostFirmware::new(options, link).unwrap();
+                    (vec!["--port".to_string(), port], run(robot, running))
+                }
+                Over::Udp => {
+                    let runtime = free_udp_address();
+                    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+                    let link = DatagramLink::bind(HostUdp::new(ip), 0, runtime).unwrap();
+                    let (fd, firmware) = link.stack().bound().unwrap();
+                    let mut robot = HostFirmware::new(options, link).unwrap();
+                    robot.wake_on_input(fd);
+                    let args = ["--udp-bind", &runtime.to_string(), "--udp-peer"]
+                        .iter()
+                        .map(|a| a.to_string())
+                        .chain([firmware.to_string()])
+                        .collect();
+                    (args, run(robot, running))
+                }
+            };
             Firmware { port, stop, thread }
         }
 
@@ -507,9 +596,14 @@ mod binary {
     fn a_stop_request_writes_the_summary_whatever_happens_to_stdout() {
         let tmp = tempfile::tempdir().unwrap();
         let bundle = bundle(tmp.path(), &cartpole_state());
-        for gone in GoneStdout::ALL {
-            let name = gone.name();
-            let firmware = Firmware::start("cartpole-swingup");
+        let cases = GoneStdout::ALL
+            .into_iter()
+            .map(|gone| (gone, Over::Pty))
+            .chain([(GoneStdout::ALL[0], Over::Udp)]);
+        for (gone, over) in cases {
+            let name = format!("{} {over:?}", gone.name());
+            let name = name.as_str();
+            let firmware = Firmware::start_over("cartpole-swingup", over);
             let summary_path = tmp.path().join(format!("stopped-{name}.json"));
             let mut served =
                 Served::start(&bundle, &firmware.port, &summary_path, &[], gone.stdio());
@@ -535,23 +629,33 @@ mod binary {
     fn a_handshake_timeout_and_a_bad_bundle_write_the_summary() {
         let tmp = tempfile::tempdir().unwrap();
         let bundle = bundle(tmp.path(), &cartpole_state());
-        // Nobody answers on this pty.
+        // Nobody answers on this pty, nor at this UDP address.
         let (_master, slave) = pty_pair();
-        let port = PathBuf::from(slave.name().unwrap());
+        let port = vec!["--port".to_string(), slave.name().unwrap()];
         drop(slave);
-        let summary_path = tmp.path().join("timeout.json");
-        let served = Served::start(
-            &bundle,
-            &port,
-            &summary_path,
-            &["--handshake-timeout-s", "0.2"],
-            Stdio::null(),
-        );
-        let (status, stderr) = served.finish();
-        assert!(!status.success(), "{stderr}");
-        let summary = summary_of(&summary_path, &stderr);
-        assert_eq!(summary.end, ServeEnd::HandshakeTimeout, "{summary:?}");
-        assert!(summary.hello_sent >= 1, "{summary:?}");
+        let udp = ["--udp-bind", "--udp-peer"]
+            .into_iter()
+            .flat_map(|flag| [flag.to_string(), free_udp_address().to_string()])
+            .collect::<Vec<_>>();
+        for (name, link) in [("pty", &port), ("udp", &udp)] {
+            let summary_path = tmp.path().join(format!("timeout-{name}.json"));
+            let served = Served::start(
+                &bundle,
+                link,
+                &summary_path,
+                &["--handshake-timeout-s", "0.2"],
+                Stdio::null(),
+            );
+            let (status, stderr) = served.finish();
+            assert!(!status.success(), "{name}: {stderr}");
+            let summary = summary_of(&summary_path, &stderr);
+            assert_eq!(
+                summary.end,
+                ServeEnd::HandshakeTimeout,
+                "{name}: {summary:?}"
+            );
+            assert!(summary.hello_sent >= 1, "{name}: {summary:?}");
+        }
 
         let missing = tmp.path().join("no-such-bundle");
         let summary_path = tmp.path().join("no-bundle.json");

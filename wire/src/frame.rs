@@ -98,6 +98,14 @@ pub fn encode_datagram<'a>(message: &Message, out: &'a mut [u8; MAX_RAW]) -> &'a
     &out[..payload_len + CRC_LEN]
 }
 
+/// Whether a datagram from `from` comes from `peer`, also when a dual-stack socket reports an
+/// IPv4 peer as an IPv4-mapped IPv6 address.
+pub fn same_peer(from: core::net::SocketAddr, peer: core::net::SocketAddr) -> bool {
+    let canonical =
+        |a: core::net::SocketAddr| core::net::SocketAddr::new(a.ip().to_canonical(), a.port());
+    canonical(from) == canonical(peer)
+}
+
 /// Decodes one datagram (a raw frame, see [`encode_datagram`]).
 pub fn decode_datagram(datagram: &[u8]) -> Result<Message, FrameError> {
     if datagram.len() > MAX_RAW {

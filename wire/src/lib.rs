@@ -31,7 +31,7 @@ pub use cobs::{CobsError, cobs_decode, cobs_encode, cobs_max_encoded_len};
 pub use firmware_stats::{FirmwareStats, LatencyStats};
 pub use frame::{
     Frame, FrameDecoder, FrameError, LinkCounters, MAX_FRAME, MAX_PAYLOAD, MAX_RAW, SequenceGap,
-    SequenceTracker, decode_datagram, decode_frame, encode_datagram, encode_frame,
+    SequenceTracker, decode_datagram, decode_frame, encode_datagram, encode_frame, same_peer,
 };
 pub use message::{
     Action, FaultKind, FaultReport, HandshakeResult, Heartbeat, Hello, HelloAck, Layout,

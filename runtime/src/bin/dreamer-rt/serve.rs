@@ -1,16 +1,17 @@
-//! `serve`: answers a microcontroller's observations over a serial port or pty until SIGINT
+//! `serve`: answers a microcontroller's observations over a serial port, a pty or UDP until SIGINT
 //! or SIGTERM, then prints the typed summary as JSON (and writes it with `--summary FILE`).
 //! The summary is written however serving ends (stop request, the firmware hung up or
 //! refused the handshake, handshake timeout, an I/O error, a bundle that did not load); its
 //! `end` and `error` fields say how, and the exit status is non-zero for all but a stop.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use clap::Args;
-use dreamer_runtime::serve::{ServeEnd, ServeOptions, ServeSummary};
+use dreamer_runtime::serve::{LinkSpec, ServeEnd, ServeOptions, ServeSummary};
 use dreamer_wire::report::write_report;
 
 use crate::agent_args::{AgentArgs, load_agent};
@@ -22,8 +23,18 @@ pub struct ServeArgs {
     /// Bundle folder.
     bundle: PathBuf,
     /// Serial device or pty path the firmware is on (e.g. /dev/ttyACM0, /dev/pts/7).
-    #[arg(long)]
-    port: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "udp_bind",
+        conflicts_with = "udp_bind"
+    )]
+    port: Option<PathBuf>,
+    /// Talk UDP instead: bind this address (one message per datagram) ...
+    #[arg(long, value_name = "ADDR", requires = "udp_peer")]
+    udp_bind: Option<SocketAddr>,
+    /// ... and exchange datagrams with the firmware at this address only.
+    #[arg(long, value_name = "ADDR", requires = "udp_bind")]
+    udp_peer: Option<SocketAddr>,
     /// Baud rate set on a real serial port (ignored by ptys).
     #[arg(long, default_value_t = 115_200)]
     baud: u32,
@@ -78,6 +89,19 @@ pub fn serve(args: ServeArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     }
 }
 
+impl ServeArgs {
+    /// The link the options name (clap requires `--port` or both UDP addresses).
+    fn link(&self) -> LinkSpec {
+        match (self.udp_bind, self.udp_peer, &self.port) {
+            (Some(bind), Some(peer), _) => LinkSpec::Udp { bind, peer },
+            (_, _, port) => LinkSpec::Serial {
+                path: port.clone().unwrap_or_default(),
+                baud: self.baud,
+            },
+        }
+    }
+}
+
 /// A failed session: the error and the summary up to it.
 struct Failed {
     summary: Box<ServeSummary>,
@@ -90,7 +114,7 @@ impl Failed {
         Failed {
             summary: Box::new(ServeSummary {
                 task: String::new(),
-                port: args.port.clone(),
+                port: PathBuf::from(args.link().to_string()),
                 end: ServeEnd::Error,
                 error: Some(format!("{error:#}")),
                 ..ServeSummary::default()
@@ -118,21 +142,19 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
     for note_text in &args.realtime.apply().notes {
         errln!("serve: note: {note_text}");
     }
+    let link = args.link();
     let options = ServeOptions {
-        baud: args.baud,
         camera_state: args.camera_state.clone(),
         handshake_timeout,
-        ..ServeOptions::new(args.port.clone())
+        ..ServeOptions::on(link.clone())
     };
     errln!(
-        "serve: {} (task {}) on {}",
+        "serve: {} (task {}) on {link}",
         args.bundle.display(),
         agent.manifest().task.name,
-        args.port.display()
     );
     dreamer_runtime::serve::serve(&mut agent, &options, &STOP).map_err(|failure| Failed {
         summary: failure.summary,
-        error: anyhow::Error::new(failure.error)
-            .context(format!("serving {} failed", args.port.display())),
+        error: anyhow::Error::new(failure.error).context(format!("serving {link} failed")),
     })
 }
