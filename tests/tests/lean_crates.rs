@@ -146,11 +146,13 @@ const ALLOWED: [(&str, &[&str]); 16] = [
             "dreamer-persist",
         ],
     ),
+    // The bridge is on the environment side: export reads its record of a bridged env.
     (
         "dreamer-export",
         &[
             "dreamer-config",
             "dreamer-tasks",
+            "dreamer-bridge",
             "dreamer-bundle",
             "dreamer-ort",
             "dreamer-cli",
