@@ -13,43 +13,23 @@ use common::{Peer, Pty, Transport};
 use dreamer_firmware::{StreamLink, TaskLayout};
 use dreamer_wire::Mode;
 use dreamer_wire::report::FirmwareSummary;
-use firmware_host::{HostFirmware, PtySerial, SimOptions};
+use firmware_host::{HostFirmware, PtySerial};
 use serialport::{SerialPort, TTYPort};
 
 #[test]
 fn actions_apply_silence_faults_and_answers_recover() {
-    const K: u16 = 3;
     let (master, slave) = TTYPort::pair().expect("cannot create a pty pair");
-    let rate_hz = 20.0;
-    let options = SimOptions {
-        rate_hz,
-        deadline_s: Some(0.045),
-        max_missed: K,
-        heartbeat_hz: rate_hz,
-        ..SimOptions::new("cartpole-swingup")
-    };
-    let mut robot = HostFirmware::new(options, StreamLink::new(PtySerial::new(slave))).unwrap();
+    let link = StreamLink::new(PtySerial::new(slave));
+    let robot = HostFirmware::new(common::scenario_options(), link).unwrap();
     let world = robot.world();
     let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    let firmware = std::thread::spawn(move || {
-        robot.run(Some(Duration::from_secs(120)), &stop_flag);
-        robot.finish()
-    });
+    let firmware = common::run_until_stopped(robot, &stop);
 
     let mut peer = Peer::new(Pty::new(master));
-    common::session_scenario(&mut peer, &world, K);
+    common::session_scenario(&mut peer, &world);
 
     stop.store(true, Ordering::Relaxed);
-    let summary = firmware.join().unwrap();
-    assert!(
-        summary.faults >= 1 && summary.recoveries >= 1,
-        "{summary:?}"
-    );
-    assert!(summary.clamped_actions >= 2);
-    assert_eq!(summary.frame_errors.bad_crc, 1);
-    assert_eq!(summary.firmware.unexpected_messages, 0);
-    assert!(summary.physics_steps > 0 && summary.episode_return.is_finite());
+    common::check_scenario_summary(&firmware.join().unwrap());
 }
 
 #[test]
@@ -68,20 +48,7 @@ fn the_binary_runs_a_session_and_prints_a_summary() {
     peer.handshake("pendulum", TaskLayout::Pendulum.wire_layout());
     // The process has the port open now; closing ours lets its exit end our reads.
     drop(slave);
-    // Answer until one action is known to have been applied on time.
-    let mut previous = peer.tick();
-    peer.answer(previous.seq, 0.2);
-    for _ in 0..300 {
-        let tick = peer.tick();
-        assert_eq!(tick.values, 3);
-        if tick.heartbeat.deadline_misses == previous.heartbeat.deadline_misses {
-            break;
-        }
-        peer.answer(tick.seq, 0.2);
-        previous = tick;
-    }
-    // Silence until the firmware reports the safe state, then stop it.
-    while peer.tick().heartbeat.mode != Mode::Safe {}
+    common::apply_one_then_fall_silent(&mut peer);
     // SAFETY: plain kill(2) on the child's pid.
     assert_eq!(
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },

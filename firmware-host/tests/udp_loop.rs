@@ -12,34 +12,21 @@ use std::time::Duration;
 use common::{Peer, Udp};
 use dreamer_firmware::TaskLayout;
 use dreamer_wire::{Hello, MAX_RAW, Message, PROTOCOL_VERSION, encode_datagram};
-use firmware_host::{DatagramLink, HostFirmware, HostUdp, SimOptions};
+use firmware_host::{DatagramLink, HostFirmware, HostUdp};
 
 #[test]
 fn actions_apply_silence_faults_and_answers_recover_over_udp() {
-    const K: u16 = 3;
     let peer_socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let peer_addr = peer_socket.local_addr().unwrap();
     // Port 0: the OS picks a free one, which the stack reports.
     let link =
         DatagramLink::bind(HostUdp::new(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0, peer_addr).unwrap();
     let (fd, firmware_addr) = link.stack().bound().unwrap();
-    let rate_hz = 20.0;
-    let options = SimOptions {
-        rate_hz,
-        deadline_s: Some(0.045),
-        max_missed: K,
-        heartbeat_hz: rate_hz,
-        ..SimOptions::new("cartpole-swingup")
-    };
-    let mut robot = HostFirmware::new(options, link).unwrap();
+    let mut robot = HostFirmware::new(common::scenario_options(), link).unwrap();
     robot.wake_on_input(fd);
     let world = robot.world();
     let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    let firmware = std::thread::spawn(move || {
-        robot.run(Some(Duration::from_secs(120)), &stop_flag);
-        robot.finish()
-    });
+    let firmware = common::run_until_stopped(robot, &stop);
 
     // A stranger's valid handshake gets no answer.
     let stranger = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -63,20 +50,13 @@ fn actions_apply_silence_faults_and_answers_recover_over_udp() {
     );
 
     let mut peer = Peer::new(Udp::new(peer_socket, firmware_addr));
-    common::session_scenario(&mut peer, &world, K);
+    common::session_scenario(&mut peer, &world);
 
     stop.store(true, Ordering::Relaxed);
     let summary = firmware.join().unwrap();
-    assert!(
-        summary.faults >= 1 && summary.recoveries >= 1,
-        "{summary:?}"
-    );
-    assert!(summary.clamped_actions >= 2);
-    assert_eq!(summary.frame_errors.bad_crc, 1);
+    common::check_scenario_summary(&summary);
     assert_eq!(summary.frame_errors.foreign, 2);
     assert_eq!(summary.firmware.handshakes_accepted, 1);
-    assert_eq!(summary.firmware.unexpected_messages, 0);
-    assert!(summary.physics_steps > 0 && summary.episode_return.is_finite());
 }
 
 /// The binary with `--udp-bind 127.0.0.1:0`: it heartbeats before any session (which is how
@@ -102,18 +82,7 @@ fn the_binary_runs_a_udp_session_and_prints_a_summary() {
         .expect("no heartbeat from the firmware");
     let mut peer = Peer::new(Udp::new(peer_socket, firmware_addr));
     peer.handshake("pendulum", TaskLayout::Pendulum.wire_layout());
-    let mut previous = peer.tick();
-    peer.answer(previous.seq, 0.2);
-    for _ in 0..300 {
-        let tick = peer.tick();
-        assert_eq!(tick.values, 3);
-        if tick.heartbeat.deadline_misses == previous.heartbeat.deadline_misses {
-            break;
-        }
-        peer.answer(tick.seq, 0.2);
-        previous = tick;
-    }
-    while peer.tick().heartbeat.mode != dreamer_wire::Mode::Safe {}
+    common::apply_one_then_fall_silent(&mut peer);
     // SAFETY: plain kill(2) on the child's pid.
     assert_eq!(
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },

@@ -74,6 +74,18 @@ fn free_udp_address() -> SocketAddr {
         .unwrap()
 }
 
+/// A host firmware on a loopback UDP socket (a free port) whose peer is the runtime's free
+/// address; returns it with that address and its own.
+fn udp_robot(options: SimOptions) -> (HostFirmware<DatagramLink<HostUdp>>, SocketAddr, SocketAddr) {
+    let runtime = free_udp_address();
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let link = DatagramLink::bind(HostUdp::new(ip), 0, runtime).unwrap();
+    let (fd, firmware) = link.stack().bound().unwrap();
+    let mut robot = HostFirmware::new(options, link).unwrap();
+    robot.wake_on_input(fd);
+    (robot, runtime, firmware)
+}
+
 /// Serves `bundle` against a host firmware for `plant` over `over` for `seconds`; returns
 /// both sides.
 fn against_firmware(
@@ -106,12 +118,7 @@ fn against_firmware(
             )
         }
         Over::Udp => {
-            let runtime = free_udp_address();
-            let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            let link = DatagramLink::bind(HostUdp::new(ip), 0, runtime).unwrap();
-            let (fd, firmware_addr) = link.stack().bound().unwrap();
-            let mut robot = HostFirmware::new(options, link).unwrap();
-            robot.wake_on_input(fd);
+            let (robot, runtime, firmware_addr) = udp_robot(options);
             let firmware = in_thread(robot, seconds, &stop);
             (
                 LinkSpec::Udp {
@@ -509,12 +516,7 @@ mod binary {
                     (vec!["--port".to_string(), port], run(robot, running))
                 }
                 Over::Udp => {
-                    let runtime = free_udp_address();
-                    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-                    let link = DatagramLink::bind(HostUdp::new(ip), 0, runtime).unwrap();
-                    let (fd, firmware) = link.stack().bound().unwrap();
-                    let mut robot = HostFirmware::new(options, link).unwrap();
-                    robot.wake_on_input(fd);
+                    let (robot, runtime, firmware) = udp_robot(options);
                     let args = ["--udp-bind", &runtime.to_string(), "--udp-peer"]
                         .iter()
                         .map(|a| a.to_string())

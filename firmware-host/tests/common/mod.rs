@@ -11,14 +11,18 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dreamer_wire::report::FirmwareSummary;
 use dreamer_wire::{
     Action, FaultKind, FaultReport, Frame, FrameDecoder, FrameReader, HandshakeResult, Heartbeat,
     Hello, MAX_FRAME, MAX_RAW, Message, Mode, PROTOCOL_VERSION, cobs_encode, encode_datagram,
     write_message,
 };
-use firmware_host::SharedWorld;
+use firmware_host::{HostFirmware, Link, SharedWorld, SimOptions};
 use serialport::{SerialPort, TTYPort};
 
 /// How the peer moves messages.
@@ -282,10 +286,11 @@ pub fn drive<T: Transport>(
     panic!("no action was applied on time in 300 ticks");
 }
 
-/// A session of a cartpole firmware with safe state after `k` misses: actions drive the
+/// A session of the firmware of [`scenario_options`] (safe state after `k` misses): actions drive the
 /// motor (an out-of-range one clamped), silence raises the fault within `k` ticks and keeps
 /// the motor off, answers clear it, and an action with a bad CRC is counted, not applied.
-pub fn session_scenario<T: Transport>(peer: &mut Peer<T>, world: &SharedWorld, k: u16) {
+pub fn session_scenario<T: Transport>(peer: &mut Peer<T>, world: &SharedWorld) {
+    let k = SCENARIO_K;
     peer.handshake(
         "cartpole-swingup",
         dreamer_firmware::TaskLayout::Cartpole.wire_layout(),
@@ -354,4 +359,60 @@ pub fn session_scenario<T: Transport>(peer: &mut Peer<T>, world: &SharedWorld, k
         0.9,
         "the corrupted action was applied"
     );
+}
+
+/// What a robot that ran [`session_scenario`] must report.
+pub fn check_scenario_summary(summary: &FirmwareSummary) {
+    assert!(
+        summary.faults >= 1 && summary.recoveries >= 1,
+        "{summary:?}"
+    );
+    assert!(summary.clamped_actions >= 2);
+    assert_eq!(summary.frame_errors.bad_crc, 1);
+    assert_eq!(summary.firmware.unexpected_messages, 0);
+    assert!(summary.physics_steps > 0 && summary.episode_return.is_finite());
+}
+
+/// After the handshake with a pendulum firmware: answers until one action is known to have
+/// been applied on time, then stays silent until the firmware is in its safe state.
+pub fn apply_one_then_fall_silent<T: Transport>(peer: &mut Peer<T>) {
+    let mut previous = peer.tick();
+    peer.answer(previous.seq, 0.2);
+    for _ in 0..300 {
+        let tick = peer.tick();
+        assert_eq!(tick.values, 3);
+        if tick.heartbeat.deadline_misses == previous.heartbeat.deadline_misses {
+            break;
+        }
+        peer.answer(tick.seq, 0.2);
+        previous = tick;
+    }
+    while peer.tick().heartbeat.mode != Mode::Safe {}
+}
+
+/// Safe state after this many missed deadlines in [`session_scenario`].
+pub const SCENARIO_K: u16 = 3;
+
+/// The robot of [`session_scenario`]: cartpole at 20 Hz, a heartbeat after every observation.
+pub fn scenario_options() -> SimOptions {
+    let rate_hz = 20.0;
+    SimOptions {
+        rate_hz,
+        deadline_s: Some(0.045),
+        max_missed: SCENARIO_K,
+        heartbeat_hz: rate_hz,
+        ..SimOptions::new("cartpole-swingup")
+    }
+}
+
+/// Runs `robot` in a thread until `stop` is set (two minutes at most); its summary at the end.
+pub fn run_until_stopped<L: Link + Send + 'static>(
+    mut robot: HostFirmware<L>,
+    stop: &Arc<AtomicBool>,
+) -> JoinHandle<FirmwareSummary> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        robot.run(Some(Duration::from_secs(120)), &stop);
+        robot.finish()
+    })
 }
