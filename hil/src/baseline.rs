@@ -1,11 +1,13 @@
-//! The platform's floor for the loop's latency: bytes echoed over one pty pair between two
-//! threads at the control rate, with no protocol and no inference. Every round trip of the
-//! real loop crosses the same kernel path twice (pty data is handed over by kernel workers
-//! that run at normal priority), so the share of echoes above the deadline is a lower bound
-//! for the loop's deadline misses on this machine.
+//! The platform's floor for the loop's latency: a short message echoed between two threads at
+//! the control rate over the loop's own kind of link, a pty pair or a UDP loopback socket pair,
+//! with no protocol and no inference. Every round trip of the real loop crosses the same kernel
+//! path twice (pty data is handed over by kernel workers that run at normal priority; UDP
+//! loopback goes through the network stack's softirq), so the share of echoes above the
+//! deadline is a lower bound for the loop's deadline misses on this machine.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,10 +22,14 @@ use crate::pty::{Pty, wait_ready};
 const MESSAGE_LEN: usize = 32;
 /// An echo not back within this long counts as lost.
 const LOST_AFTER_MS: libc::c_int = 100;
+/// How long the echo thread waits before looking at its stop flag again.
+const ECHO_POLL_MS: libc::c_int = 20;
 
-/// Round trips of the pty echo, in microseconds.
+/// Round trips of the bare echo, in microseconds.
 #[derive(Debug, Clone, Serialize)]
-pub struct PtyEcho {
+pub struct EchoFloor {
+    /// `pty` or `udp`.
+    pub link: &'static str,
     pub rate_hz: f64,
     pub echoes: u64,
     pub lost: u64,
@@ -38,44 +44,141 @@ pub struct PtyEcho {
     pub over_deadline_ratio: f64,
 }
 
-/// Echoes `MESSAGE_LEN` bytes every `1 / rate_hz` seconds for `duration`, both threads under
-/// SCHED_FIFO at `rt_priority` when given and permitted.
+/// The pinging end of an echo link.
+trait PingEnd: Send + 'static {
+    fn send(&mut self, message: &[u8]) -> io::Result<()>;
+    /// Reads what arrives within `timeout_ms` (0: only what is waiting); 0 when nothing did.
+    fn receive(&mut self, buf: &mut [u8], timeout_ms: libc::c_int) -> io::Result<usize>;
+}
+
+impl PingEnd for Pty {
+    fn send(&mut self, message: &[u8]) -> io::Result<()> {
+        self.master.write_all(message)
+    }
+
+    fn receive(&mut self, buf: &mut [u8], timeout_ms: libc::c_int) -> io::Result<usize> {
+        if !wait_ready(self.master.as_raw_fd(), false, timeout_ms)?.0 {
+            return Ok(0);
+        }
+        self.master.read(buf)
+    }
+}
+
+/// A UDP socket connected to the echoing one.
+impl PingEnd for UdpSocket {
+    fn send(&mut self, message: &[u8]) -> io::Result<()> {
+        UdpSocket::send(self, message).map(drop)
+    }
+
+    fn receive(&mut self, buf: &mut [u8], timeout_ms: libc::c_int) -> io::Result<usize> {
+        if !wait_ready(self.as_raw_fd(), false, timeout_ms)?.0 {
+            return Ok(0);
+        }
+        match self.recv(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        }
+    }
+}
+
+/// Echoes `MESSAGE_LEN` bytes over a pty pair every `1 / rate_hz` seconds for `duration`,
+/// both threads under SCHED_FIFO at `rt_priority` when given and permitted.
 pub fn pty_echo(
     rate_hz: f64,
     duration: Duration,
     deadline: Duration,
     rt_priority: Option<i32>,
-) -> io::Result<PtyEcho> {
-    if !(rate_hz.is_finite() && rate_hz > 0.0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("pty echo rate must be positive, got {rate_hz}"),
-        ));
-    }
+) -> io::Result<EchoFloor> {
+    check_rate(rate_hz)?;
     let pty = Pty::open()?;
     let mut far_end = File::options()
         .read(true)
         .write(true)
         .open(&pty.slave_path)?;
+    let echo = move |stop: &AtomicBool| -> io::Result<()> {
+        let mut buf = [0u8; 256];
+        while !stop.load(Ordering::Relaxed) {
+            if wait_ready(far_end.as_raw_fd(), false, ECHO_POLL_MS)?.0 {
+                let n = far_end.read(&mut buf)?;
+                far_end.write_all(&buf[..n])?;
+            }
+        }
+        Ok(())
+    };
+    measure("pty", pty, echo, rate_hz, duration, deadline, rt_priority)
+}
+
+/// The same over a pair of UDP sockets on loopback, one datagram each way per echo.
+pub fn udp_echo(
+    rate_hz: f64,
+    duration: Duration,
+    deadline: Duration,
+    rt_priority: Option<i32>,
+) -> io::Result<EchoFloor> {
+    check_rate(rate_hz)?;
+    let echoing = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let pinging = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    pinging.connect(echoing.local_addr()?)?;
+    pinging.set_nonblocking(true)?;
+    echoing.set_nonblocking(true)?;
+    let echo = move |stop: &AtomicBool| -> io::Result<()> {
+        let mut buf = [0u8; 256];
+        while !stop.load(Ordering::Relaxed) {
+            if wait_ready(echoing.as_raw_fd(), false, ECHO_POLL_MS)?.0 {
+                match echoing.recv_from(&mut buf) {
+                    Ok((n, from)) => echoing.send_to(&buf[..n], from).map(drop)?,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    };
+    measure(
+        "udp",
+        pinging,
+        echo,
+        rate_hz,
+        duration,
+        deadline,
+        rt_priority,
+    )
+}
+
+fn check_rate(rate_hz: f64) -> io::Result<()> {
+    if rate_hz.is_finite() && rate_hz > 0.0 {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("echo rate must be positive, got {rate_hz}"),
+    ))
+}
+
+/// Runs `echo` in one thread until the pings over `end` from another are done.
+fn measure(
+    link: &'static str,
+    end: impl PingEnd,
+    echo: impl FnOnce(&AtomicBool) -> io::Result<()> + Send + 'static,
+    rate_hz: f64,
+    duration: Duration,
+    deadline: Duration,
+    rt_priority: Option<i32>,
+) -> io::Result<EchoFloor> {
     let stop = Arc::new(AtomicBool::new(false));
     let echo_stop = Arc::clone(&stop);
-    let echo =
-        std::thread::Builder::new()
-            .name("pty echo".into())
-            .spawn(move || -> io::Result<()> {
-                set_priority(rt_priority, "echo");
-                let mut buf = [0u8; 256];
-                while !echo_stop.load(Ordering::Relaxed) {
-                    if wait_ready(far_end.as_raw_fd(), false, 20)?.0 {
-                        let n = far_end.read(&mut buf)?;
-                        far_end.write_all(&buf[..n])?;
-                    }
-                }
-                Ok(())
-            })?;
+    let echo = std::thread::Builder::new()
+        .name(format!("{link} echo"))
+        .spawn(move || {
+            set_priority(rt_priority, link, "echo");
+            echo(&echo_stop)
+        })?;
     let pinger = std::thread::Builder::new()
-        .name("pty ping".into())
-        .spawn(move || ping(pty, rate_hz, duration, rt_priority))?;
+        .name(format!("{link} ping"))
+        .spawn(move || {
+            set_priority(rt_priority, link, "ping");
+            ping(end, rate_hz, duration)
+        })?;
     let round_trips = pinger
         .join()
         .map_err(|_| io::Error::other("ping thread panicked"))?;
@@ -94,7 +197,8 @@ pub fn pty_echo(
             .copied()
             .unwrap_or(0)
     };
-    Ok(PtyEcho {
+    Ok(EchoFloor {
+        link,
         rate_hz,
         echoes,
         lost,
@@ -111,13 +215,7 @@ pub fn pty_echo(
 
 /// The timing side: absolute send times (no drift), blocking until each echo is complete.
 /// Returns (round trips in µs, lost echoes).
-fn ping(
-    mut pty: Pty,
-    rate_hz: f64,
-    duration: Duration,
-    rt_priority: Option<i32>,
-) -> io::Result<(Vec<u64>, u64)> {
-    set_priority(rt_priority, "ping");
+fn ping(mut end: impl PingEnd, rate_hz: f64, duration: Duration) -> io::Result<(Vec<u64>, u64)> {
     let period = Duration::from_secs_f64(1.0 / rate_hz);
     let count = (duration.as_secs_f64() * rate_hz).ceil() as usize;
     let mut round_trips = Vec::with_capacity(count);
@@ -131,19 +229,16 @@ fn ping(
             std::thread::sleep(wait);
         }
         // Bytes of an echo that came back after it was counted lost.
-        while wait_ready(pty.master.as_raw_fd(), false, 0)?.0 {
-            if pty.master.read(&mut buf)? == 0 {
-                break;
-            }
-        }
+        while end.receive(&mut buf, 0)? > 0 {}
         let sent = Instant::now();
-        pty.master.write_all(&message)?;
+        end.send(&message)?;
         let mut got = 0;
         while got < MESSAGE_LEN {
-            if !wait_ready(pty.master.as_raw_fd(), false, LOST_AFTER_MS)?.0 {
+            let n = end.receive(&mut buf, LOST_AFTER_MS)?;
+            if n == 0 {
                 break;
             }
-            got += pty.master.read(&mut buf)?;
+            got += n;
         }
         if got >= MESSAGE_LEN {
             round_trips.push(sent.elapsed().as_micros() as u64);
@@ -154,12 +249,12 @@ fn ping(
     Ok((round_trips, lost))
 }
 
-fn set_priority(rt_priority: Option<i32>, thread: &str) {
+fn set_priority(rt_priority: Option<i32>, link: &str, thread: &str) {
     if let Some(priority) = rt_priority
         && let Err(e) = set_fifo_priority(priority)
     {
         dreamer_cli::errln!(
-            "dreamer-hil: note: pty {thread} thread SCHED_FIFO {priority} not set: {e}"
+            "dreamer-hil: note: {link} {thread} thread SCHED_FIFO {priority} not set: {e}"
         );
     }
 }
@@ -170,28 +265,32 @@ mod tests {
 
     #[test]
     fn echoes_come_back_and_are_counted() {
-        let report = pty_echo(
-            500.0,
-            Duration::from_millis(200),
-            Duration::from_millis(1),
-            None,
-        )
-        .unwrap();
-        assert_eq!(report.echoes, 100);
-        assert_eq!(report.lost, 0);
-        assert!(report.p50_us > 0 && report.p50_us <= report.max_us);
-        assert!(report.over_deadline <= report.echoes);
+        for echo in [pty_echo, udp_echo] {
+            let report = echo(
+                500.0,
+                Duration::from_millis(200),
+                Duration::from_millis(1),
+                None,
+            )
+            .unwrap();
+            assert_eq!(report.echoes, 100, "{report:?}");
+            assert_eq!(report.lost, 0, "{report:?}");
+            assert!(report.p50_us > 0 && report.p50_us <= report.max_us);
+            assert!(report.over_deadline <= report.echoes);
+        }
     }
 
     #[test]
     fn a_bad_rate_is_an_error() {
-        let error = pty_echo(
-            0.0,
-            Duration::from_millis(10),
-            Duration::from_millis(1),
-            None,
-        )
-        .unwrap_err();
-        assert!(error.to_string().contains("rate"), "{error}");
+        for echo in [pty_echo, udp_echo] {
+            let error = echo(
+                0.0,
+                Duration::from_millis(10),
+                Duration::from_millis(1),
+                None,
+            )
+            .unwrap_err();
+            assert!(error.to_string().contains("rate"), "{error}");
+        }
     }
 }

@@ -182,7 +182,7 @@ pub struct HilReport {
     pub runtime: ServeSummary,
     /// The bare pty echo measured before the run, against the firmware's deadline (half the
     /// period): the platform's share of misses.
-    pub pty_echo_baseline: Option<crate::baseline::PtyEcho>,
+    pub pty_echo_baseline: Option<crate::baseline::EchoFloor>,
 }
 
 /// A child process that is killed if the harness fails before stopping it.
