@@ -120,6 +120,11 @@ pub struct ReturnComparison {
     pub relative_difference: Option<f64>,
 }
 
+/// Applied commands per session tick (each applied on time or missed); 0 without one.
+pub fn command_success_rate(applied: u64, missed: u64) -> f64 {
+    applied as f64 / (applied + missed).max(1) as f64
+}
+
 /// Load averages (1, 5, 15 min) from /proc/loadavg.
 pub fn load_average() -> [f64; 3] {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -160,6 +165,9 @@ pub struct HilReport {
     pub deadline_misses: u64,
     /// Deadline misses per observation sent.
     pub deadline_miss_ratio: f64,
+    /// Session ticks whose command was applied on time, per session tick (applied or
+    /// missed), as Franka's FCI reports its command success rate.
+    pub command_success_rate: f64,
     pub faults: u64,
     pub recoveries: u64,
     pub final_mode: Mode,
@@ -664,6 +672,10 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         actions_applied: u64::from(fw.firmware.actions_applied),
         deadline_misses,
         deadline_miss_ratio: deadline_misses as f64 / observations_sent.max(1) as f64,
+        command_success_rate: command_success_rate(
+            u64::from(fw.firmware.actions_applied),
+            deadline_misses,
+        ),
         faults: u64::from(fw.faults),
         recoveries: u64::from(fw.recoveries),
         final_mode: fw.final_mode,
@@ -758,6 +770,13 @@ mod tests {
             e.contains("task `gym:Pendulum-v1` is a Python environment (gymnasium `Pendulum-v1`)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_command_success_rate_counts_every_session_tick() {
+        assert_eq!(command_success_rate(0, 0), 0.0);
+        assert_eq!(command_success_rate(999, 1), 0.999);
+        assert_eq!(command_success_rate(0, 20), 0.0);
     }
 
     #[test]

@@ -146,6 +146,10 @@ fn clean_loop_controls_the_plant_without_errors() {
     );
     assert_eq!(report.final_mode, Mode::Running);
     assert_eq!(u64::from(report.round_trip.count), report.actions_applied);
+    let rate = report.command_success_rate;
+    let expected =
+        report.actions_applied as f64 / (report.actions_applied + report.deadline_misses) as f64;
+    assert!((rate - expected).abs() < 1e-12 && rate >= 0.5, "{rate}");
     assert!(report.inference.count >= report.actions_applied);
     assert!(report.returns.loop_partial.is_finite());
     // 3 s is shorter than an episode (10 s): no loop return yet, the simulation's is there.
