@@ -291,6 +291,7 @@ impl<L: Link> HostFirmware<L> {
             recoveries: stats.recoveries,
             clamped_actions: stats.clamped_actions,
             round_trip: self.firmware.round_trip().stats(),
+            round_trip_every_tick: self.firmware.round_trip_every_tick().stats(),
             period_jitter: self.firmware.period_jitter().stats(),
             session_opened_s: self.session_opened_s,
             frame_errors: *self.firmware.link(),

@@ -73,6 +73,8 @@ pub struct Firmware<I2C, SPI, PWM, DIR, L> {
     previous_sample_us: Option<u64>,
     /// Observation sampled -> its action applied, per applied action.
     round_trip: LatencyHistogram,
+    /// The same per session tick, a miss recorded as one period.
+    round_trip_every_tick: LatencyHistogram,
     /// |time between consecutive samples - period|, per tick.
     period_jitter: LatencyHistogram,
 }
@@ -110,6 +112,7 @@ where
             sampled_at_us: 0,
             previous_sample_us: None,
             round_trip: LatencyHistogram::new(),
+            round_trip_every_tick: LatencyHistogram::new(),
             period_jitter: LatencyHistogram::new(),
         };
         firmware.motor_off();
@@ -142,6 +145,13 @@ where
     /// Time from each observation's sample to the application of the action answering it.
     pub fn round_trip(&self) -> &LatencyHistogram {
         &self.round_trip
+    }
+
+    /// [`Self::round_trip`] over every session tick, a missed deadline recorded as one whole
+    /// period (the earliest a command could come is the next tick): its percentiles hide no
+    /// miss.
+    pub fn round_trip_every_tick(&self) -> &LatencyHistogram {
+        &self.round_trip_every_tick
     }
 
     /// Deviation of the time between consecutive samples from the period.
@@ -256,6 +266,8 @@ where
         }
         self.awaiting_action = false;
         bump(&mut self.stats.deadline_misses);
+        self.round_trip_every_tick
+            .record(u64::from(self.config.period_us));
         self.consecutive_misses = self.consecutive_misses.saturating_add(1);
         if self.mode == Mode::Running && self.consecutive_misses >= self.config.max_missed.max(1) {
             self.enter_safe(FaultKind::DeadlineMissed);
@@ -378,9 +390,9 @@ where
             }
             return;
         }
-        let applied_at = clock.now_us();
-        self.round_trip
-            .record(applied_at.saturating_sub(self.sampled_at_us));
+        let round_trip = clock.now_us().saturating_sub(self.sampled_at_us);
+        self.round_trip.record(round_trip);
+        self.round_trip_every_tick.record(round_trip);
         self.command = command;
         self.awaiting_action = false;
         self.consecutive_misses = 0;

@@ -317,6 +317,13 @@ fn actions_hold_then_safe_state_then_recovery() {
     assert_eq!(stats.actions_applied, 3);
     assert_eq!(stats.deadline_misses, 4);
     assert_eq!(stats.invalid_actions, 1);
+    // Every session tick in the percentiles: 3 applied (1 ms each), 4 misses at one period.
+    let every_tick = fw.round_trip_every_tick().stats();
+    assert_eq!(
+        (every_tick.count, every_tick.min_us, every_tick.max_us),
+        (7, 1000, PERIOD as u32)
+    );
+    assert_eq!(every_tick.p50_us, PERIOD as u32);
     assert_eq!((stats.faults, stats.recoveries), (1, 1));
     assert_eq!(fw.link().bad_cobs, 1);
     assert_eq!(peer.counters().sequence_gaps, 0);

@@ -153,8 +153,10 @@ pub struct HilReport {
     pub seed: u64,
     pub load_before: [f64; 3],
     pub load_after: [f64; 3],
-    /// Observation sampled -> action applied, on the firmware clock (µs).
+    /// Observation sampled -> action applied, on the firmware clock (µs), per applied action.
     pub round_trip: LatencyStats,
+    /// The same over every session tick, each missed deadline counted as one period late.
+    pub round_trip_every_tick: LatencyStats,
     /// The runtime's policy step (µs).
     pub inference: LatencySummary,
     /// |sample interval - period| on the firmware (µs).
@@ -665,6 +667,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         load_before,
         load_after,
         round_trip: fw.round_trip,
+        round_trip_every_tick: fw.round_trip_every_tick,
         inference: rt.inference,
         period_jitter: fw.period_jitter,
         ticks: u64::from(fw.ticks),

@@ -150,6 +150,12 @@ fn clean_loop_controls_the_plant_without_errors() {
     let expected =
         report.actions_applied as f64 / (report.actions_applied + report.deadline_misses) as f64;
     assert!((rate - expected).abs() < 1e-12 && rate >= 0.5, "{rate}");
+    // Every session tick in the every-tick percentiles: the applied ones and the misses.
+    let counters = &report.firmware.firmware;
+    assert_eq!(
+        report.round_trip_every_tick.count,
+        counters.actions_applied + counters.deadline_misses
+    );
     assert!(report.inference.count >= report.actions_applied);
     assert!(report.returns.loop_partial.is_finite());
     // 3 s is shorter than an episode (10 s): no loop return yet, the simulation's is there.

@@ -21,6 +21,10 @@ pub struct FirmwareSummary {
     pub clamped_actions: u32,
     /// Observation sampled -> action applied, per applied action, on the firmware clock.
     pub round_trip: LatencyStats,
+    /// The same over every tick of a session, a missed deadline counted as one period late:
+    /// percentiles that hide no miss (a p99 above the deadline means over 1 % missed).
+    #[serde(default)]
+    pub round_trip_every_tick: LatencyStats,
     /// |interval between consecutive samples - period|, per tick.
     pub period_jitter: LatencyStats,
     /// Seconds after start at which the first session opened (and, with
