@@ -89,7 +89,7 @@ impl SimOptions {
             task: task.into(),
             rate_hz: 50.0,
             deadline_s: None,
-            max_missed: 3,
+            max_missed: dreamer_wire::DEFAULT_MAX_MISSED,
             heartbeat_hz: 1.0,
             seed: 0,
             counts_per_metre: 20_000.0,

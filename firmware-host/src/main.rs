@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Missed deadlines in a row before the safe state (motor off, fault reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = dreamer_wire::DEFAULT_MAX_MISSED)]
     max_missed: u16,
     /// Heartbeat frames per second (0: none).
     #[arg(long, default_value_t = 1.0)]

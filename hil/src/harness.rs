@@ -67,7 +67,7 @@ impl HilOptions {
             faults: FaultRates::default(),
             stall_at_s: None,
             stall_for_s: 0.5,
-            max_missed: 3,
+            max_missed: dreamer_wire::DEFAULT_MAX_MISSED,
             poll_us: 50,
             rt_priority: None,
             lock_memory: false,

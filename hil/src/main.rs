@@ -50,8 +50,8 @@ struct Args {
     /// ...for this many seconds [default: 0.5].
     #[arg(long, allow_negative_numbers = true)]
     stall_for: Option<f64>,
-    /// Missed deadlines in a row before the firmware's safe state.
-    #[arg(long, default_value_t = 3)]
+    /// Missed deadlines in a row before the firmware's safe state (default as Franka's FCI).
+    #[arg(long, default_value_t = dreamer_wire::DEFAULT_MAX_MISSED)]
     max_missed: u16,
     /// Firmware serial polling interval in microseconds.
     #[arg(long, default_value_t = 50)]

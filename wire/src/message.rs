@@ -5,6 +5,11 @@ use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
+/// Missed control periods in a row after which the firmware enters its safe state, unless
+/// configured otherwise: 20, as Franka's FCI stops a robot after 20 consecutive missed
+/// command packets.
+pub const DEFAULT_MAX_MISSED: u16 = 20;
+
 /// Bumped on any change to the messages or the frame format.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest observation vector a frame can carry.
