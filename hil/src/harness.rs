@@ -19,10 +19,22 @@ use serde::Serialize;
 use crate::proxy::{Direction, FaultRates, LinkStats, Proxy, Reconciliation, reconcile};
 use crate::pty::Pty;
 
+/// The link between the firmware and `serve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// A pseudo-terminal pair (a serial line), COBS frames.
+    #[default]
+    Pty,
+    /// UDP on loopback, one frame per datagram.
+    Udp,
+}
+
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct HilOptions {
     pub bundle: PathBuf,
+    pub link: LinkKind,
     /// Control ticks per second (default: the task's own decision rate).
     pub rate_hz: Option<f64>,
     /// Seconds of control after the session opened.
@@ -53,14 +65,16 @@ pub struct HilOptions {
     pub compare_simulation: bool,
     /// Longest wait for the runtime to load and open the session.
     pub connect_timeout: Duration,
-    /// Seconds of pty echo at the control rate before the run ([`crate::baseline`]); 0: none.
-    pub pty_baseline_s: f64,
+    /// Seconds of bare echo over the run's kind of link at the control rate before the run
+    /// ([`crate::baseline`]); 0: none.
+    pub baseline_s: f64,
 }
 
 impl HilOptions {
     pub fn new(bundle: PathBuf, firmware_bin: PathBuf, runtime_bin: PathBuf) -> Self {
         Self {
             bundle,
+            link: LinkKind::Pty,
             rate_hz: None,
             duration_s: 10.0,
             seed: 0,
@@ -77,7 +91,7 @@ impl HilOptions {
             serve_args: Vec::new(),
             compare_simulation: true,
             connect_timeout: Duration::from_secs(120),
-            pty_baseline_s: 0.0,
+            baseline_s: 0.0,
         }
     }
 }
@@ -120,6 +134,13 @@ pub struct ReturnComparison {
     pub relative_difference: Option<f64>,
 }
 
+/// A free loopback UDP address (bound, read, released: the process given it binds it next).
+fn free_udp_address() -> Result<String> {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .context("cannot find a free UDP port")?;
+    Ok(socket.local_addr()?.to_string())
+}
+
 /// Applied commands per session tick (each applied on time or missed); 0 without one.
 pub fn command_success_rate(applied: u64, missed: u64) -> f64 {
     applied as f64 / (applied + missed).max(1) as f64
@@ -144,7 +165,9 @@ pub struct HilReport {
     pub bundle: PathBuf,
     pub rt_priority: Option<i32>,
     pub lock_memory: bool,
-    /// Bytes went through the relay (faults, stall or `--relay`); otherwise one pty pair.
+    pub link: LinkKind,
+    /// Bytes went through the relay (faults, stall or `--relay`); otherwise one pty pair, or
+    /// two UDP sockets.
     pub relay: bool,
     pub task: String,
     pub pixels: bool,
@@ -190,9 +213,9 @@ pub struct HilReport {
     pub firmware: FirmwareSummary,
     /// The `dreamer-rt serve` summary as printed.
     pub runtime: ServeSummary,
-    /// The bare pty echo measured before the run, against the firmware's deadline (half the
-    /// period): the platform's share of misses.
-    pub pty_echo_baseline: Option<crate::baseline::EchoFloor>,
+    /// The bare echo over the run's kind of link measured before the run, against the
+    /// firmware's deadline (half the period): the platform's share of misses.
+    pub echo_floor: Option<crate::baseline::EchoFloor>,
 }
 
 /// A child process that is killed if the harness fails before stopping it.
@@ -405,20 +428,32 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
             bail!("{} not found (build it, or give its path)", bin.display());
         }
     }
-    if !(options.pty_baseline_s.is_finite() && options.pty_baseline_s >= 0.0) {
+    if !(options.baseline_s.is_finite() && options.baseline_s >= 0.0) {
         bail!(
-            "--pty-baseline-s must be 0 or more seconds, got {}",
-            options.pty_baseline_s
+            "--baseline-s must be 0 or more seconds, got {}",
+            options.baseline_s
         );
     }
-    let pty_echo_baseline = if options.pty_baseline_s > 0.0 {
-        let report = crate::baseline::pty_echo(
+    let use_relay = options.relay || options.faults.any() || options.stall_at_s.is_some();
+    if options.link == LinkKind::Udp && use_relay {
+        bail!(
+            "--link udp runs the two processes directly: the relay that injects faults and \
+             stalls (--drop, --flip, --dup, --delay-*, --stall-at, --relay) works on the pty link \
+             only so far"
+        );
+    }
+    let echo_floor = if options.baseline_s > 0.0 {
+        let echo = match options.link {
+            LinkKind::Pty => crate::baseline::pty_echo,
+            LinkKind::Udp => crate::baseline::udp_echo,
+        };
+        let report = echo(
             rate_hz,
-            Duration::from_secs_f64(options.pty_baseline_s),
+            Duration::from_secs_f64(options.baseline_s),
             Duration::from_secs_f64(0.5 / rate_hz),
             options.rt_priority,
         )
-        .context("pty echo baseline")?;
+        .context("echo baseline")?;
         Some(report)
     } else {
         None
@@ -427,7 +462,6 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     let firmware_summary = work.path().join("firmware.json");
     let runtime_summary = work.path().join("runtime.json");
     let state_file = work.path().join("plant.state");
-    let use_relay = options.relay || options.faults.any() || options.stall_at_s.is_some();
     let firmware_pty = Pty::open().context("cannot open a pty for the firmware")?;
     let runtime_pty = if use_relay {
         Some(Pty::open().context("cannot open a pty for the runtime")?)
@@ -467,7 +501,13 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         }
     }
     let master_fd = firmware_pty.master.as_raw_fd();
-    if use_relay {
+    // UDP: both ends on loopback, each bound to its own free port and talking to the other.
+    let udp = (options.link == LinkKind::Udp)
+        .then(|| -> Result<(String, String)> { Ok((free_udp_address()?, free_udp_address()?)) })
+        .transpose()?;
+    if let Some((firmware_addr, runtime_addr)) = &udp {
+        firmware_cmd.args(["--udp-bind", firmware_addr, "--udp-peer", runtime_addr]);
+    } else if use_relay {
         firmware_cmd.arg("--port").arg(&firmware_pty.slave_path);
     } else {
         // The firmware inherits the master; `serve` opens the slave.
@@ -510,11 +550,14 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         .map_or(&firmware_pty.slave_path, |p| &p.slave_path);
 
     let mut serve_cmd = Command::new(&options.runtime_bin);
+    serve_cmd.arg("serve").arg(&options.bundle);
+    match &udp {
+        Some((firmware_addr, runtime_addr)) => {
+            serve_cmd.args(["--udp-bind", runtime_addr, "--udp-peer", firmware_addr])
+        }
+        None => serve_cmd.arg("--port").arg(serve_port),
+    };
     serve_cmd
-        .arg("serve")
-        .arg(&options.bundle)
-        .arg("--port")
-        .arg(serve_port)
         .arg("--summary")
         .arg(&runtime_summary)
         .args(&options.serve_args)
@@ -701,7 +744,8 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         proxy_runtime_to_firmware: r2f,
         firmware: fw,
         runtime: rt,
-        pty_echo_baseline,
+        echo_floor,
+        link: options.link,
     })
 }
 

@@ -13,5 +13,5 @@ pub mod harness;
 pub mod proxy;
 pub mod pty;
 
-pub use harness::{HilOptions, HilReport, run};
+pub use harness::{HilOptions, HilReport, LinkKind, run};
 pub use proxy::{Direction, FaultRates, Injected, Ledger, LinkStats, Proxy, Reconciliation};

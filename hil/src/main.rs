@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use dreamer_cli::outln;
-use dreamer_hil::{FaultRates, HilOptions};
+use dreamer_hil::{FaultRates, HilOptions, LinkKind};
 use dreamer_wire::report::write_report;
 
 #[derive(Debug, Parser)]
@@ -77,10 +77,18 @@ struct Args {
     /// Extra argument for `dreamer-rt serve` (repeatable), e.g. --serve-arg=--pin-cpu=1.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
-    /// Seconds of bare pty echo at the control rate before the run: the platform's own
-    /// latency floor, reported next to the loop's.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
-    pty_baseline_s: f64,
+    /// Seconds of bare echo over the run's kind of link (pty or UDP) at the control rate
+    /// before the run: the platform's own latency floor, reported next to the loop's.
+    #[arg(
+        long,
+        alias = "pty-baseline-s",
+        allow_negative_numbers = true,
+        default_value_t = 0.0
+    )]
+    baseline_s: f64,
+    /// The link between firmware and runtime: a pty pair (a serial line) or UDP on loopback.
+    #[arg(long, value_enum, default_value = "pty")]
+    link: LinkKind,
     /// Also write the report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -118,7 +126,8 @@ fn main() -> Result<()> {
         serve_args: args.serve_args,
         compare_simulation: !args.no_simulation,
         connect_timeout: Duration::from_secs(120),
-        pty_baseline_s: args.pty_baseline_s,
+        baseline_s: args.baseline_s,
+        link: args.link,
         ..HilOptions::new(
             args.bundle,
             args.firmware_bin

@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use dreamer_cli::testing::{GoneStdout, run_without_panic};
 use dreamer_export::{ExportOptions, export};
 use dreamer_hil::proxy::rejected;
-use dreamer_hil::{FaultRates, HilOptions, HilReport};
+use dreamer_hil::{FaultRates, HilOptions, HilReport, LinkKind};
 use dreamer_wire::Mode;
 use export_fixtures::Spec;
 
@@ -161,6 +161,63 @@ fn clean_loop_controls_the_plant_without_errors() {
     // 3 s is shorter than an episode (10 s): no loop return yet, the simulation's is there.
     assert_eq!(report.returns.loop_return, None);
     assert!(report.returns.simulation_return.is_some_and(f64::is_finite));
+}
+
+/// The same loop over UDP on loopback (one datagram per message, no relay), with the bare
+/// UDP echo measured before it; the relay's faults and stall are refused on this link.
+#[test]
+fn a_udp_loop_controls_the_plant_and_reports_its_floor() {
+    let report = run(HilOptions {
+        link: LinkKind::Udp,
+        rate_hz: Some(50.0),
+        duration_s: 2.0,
+        baseline_s: 0.2,
+        ..options(&fixtures().state_bundle)
+    });
+    assert_eq!((report.link, report.relay), (LinkKind::Udp, false));
+    assert!(
+        report
+            .runtime
+            .port
+            .to_string_lossy()
+            .starts_with("udp 127.0.0.1:"),
+        "{:?}",
+        report.runtime.port
+    );
+    assert_eq!(
+        rejected(&report.firmware_link),
+        0,
+        "{:?}",
+        report.firmware_link
+    );
+    assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
+    assert_eq!(
+        (report.firmware_link.foreign, report.runtime_link.foreign),
+        (0, 0)
+    );
+    assert!(
+        report.observations_sent >= 60,
+        "{}",
+        report.observations_sent
+    );
+    assert!(
+        report.command_success_rate >= 0.5,
+        "{} applied of {}",
+        report.actions_applied,
+        report.observations_sent
+    );
+    assert_eq!(report.final_mode, Mode::Running);
+    let floor = report.echo_floor.as_ref().unwrap();
+    assert_eq!((floor.link, floor.echoes, floor.lost), ("udp", 10, 0));
+
+    let mut faulty = options(&fixtures().state_bundle);
+    faulty.link = LinkKind::Udp;
+    faulty.faults.drop = 0.01;
+    let error = dreamer_hil::run(&faulty).unwrap_err().to_string();
+    assert!(
+        error.contains("--link udp") && error.contains("pty link only"),
+        "{error}"
+    );
 }
 
 #[test]
