@@ -22,6 +22,8 @@ worker.rendering_defaults()  # headless MuJoCo; before numpy, mujoco or dm_contr
 import numpy as np  # noqa: E402
 from drive_policy import Policy  # noqa: E402
 
+if not os.path.isfile(os.path.join(args.bundle, "manifest.json")):
+    sys.exit(f"{args.bundle}: no manifest.json here; give the folder `dreamer export --out` wrote")
 policy = Policy(args.bundle, "fused", args.sample)
 manifest, obs = policy.manifest, policy.manifest["observation"]
 env = manifest.get("environment")
@@ -32,9 +34,10 @@ hello = {"protocol": worker.PROTOCOL_VERSION, "task": manifest["task"]["name"], 
          "obs_mode": mode, "action_repeat": manifest["task"]["action_repeat"],
          "image_size": obs["pixels"]["height"] if obs["pixels"] else 64}
 backend = worker.build(hello, np)
+installed = backend.versions()
 for name, trained in env["versions"].items():  # the env may behave differently under other versions
-    if backend.versions().get(name, trained) != trained:
-        print(f"note: {name} {backend.versions().get(name)} here, trained with {trained}", file=sys.stderr)
+    if installed.get(name, trained) != trained:
+        print(f"note: {name} {installed[name]} here, trained with {trained}", file=sys.stderr)
 
 
 def sensors(parts):  # the worker's encoding: float32 state vector, then the HxWx3 uint8 frame

@@ -103,6 +103,18 @@ fn run(options: HilOptions) -> HilReport {
     dreamer_hil::run(&options).unwrap()
 }
 
+/// No frame was rejected either way. Action sequence gaps are allowed: a late runtime
+/// answers only the newest observation.
+fn assert_clean_links(report: &HilReport) {
+    assert_eq!(
+        rejected(&report.firmware_link),
+        0,
+        "{:?}",
+        report.firmware_link
+    );
+    assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
+}
+
 fn assert_reconciled(report: &HilReport) {
     assert!(report.relay);
     for (name, r) in [
@@ -124,14 +136,7 @@ fn clean_loop_controls_the_plant_without_errors() {
         ..options(&fixtures().state_bundle)
     });
     assert_reconciled(&report);
-    // Action sequence gaps are allowed: a late runtime answers only the newest observation.
-    assert_eq!(
-        rejected(&report.firmware_link),
-        0,
-        "{:?}",
-        report.firmware_link
-    );
-    assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
+    assert_clean_links(&report);
     assert!(
         report.observations_sent >= 100,
         "{}",
@@ -184,13 +189,7 @@ fn a_udp_loop_controls_the_plant_and_reports_its_floor() {
         "{:?}",
         report.runtime.port
     );
-    assert_eq!(
-        rejected(&report.firmware_link),
-        0,
-        "{:?}",
-        report.firmware_link
-    );
-    assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
+    assert_clean_links(&report);
     assert_eq!(
         (report.firmware_link.foreign, report.runtime_link.foreign),
         (0, 0)
@@ -292,14 +291,7 @@ fn pixel_policy_sees_the_plant_through_the_simulated_camera() {
     assert!(report.pixels);
     // One pty pair, no relay: nothing may be lost or corrupted.
     assert!(!report.relay && report.reconcile_firmware_to_runtime.is_none());
-    // Action sequence gaps are allowed: a late runtime answers only the newest observation.
-    assert_eq!(
-        rejected(&report.firmware_link),
-        0,
-        "{:?}",
-        report.firmware_link
-    );
-    assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
+    assert_clean_links(&report);
     let frames = report.runtime.camera_frames.unwrap();
     assert!(frames >= 20, "{frames} camera frames");
     assert_eq!(report.runtime.camera_errors, Some(0));
