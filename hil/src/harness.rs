@@ -2,6 +2,7 @@
 //! process on two ptys, the relay between them, an optional runtime stall, and the report.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -135,10 +136,59 @@ pub struct ReturnComparison {
 }
 
 /// A free loopback UDP address (bound, read, released: the process given it binds it next).
-fn free_udp_address() -> Result<String> {
+fn free_udp_address() -> Result<SocketAddr> {
     let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .context("cannot find a free UDP port")?;
-    Ok(socket.local_addr()?.to_string())
+    Ok(socket.local_addr()?)
+}
+
+/// Where the two processes talk over UDP, and the relay between them if there is one.
+struct UdpAddresses {
+    firmware: SocketAddr,
+    runtime: SocketAddr,
+    /// The firmware's peer: the runtime, or the relay's socket facing the firmware.
+    firmware_peer: SocketAddr,
+    runtime_peer: SocketAddr,
+    /// Taken by the run once the processes are up.
+    proxy: Option<Proxy>,
+}
+
+impl UdpAddresses {
+    fn new(options: &HilOptions, use_relay: bool, epoch: Instant) -> Result<Self> {
+        let (firmware, runtime) = (free_udp_address()?, free_udp_address()?);
+        if !use_relay {
+            return Ok(Self {
+                firmware,
+                runtime,
+                firmware_peer: runtime,
+                runtime_peer: firmware,
+                proxy: None,
+            });
+        }
+        let (proxy, ends) = Proxy::start_udp(
+            firmware,
+            runtime,
+            options.faults,
+            options.seed,
+            epoch,
+            options.rt_priority,
+        )
+        .context("cannot start the UDP relay")?;
+        Ok(Self {
+            firmware,
+            runtime,
+            firmware_peer: ends.for_firmware,
+            runtime_peer: ends.for_runtime,
+            proxy: Some(proxy),
+        })
+    }
+
+    /// The receive-queue drops of the socket at `addr`; 0 when it is gone already.
+    fn drops(&self, addr: SocketAddr) -> Result<u64> {
+        Ok(crate::proxy::receive_drops(addr)
+            .context("cannot read the UDP receive-queue drops")?
+            .unwrap_or(0))
+    }
 }
 
 /// Applied commands per session tick (each applied on time or missed); 0 without one.
@@ -435,11 +485,11 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         );
     }
     let use_relay = options.relay || options.faults.any() || options.stall_at_s.is_some();
-    if options.link == LinkKind::Udp && use_relay {
+    if options.link == LinkKind::Pty && options.faults.reorder > 0.0 {
         bail!(
-            "--link udp runs the two processes directly: the relay that injects faults and \
-             stalls (--drop, --flip, --dup, --delay-*, --stall-at, --relay) works on the pty link \
-             only so far"
+            "--reorder {} needs --link udp: a byte stream delivers in order (its faults are \
+             --drop, --flip, --dup and --delay-*)",
+            options.faults.reorder
         );
     }
     let echo_floor = if options.baseline_s > 0.0 {
@@ -463,7 +513,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     let runtime_summary = work.path().join("runtime.json");
     let state_file = work.path().join("plant.state");
     let firmware_pty = Pty::open().context("cannot open a pty for the firmware")?;
-    let runtime_pty = if use_relay {
+    let runtime_pty = if use_relay && options.link == LinkKind::Pty {
         Some(Pty::open().context("cannot open a pty for the runtime")?)
     } else {
         None
@@ -501,12 +551,15 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         }
     }
     let master_fd = firmware_pty.master.as_raw_fd();
-    // UDP: both ends on loopback, each bound to its own free port and talking to the other.
-    let udp = (options.link == LinkKind::Udp)
-        .then(|| -> Result<(String, String)> { Ok((free_udp_address()?, free_udp_address()?)) })
-        .transpose()?;
-    if let Some((firmware_addr, runtime_addr)) = &udp {
-        firmware_cmd.args(["--udp-bind", firmware_addr, "--udp-peer", runtime_addr]);
+    // UDP: both processes on loopback, each bound to its own free port and given the other's
+    // address as its peer, or the relay's socket that faces it.
+    let mut udp = match options.link {
+        LinkKind::Udp => Some(UdpAddresses::new(options, use_relay, epoch)?),
+        LinkKind::Pty => None,
+    };
+    if let Some(udp) = &udp {
+        firmware_cmd.args(["--udp-bind", &udp.firmware.to_string()]);
+        firmware_cmd.args(["--udp-peer", &udp.firmware_peer.to_string()]);
     } else if use_relay {
         firmware_cmd.arg("--port").arg(&firmware_pty.slave_path);
     } else {
@@ -532,6 +585,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     firmware.alive()?;
 
     let mut proxy = match &runtime_pty {
+        _ if udp.is_some() => udp.as_mut().and_then(|u| u.proxy.take()),
         Some(runtime_pty) => Some(
             Proxy::start_with_priority(
                 &firmware_pty.master,
@@ -552,9 +606,9 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     let mut serve_cmd = Command::new(&options.runtime_bin);
     serve_cmd.arg("serve").arg(&options.bundle);
     match &udp {
-        Some((firmware_addr, runtime_addr)) => {
-            serve_cmd.args(["--udp-bind", runtime_addr, "--udp-peer", firmware_addr])
-        }
+        Some(udp) => serve_cmd
+            .args(["--udp-bind", &udp.runtime.to_string()])
+            .args(["--udp-peer", &udp.runtime_peer.to_string()]),
         None => serve_cmd.arg("--port").arg(serve_port),
     };
     serve_cmd
@@ -635,11 +689,14 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     )?;
 
     // Firmware first: it stops ticking and drains the answers in flight, then the runtime
-    // gets everything the firmware sent and drains it.
+    // gets everything the firmware sent and drains it. Each UDP receiver's kernel drops are
+    // read while its socket is open and (nearly: the firmware's drain) nothing more comes.
+    let firmware_drops = udp.as_ref().map_or(Ok(0), |u| u.drops(u.firmware))?;
     firmware.terminate(Duration::from_secs(10))?;
     if let Some(proxy) = &mut proxy {
         proxy.flush_and_stop(Direction::FirmwareToRuntime)?;
     }
+    let runtime_drops = udp.as_ref().map_or(Ok(0), |u| u.drops(u.runtime))?;
     runtime.terminate(Duration::from_secs(10))?;
     if let Some(proxy) = &mut proxy {
         proxy.stop()?;
@@ -730,8 +787,12 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         relay: use_relay,
         injected_firmware_to_runtime: f2r.as_ref().map(|s| s.injected).unwrap_or_default(),
         injected_runtime_to_firmware: r2f.as_ref().map(|s| s.injected).unwrap_or_default(),
-        reconcile_firmware_to_runtime: f2r.as_ref().map(|s| reconcile(&s.ledger, &runtime_link)),
-        reconcile_runtime_to_firmware: r2f.as_ref().map(|s| reconcile(&s.ledger, &firmware_link)),
+        reconcile_firmware_to_runtime: f2r
+            .as_ref()
+            .map(|s| reconcile(&s.ledger, &runtime_link, runtime_drops)),
+        reconcile_runtime_to_firmware: r2f
+            .as_ref()
+            .map(|s| reconcile(&s.ledger, &firmware_link, firmware_drops)),
         stall,
         returns: ReturnComparison {
             loop_return,

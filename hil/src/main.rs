@@ -1,5 +1,5 @@
-//! `dreamer-hil`: runs a policy bundle through the firmware loop over ptys, with optional
-//! fault injection and a runtime stall, and prints a JSON report.
+//! `dreamer-hil`: runs a policy bundle through the firmware loop over a pty or UDP, with
+//! optional fault injection and a runtime stall, and prints a JSON report.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use dreamer_wire::report::write_report;
 #[command(
     name = "dreamer-hil",
     version,
-    about = "Hardware-in-the-loop run: firmware-host and dreamer-rt serve over ptys"
+    about = "Hardware-in-the-loop run: firmware-host and dreamer-rt serve over a pty or UDP"
 )]
 struct Args {
     /// Policy bundle folder (holds manifest.json).
@@ -29,21 +29,30 @@ struct Args {
     /// Seed of the plant's first episode and of the fault injection.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Probability that a byte is dropped.
+    /// Probability that a byte (pty) or datagram (udp) is dropped.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     drop: f64,
-    /// Probability that a byte gets one bit flipped.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    /// Probability that a byte or datagram gets one bit flipped (corrupted).
+    #[arg(
+        long,
+        alias = "corrupt",
+        allow_negative_numbers = true,
+        default_value_t = 0.0
+    )]
     flip: f64,
-    /// Probability that a byte is sent twice.
+    /// Probability that a byte or datagram is sent twice.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     dup: f64,
-    /// How long a delayed byte is held back, in microseconds (needs --delay-p).
+    /// How long a delay holds back, in microseconds (needs --delay-p).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     delay_us: u64,
-    /// Probability that a byte (and the stream behind it) is delayed (needs --delay-us).
+    /// Probability that a byte or datagram (and everything behind it) is delayed (needs
+    /// --delay-us).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     delay_p: f64,
+    /// Probability that a datagram is overtaken by the next one (udp only).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    reorder: f64,
     /// Stop the runtime process this many seconds after the session opened...
     #[arg(long, allow_negative_numbers = true)]
     stall_at: Option<f64>,
@@ -115,6 +124,7 @@ fn main() -> Result<()> {
             dup: args.dup,
             delay_p: args.delay_p,
             delay_us: args.delay_us,
+            reorder: args.reorder,
         },
         stall_at_s: args.stall_at,
         stall_for_s: args.stall_for.unwrap_or(0.5),

@@ -51,7 +51,7 @@ fn a_fault_flag_without_its_partner_is_refused() {
 fn negative_values_are_refused_naming_the_flag_and_the_value() {
     let missing = std::env::temp_dir().join("no-such-bundle-for-dreamer-hil");
     let missing = missing.to_str().unwrap();
-    for flag in ["--drop", "--flip", "--dup", "--delay-p"] {
+    for flag in ["--drop", "--flip", "--dup", "--delay-p", "--reorder"] {
         fails_with(
             &["--bundle", missing, flag, "-0.1"],
             &format!("{flag} must be a probability in [0, 1], got -0.1"),

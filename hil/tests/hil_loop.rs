@@ -169,7 +169,7 @@ fn clean_loop_controls_the_plant_without_errors() {
 }
 
 /// The same loop over UDP on loopback (one datagram per message, no relay), with the bare
-/// UDP echo measured before it; the relay's faults and stall are refused on this link.
+/// UDP echo measured before it.
 #[test]
 fn a_udp_loop_controls_the_plant_and_reports_its_floor() {
     let report = run(HilOptions {
@@ -209,14 +209,66 @@ fn a_udp_loop_controls_the_plant_and_reports_its_floor() {
     let floor = report.echo_floor.as_ref().unwrap();
     assert_eq!((floor.link, floor.echoes, floor.lost), ("udp", 10, 0));
 
-    let mut faulty = options(&fixtures().state_bundle);
-    faulty.link = LinkKind::Udp;
-    faulty.faults.drop = 0.01;
-    let error = dreamer_hil::run(&faulty).unwrap_err().to_string();
+    // A byte stream cannot reorder: the fault is refused on the pty link.
+    let mut reordered = options(&fixtures().state_bundle);
+    reordered.faults.reorder = 0.01;
+    let error = dreamer_hil::run(&reordered).unwrap_err().to_string();
+    assert!(error.contains("--reorder 0.01 needs --link udp"), "{error}");
+}
+
+/// Datagram faults at 1 % each way plus a runtime stall, through the UDP relay: every fault
+/// detected and counted, the safe state within K periods, control back after the stall.
+#[test]
+fn udp_faults_and_a_stall_reconcile_and_the_loop_recovers() {
+    let report = run(HilOptions {
+        link: LinkKind::Udp,
+        rate_hz: Some(100.0),
+        duration_s: 4.0,
+        seed: 3,
+        faults: FaultRates {
+            drop: 0.01,
+            flip: 0.01,
+            dup: 0.01,
+            delay_p: 0.005,
+            delay_us: 2000,
+            reorder: 0.01,
+        },
+        stall_at_s: Some(1.5),
+        stall_for_s: 0.5,
+        max_missed: 5,
+        ..options(&fixtures().state_bundle)
+    });
+    assert_eq!(report.link, LinkKind::Udp);
+    assert_reconciled(&report);
+    for (name, injected, link) in [
+        (
+            "firmware -> runtime",
+            report.injected_firmware_to_runtime,
+            report.runtime_link,
+        ),
+        (
+            "runtime -> firmware",
+            report.injected_runtime_to_firmware,
+            report.firmware_link,
+        ),
+    ] {
+        assert!(injected.corruptions() > 0, "{name}: nothing injected");
+        // A flipped datagram is one rejection (two if it was also duplicated).
+        let rejected = rejected(&link);
+        assert!(
+            (injected.flipped..=2 * injected.flipped).contains(&rejected),
+            "{name}: {injected:?} {link:?}"
+        );
+        assert_eq!(link.foreign, 0, "{name}");
+    }
+    let stall = report.stall.as_ref().unwrap();
     assert!(
-        error.contains("--link udp") && error.contains("pty link only"),
-        "{error}"
+        stall.fault_seq.is_some() || stall.already_safe,
+        "no fault raised: {stall:?}"
     );
+    assert!(stall.safe_within_k && stall.recovered, "{stall:?}");
+    assert_eq!(report.final_mode, Mode::Running);
+    assert!(report.command_success_rate > 0.5, "{report:?}");
 }
 
 #[test]
@@ -231,6 +283,7 @@ fn every_injected_corruption_is_detected_and_counted() {
             dup: 0.002,
             delay_p: 0.001,
             delay_us: 2000,
+            reorder: 0.0,
         },
         ..options(&fixtures().state_bundle)
     });

@@ -1,17 +1,19 @@
 //! The fault-injection relay on its own: two ptys, frames written at one slave and decoded
-//! at the other. Every corrupted frame must be rejected and none accepted, exactly as the
-//! relay's ledger says, and a seed must reproduce the same faults.
+//! at the other, or two UDP sockets, one datagram per frame. Every corrupted frame must be
+//! rejected and none accepted, exactly as the relay's ledger says, and a seed must reproduce
+//! the same faults.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use dreamer_hil::pty::{self, Pty};
 use dreamer_hil::{Direction, FaultRates, Injected, Ledger, Proxy, Reconciliation};
 use dreamer_wire::{
-    Action, FrameDecoder, Hello, Layout, LinkCounters, MAX_FRAME, Message, Observation,
-    PROTOCOL_VERSION, encode_frame,
+    Action, FrameDecoder, Hello, Layout, LinkCounters, MAX_FRAME, MAX_RAW, Message, Observation,
+    PROTOCOL_VERSION, encode_datagram, encode_frame,
 };
 
 fn open_slave(pty: &Pty) -> File {
@@ -139,13 +141,13 @@ fn exchange(faults: FaultRates, seed: u64, frames: u32) -> Outcome {
             f2r.injected,
             f2r.ledger,
             rt,
-            dreamer_hil::proxy::reconcile(&f2r.ledger, &rt),
+            dreamer_hil::proxy::reconcile(&f2r.ledger, &rt, 0),
         ),
         r2f: (
             r2f.injected,
             r2f.ledger,
             fw,
-            dreamer_hil::proxy::reconcile(&r2f.ledger, &fw),
+            dreamer_hil::proxy::reconcile(&r2f.ledger, &fw, 0),
         ),
     }
 }
@@ -172,6 +174,7 @@ fn every_corrupted_frame_is_rejected_and_counts_reconcile() {
         dup: 0.002,
         delay_p: 0.001,
         delay_us: 3000,
+        reorder: 0.0,
     };
     let a = exchange(faults, 42, 1500);
     for (name, (injected, ledger, counters, rec)) in [("f2r", a.f2r), ("r2f", a.r2f)] {
@@ -195,4 +198,153 @@ fn every_corrupted_frame_is_rejected_and_counts_reconcile() {
     assert_eq!(a.r2f.0, b.r2f.0);
     assert_eq!(a.f2r.1, b.f2r.1);
     assert_eq!(a.r2f.1, b.r2f.1);
+}
+
+fn datagram(message: &Message) -> Vec<u8> {
+    let mut buf = [0u8; MAX_RAW];
+    encode_datagram(message, &mut buf).to_vec()
+}
+
+/// Reads every datagram waiting on `socket` into the decoder.
+fn drain_datagrams(socket: &UdpSocket, decoder: &mut FrameDecoder) {
+    let mut buf = [0u8; MAX_RAW + 1];
+    while let Ok(n) = socket.recv(&mut buf) {
+        let _ = decoder.push_datagram(&buf[..n]);
+    }
+}
+
+/// [`exchange`] over UDP: each end bound to loopback, talking to the relay's socket.
+fn udp_exchange(faults: FaultRates, seed: u64, frames: u32) -> Outcome {
+    let bind = || {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        socket
+    };
+    let (firmware, runtime) = (bind(), bind());
+    let (mut proxy, ends) = Proxy::start_udp(
+        firmware.local_addr().unwrap(),
+        runtime.local_addr().unwrap(),
+        faults,
+        seed,
+        Instant::now(),
+        None,
+    )
+    .unwrap();
+    let mut at_runtime = FrameDecoder::new();
+    let mut at_firmware = FrameDecoder::new();
+    let to_runtime = |m: &Message| firmware.send_to(&datagram(m), ends.for_firmware).unwrap();
+    let to_firmware = |m: &Message| runtime.send_to(&datagram(m), ends.for_runtime).unwrap();
+
+    // Nothing of the firmware's reaches the runtime before the runtime has sent something.
+    to_runtime(&observation(1000));
+    wait_for_input(&proxy, Direction::FirmwareToRuntime);
+    let hello = Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        task: heapless::String::try_from("cartpole-swingup").unwrap(),
+        layout: Layout::from_fields(&["a", "b"], 1),
+    });
+    to_firmware(&hello);
+    wait_for_input(&proxy, Direction::RuntimeToFirmware);
+    // A stranger's datagram is not forwarded.
+    bind()
+        .send_to(&datagram(&action(5000)), ends.for_runtime)
+        .unwrap();
+    for seq in 1..=frames {
+        to_runtime(&observation(seq));
+        to_firmware(&action(seq));
+        if seq % 8 == 0 {
+            // Keep the receive queues from filling.
+            std::thread::sleep(Duration::from_millis(2));
+            drain_datagrams(&runtime, &mut at_runtime);
+            drain_datagrams(&firmware, &mut at_firmware);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    proxy.flush_and_stop(Direction::FirmwareToRuntime).unwrap();
+    proxy.flush_and_stop(Direction::RuntimeToFirmware).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    drain_datagrams(&runtime, &mut at_runtime);
+    drain_datagrams(&firmware, &mut at_firmware);
+    let f2r = proxy.stats(Direction::FirmwareToRuntime);
+    let r2f = proxy.stats(Direction::RuntimeToFirmware);
+    assert_eq!(
+        f2r.discarded_before_connect,
+        datagram(&observation(1000)).len() as u64
+    );
+    assert_eq!(r2f.foreign, 1, "the stranger's datagram");
+    let drops = |s: &UdpSocket| {
+        dreamer_hil::proxy::receive_drops(s.local_addr().unwrap())
+            .unwrap()
+            .unwrap()
+    };
+    let (rt, fw) = (*at_runtime.counters(), *at_firmware.counters());
+    Outcome {
+        f2r: (
+            f2r.injected,
+            f2r.ledger,
+            rt,
+            dreamer_hil::proxy::reconcile(&f2r.ledger, &rt, drops(&runtime)),
+        ),
+        r2f: (
+            r2f.injected,
+            r2f.ledger,
+            fw,
+            dreamer_hil::proxy::reconcile(&r2f.ledger, &fw, drops(&firmware)),
+        ),
+    }
+}
+
+#[test]
+fn clean_udp_relay_delivers_every_datagram() {
+    let out = udp_exchange(FaultRates::default(), 1, 300);
+    for (name, (injected, ledger, counters, rec)) in [("f2r", out.f2r), ("r2f", out.r2f)] {
+        assert_eq!(injected, Injected::default(), "{name}");
+        assert_eq!(ledger.damaged, 0, "{name}");
+        assert_eq!(rec.receiver_drops, 0, "{name}");
+        assert!(rec.reconciled, "{name}: {rec:?}");
+        assert_eq!(counters.errors(), 0, "{name}: {counters:?}");
+    }
+    assert_eq!(out.f2r.2.frames_ok, 300);
+    assert_eq!(out.r2f.2.frames_ok, 301);
+}
+
+#[test]
+fn every_datagram_fault_is_detected_and_counts_reconcile() {
+    let faults = FaultRates {
+        drop: 0.01,
+        flip: 0.01,
+        dup: 0.01,
+        delay_p: 0.005,
+        delay_us: 3000,
+        reorder: 0.01,
+    };
+    let a = udp_exchange(faults, 42, 1500);
+    for (name, (injected, ledger, counters, rec)) in [("f2r", a.f2r), ("r2f", a.r2f)] {
+        for (fault, count) in [
+            ("dropped", injected.dropped),
+            ("flipped", injected.flipped),
+            ("duplicated", injected.duplicated),
+            ("delayed", injected.delayed),
+            ("reordered", injected.reordered),
+        ] {
+            assert!(count > 0, "{name}: nothing {fault}");
+        }
+        // One datagram, one frame: a flipped datagram is one rejection (two when it was
+        // also duplicated), nothing else is rejected, and the CRC is what rejects it.
+        assert!(
+            (injected.flipped..=2 * injected.flipped).contains(&ledger.damaged),
+            "{name}: {injected:?} {ledger:?}"
+        );
+        assert_eq!(rec.receiver_drops, 0, "{name}");
+        assert!(rec.reconciled, "{name}: {rec:?} {counters:?}");
+        assert_eq!(u64::from(counters.bad_crc), ledger.damaged, "{name}");
+        // Drops, copies and reordering each break the sequence.
+        assert!(
+            counters.sequence_gaps as u64 >= injected.dropped,
+            "{name}: {counters:?}"
+        );
+    }
+    let b = udp_exchange(faults, 42, 1500);
+    assert_eq!((a.f2r.0, a.r2f.0), (b.f2r.0, b.r2f.0));
+    assert_eq!((a.f2r.1, a.r2f.1), (b.f2r.1, b.r2f.1));
 }
