@@ -336,19 +336,22 @@ fn stalled_runtime_puts_the_firmware_in_the_safe_state_and_control_resumes() {
 
 #[test]
 fn pixel_policy_sees_the_plant_through_the_simulated_camera() {
-    let report = run(HilOptions {
-        rate_hz: Some(20.0),
-        duration_s: 2.0,
-        ..options(&fixtures().pixel_bundle)
-    });
-    assert!(report.pixels);
-    // One pty pair, no relay: nothing may be lost or corrupted.
-    assert!(!report.relay && report.reconcile_firmware_to_runtime.is_none());
-    assert_clean_links(&report);
-    let frames = report.runtime.camera_frames.unwrap();
-    assert!(frames >= 20, "{frames} camera frames");
-    assert_eq!(report.runtime.camera_errors, Some(0));
-    assert!(report.actions_applied >= 20);
+    for link in [LinkKind::Pty, LinkKind::Udp] {
+        let report = run(HilOptions {
+            link,
+            rate_hz: Some(20.0),
+            duration_s: 2.0,
+            ..options(&fixtures().pixel_bundle)
+        });
+        assert!(report.pixels && report.link == link);
+        // No relay: nothing may be lost or corrupted.
+        assert!(!report.relay && report.reconcile_firmware_to_runtime.is_none());
+        assert_clean_links(&report);
+        let frames = report.runtime.camera_frames.unwrap();
+        assert!(frames >= 20, "{link:?}: {frames} camera frames");
+        assert_eq!(report.runtime.camera_errors, Some(0), "{link:?}");
+        assert!(report.actions_applied >= 20, "{link:?}");
+    }
 }
 
 /// `dreamer-hil` as a process with its stdout on a full device or a closed pipe: the run
