@@ -25,6 +25,27 @@ const LOST_AFTER_MS: libc::c_int = 100;
 /// How long the echo thread waits before looking at its stop flag again.
 const ECHO_POLL_MS: libc::c_int = 20;
 
+/// How the echoing end (the runtime's side) waits for input: sleeping in the kernel until it
+/// arrives, or spinning on the descriptor as `dreamer-rt serve --busy-poll` does. The pinging
+/// end (the firmware's side) sleeps between echoes either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Waiting {
+    #[default]
+    Sleep,
+    Spin,
+}
+
+impl Waiting {
+    /// The poll timeout for a wait of up to `ms`.
+    fn timeout_ms(self, ms: libc::c_int) -> libc::c_int {
+        match self {
+            Waiting::Sleep => ms,
+            Waiting::Spin => 0,
+        }
+    }
+}
+
 /// Round trips of the bare echo, in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct EchoFloor {
@@ -39,6 +60,9 @@ pub struct EchoFloor {
     pub p999_us: u64,
     pub max_us: u64,
     pub deadline_us: u64,
+    /// How the echoing end waited for input.
+    #[serde(default)]
+    pub waiting: Waiting,
     /// Echoes slower than the deadline (lost ones included).
     pub over_deadline: u64,
     pub over_deadline_ratio: f64,
@@ -88,6 +112,7 @@ pub fn pty_echo(
     duration: Duration,
     deadline: Duration,
     rt_priority: Option<i32>,
+    waiting: Waiting,
 ) -> io::Result<EchoFloor> {
     check_rate(rate_hz)?;
     let pty = Pty::open()?;
@@ -98,14 +123,26 @@ pub fn pty_echo(
     let echo = move |stop: &AtomicBool| -> io::Result<()> {
         let mut buf = [0u8; 256];
         while !stop.load(Ordering::Relaxed) {
-            if wait_ready(far_end.as_raw_fd(), false, ECHO_POLL_MS)?.0 {
-                let n = far_end.read(&mut buf)?;
+            if wait_ready(far_end.as_raw_fd(), false, waiting.timeout_ms(ECHO_POLL_MS))?.0 {
+                let n = match far_end.read(&mut buf) {
+                    Ok(n) => n,
+                    // The pinging end closed the master: the measurement is over.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
                 far_end.write_all(&buf[..n])?;
             }
         }
         Ok(())
     };
-    measure("pty", pty, echo, rate_hz, duration, deadline, rt_priority)
+    let timing = Timing {
+        rate_hz,
+        duration,
+        deadline,
+        rt_priority,
+        waiting,
+    };
+    measure("pty", pty, echo, timing)
 }
 
 /// The same over a pair of UDP sockets on loopback, one datagram each way per echo.
@@ -114,6 +151,7 @@ pub fn udp_echo(
     duration: Duration,
     deadline: Duration,
     rt_priority: Option<i32>,
+    waiting: Waiting,
 ) -> io::Result<EchoFloor> {
     check_rate(rate_hz)?;
     let echoing = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
@@ -124,7 +162,7 @@ pub fn udp_echo(
     let echo = move |stop: &AtomicBool| -> io::Result<()> {
         let mut buf = [0u8; 256];
         while !stop.load(Ordering::Relaxed) {
-            if wait_ready(echoing.as_raw_fd(), false, ECHO_POLL_MS)?.0 {
+            if wait_ready(echoing.as_raw_fd(), false, waiting.timeout_ms(ECHO_POLL_MS))?.0 {
                 match echoing.recv_from(&mut buf) {
                     Ok((n, from)) => echoing.send_to(&buf[..n], from).map(drop)?,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -134,15 +172,14 @@ pub fn udp_echo(
         }
         Ok(())
     };
-    measure(
-        "udp",
-        pinging,
-        echo,
+    let timing = Timing {
         rate_hz,
         duration,
         deadline,
         rt_priority,
-    )
+        waiting,
+    };
+    measure("udp", pinging, echo, timing)
 }
 
 fn check_rate(rate_hz: f64) -> io::Result<()> {
@@ -155,16 +192,30 @@ fn check_rate(rate_hz: f64) -> io::Result<()> {
     ))
 }
 
+/// When and how the echoes go.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    rate_hz: f64,
+    duration: Duration,
+    deadline: Duration,
+    rt_priority: Option<i32>,
+    waiting: Waiting,
+}
+
 /// Runs `echo` in one thread until the pings over `end` from another are done.
 fn measure(
     link: &'static str,
     end: impl PingEnd,
     echo: impl FnOnce(&AtomicBool) -> io::Result<()> + Send + 'static,
-    rate_hz: f64,
-    duration: Duration,
-    deadline: Duration,
-    rt_priority: Option<i32>,
+    timing: Timing,
 ) -> io::Result<EchoFloor> {
+    let Timing {
+        rate_hz,
+        deadline,
+        rt_priority,
+        waiting,
+        ..
+    } = timing;
     let stop = Arc::new(AtomicBool::new(false));
     let echo_stop = Arc::clone(&stop);
     let echo = std::thread::Builder::new()
@@ -177,7 +228,7 @@ fn measure(
         .name(format!("{link} ping"))
         .spawn(move || {
             set_priority(rt_priority, link, "ping");
-            ping(end, rate_hz, duration)
+            ping(end, timing)
         })?;
     let round_trips = pinger
         .join()
@@ -208,6 +259,7 @@ fn measure(
         p999_us: pct(0.999),
         max_us: round_trips.last().copied().unwrap_or(0),
         deadline_us,
+        waiting,
         over_deadline: over,
         over_deadline_ratio: over as f64 / echoes.max(1) as f64,
     })
@@ -215,9 +267,9 @@ fn measure(
 
 /// The timing side: absolute send times (no drift), blocking until each echo is complete.
 /// Returns (round trips in µs, lost echoes).
-fn ping(mut end: impl PingEnd, rate_hz: f64, duration: Duration) -> io::Result<(Vec<u64>, u64)> {
-    let period = Duration::from_secs_f64(1.0 / rate_hz);
-    let count = (duration.as_secs_f64() * rate_hz).ceil() as usize;
+fn ping(mut end: impl PingEnd, timing: Timing) -> io::Result<(Vec<u64>, u64)> {
+    let period = Duration::from_secs_f64(1.0 / timing.rate_hz);
+    let count = (timing.duration.as_secs_f64() * timing.rate_hz).ceil() as usize;
     let mut round_trips = Vec::with_capacity(count);
     let mut lost = 0;
     let message = [0x55u8; MESSAGE_LEN];
@@ -265,18 +317,22 @@ mod tests {
 
     #[test]
     fn echoes_come_back_and_are_counted() {
-        for echo in [pty_echo, udp_echo] {
-            let report = echo(
-                500.0,
-                Duration::from_millis(200),
-                Duration::from_millis(1),
-                None,
-            )
-            .unwrap();
-            assert_eq!(report.echoes, 100, "{report:?}");
-            assert_eq!(report.lost, 0, "{report:?}");
-            assert!(report.p50_us > 0 && report.p50_us <= report.max_us);
-            assert!(report.over_deadline <= report.echoes);
+        for waiting in [Waiting::Sleep, Waiting::Spin] {
+            for echo in [pty_echo, udp_echo] {
+                let report = echo(
+                    500.0,
+                    Duration::from_millis(200),
+                    Duration::from_millis(1),
+                    None,
+                    waiting,
+                )
+                .unwrap();
+                assert_eq!(report.echoes, 100, "{report:?}");
+                assert_eq!(report.lost, 0, "{report:?}");
+                assert_eq!(report.waiting, waiting);
+                assert!(report.p50_us > 0 && report.p50_us <= report.max_us);
+                assert!(report.over_deadline <= report.echoes);
+            }
         }
     }
 
@@ -288,6 +344,7 @@ mod tests {
                 Duration::from_millis(10),
                 Duration::from_millis(1),
                 None,
+                Waiting::Sleep,
             )
             .unwrap_err();
             assert!(error.to_string().contains("rate"), "{error}");

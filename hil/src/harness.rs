@@ -50,6 +50,9 @@ pub struct HilOptions {
     pub max_missed: u16,
     /// Firmware serial polling interval.
     pub poll_us: u32,
+    /// Spin instead of sleeping while waiting for input: `serve --busy-poll`, the firmware
+    /// polling every microsecond (`--poll-us 1`), and the echo floor measured the same way.
+    pub busy_poll: bool,
     /// SCHED_FIFO priority for the firmware, the relay and `serve` (where permitted).
     pub rt_priority: Option<i32>,
     /// Lock the memory of the firmware, `serve` and the harness (mlockall), where permitted.
@@ -84,6 +87,7 @@ impl HilOptions {
             stall_for_s: 0.5,
             max_missed: dreamer_wire::DEFAULT_MAX_MISSED,
             poll_us: 50,
+            busy_poll: false,
             rt_priority: None,
             lock_memory: false,
             relay: false,
@@ -215,6 +219,8 @@ pub struct HilReport {
     pub bundle: PathBuf,
     pub rt_priority: Option<i32>,
     pub lock_memory: bool,
+    /// Both processes (and the echo floor) spun on their links instead of sleeping.
+    pub busy_poll: bool,
     pub link: LinkKind,
     /// Bytes went through the relay (faults, stall or `--relay`); otherwise one pty pair, or
     /// two UDP sockets.
@@ -497,11 +503,17 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
             LinkKind::Pty => crate::baseline::pty_echo,
             LinkKind::Udp => crate::baseline::udp_echo,
         };
+        let waiting = if options.busy_poll {
+            crate::baseline::Waiting::Spin
+        } else {
+            crate::baseline::Waiting::Sleep
+        };
         let report = echo(
             rate_hz,
             Duration::from_secs_f64(options.baseline_s),
             Duration::from_secs_f64(0.5 / rate_hz),
             options.rt_priority,
+            waiting,
         )
         .context("echo baseline")?;
         Some(report)
@@ -622,6 +634,9 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     }
     if let Some(priority) = options.rt_priority {
         serve_cmd.args(["--rt-priority", &priority.to_string()]);
+    }
+    if options.busy_poll {
+        serve_cmd.arg("--busy-poll");
     }
     if options.lock_memory {
         serve_cmd.arg("--lock-memory");
@@ -759,6 +774,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         bundle: options.bundle.clone(),
         rt_priority: options.rt_priority,
         lock_memory: options.lock_memory,
+        busy_poll: options.busy_poll,
         task,
         pixels,
         rate_hz,

@@ -65,6 +65,10 @@ struct Args {
     /// Firmware serial polling interval in microseconds.
     #[arg(long, default_value_t = 50)]
     poll_us: u32,
+    /// Spin instead of sleeping while waiting for input: serve --busy-poll, the firmware
+    /// polling without pause, the echo floor likewise (each needs a core of its own).
+    #[arg(long)]
+    busy_poll: bool,
     /// Relay through the fault-injection proxy even without faults or a stall.
     #[arg(long)]
     relay: bool,
@@ -130,6 +134,7 @@ fn main() -> Result<()> {
         stall_for_s: args.stall_for.unwrap_or(0.5),
         max_missed: args.max_missed,
         poll_us: args.poll_us,
+        busy_poll: args.busy_poll,
         rt_priority: args.rt_priority,
         relay: args.relay,
         lock_memory: args.lock_memory,

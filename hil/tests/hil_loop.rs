@@ -168,8 +168,8 @@ fn clean_loop_controls_the_plant_without_errors() {
     assert!(report.returns.simulation_return.is_some_and(f64::is_finite));
 }
 
-/// The same loop over UDP on loopback (one datagram per message, no relay), with the bare
-/// UDP echo measured before it.
+/// The same loop over UDP on loopback (one datagram per message, no relay), `serve` spinning
+/// on its socket, with the bare UDP echo measured the same way before it.
 #[test]
 fn a_udp_loop_controls_the_plant_and_reports_its_floor() {
     let report = run(HilOptions {
@@ -177,9 +177,11 @@ fn a_udp_loop_controls_the_plant_and_reports_its_floor() {
         rate_hz: Some(50.0),
         duration_s: 2.0,
         baseline_s: 0.2,
+        busy_poll: true,
         ..options(&fixtures().state_bundle)
     });
     assert_eq!((report.link, report.relay), (LinkKind::Udp, false));
+    assert!(report.busy_poll);
     assert!(
         report
             .runtime
@@ -208,6 +210,7 @@ fn a_udp_loop_controls_the_plant_and_reports_its_floor() {
     assert_eq!(report.final_mode, Mode::Running);
     let floor = report.echo_floor.as_ref().unwrap();
     assert_eq!((floor.link, floor.echoes, floor.lost), ("udp", 10, 0));
+    assert_eq!(floor.waiting, dreamer_hil::baseline::Waiting::Spin);
 
     // A byte stream cannot reorder: the fault is refused on the pty link.
     let mut reordered = options(&fixtures().state_bundle);

@@ -274,6 +274,23 @@ pub fn apply_realtime(options: &LoopOptions) -> RealtimeReport {
     report
 }
 
+/// The kernel's real-time throttling as (runtime, period) in µs from
+/// `/proc/sys/kernel/sched_rt_{runtime,period}_us`: SCHED_FIFO threads of a CPU may run
+/// `runtime` of every `period`, then the kernel takes the CPU away for the rest. `None` when
+/// throttling is off (`runtime` -1) or the files cannot be read.
+pub fn rt_throttling() -> Option<(u64, u64)> {
+    let read = |name: &str| -> Option<i64> {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let runtime = u64::try_from(read("sched_rt_runtime_us")?).ok()?;
+    let period = u64::try_from(read("sched_rt_period_us")?).ok()?;
+    (runtime < period).then_some((runtime, period))
+}
+
 /// Pins the calling thread to one CPU.
 pub fn pin_current_thread(cpu: usize) -> Result<(), String> {
     let available = online_cpus();

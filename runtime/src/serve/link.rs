@@ -16,7 +16,8 @@ use serialport::SerialPort;
 
 use super::ServeError;
 
-/// How long one receive waits for the first bytes before the session loop goes round.
+/// How long one receive waits for the first bytes before the session loop goes round
+/// (without busy polling).
 const RECEIVE_WAIT: Duration = Duration::from_millis(20);
 
 /// Where the firmware is.
@@ -46,15 +47,24 @@ pub(super) enum ServeLink {
     Udp {
         socket: UdpSocket,
         peer: SocketAddr,
+        /// How long a receive waits for the first datagram.
+        wait: Duration,
     },
 }
 
 impl ServeLink {
-    pub(super) fn open(spec: &LinkSpec) -> Result<ServeLink, ServeError> {
+    /// Opens `spec`; with `busy_poll` a receive never sleeps: it takes what is waiting and
+    /// returns, so the session loop spins on the link.
+    pub(super) fn open(spec: &LinkSpec, busy_poll: bool) -> Result<ServeLink, ServeError> {
+        let wait = if busy_poll {
+            Duration::ZERO
+        } else {
+            RECEIVE_WAIT
+        };
         match spec {
             LinkSpec::Serial { path, baud } => {
                 let port = serialport::new(path.to_string_lossy(), *baud)
-                    .timeout(RECEIVE_WAIT)
+                    .timeout(wait)
                     .open_native()
                     .map_err(|source| ServeError::Open {
                         path: path.clone(),
@@ -75,6 +85,7 @@ impl ServeLink {
                 Ok(ServeLink::Udp {
                     socket,
                     peer: *peer,
+                    wait,
                 })
             }
         }
@@ -103,7 +114,7 @@ impl ServeLink {
                 let mut buf = [0u8; MAX_FRAME];
                 port.write_all(encode_frame(message, &mut buf))
             }
-            ServeLink::Udp { socket, peer } => {
+            ServeLink::Udp { socket, peer, .. } => {
                 let mut buf = [0u8; MAX_RAW];
                 match socket.send_to(encode_datagram(message, &mut buf), *peer) {
                     // A full send buffer drops the datagram, as the network would.
@@ -115,7 +126,8 @@ impl ServeLink {
         result.map_err(|e| self.error(e))
     }
 
-    /// Waits up to [`RECEIVE_WAIT`] for input, then takes everything waiting; each valid
+    /// Waits up to [`RECEIVE_WAIT`] (not at all when busy polling) for input, then takes
+    /// everything waiting; each valid
     /// message goes to `out`, every frame is counted by `decoder`. Returns whether anything
     /// arrived.
     pub(super) fn receive(
@@ -125,7 +137,9 @@ impl ServeLink {
     ) -> Result<bool, ServeError> {
         let result = match self {
             ServeLink::Serial { port, .. } => receive_stream(port, decoder, out),
-            ServeLink::Udp { socket, peer } => receive_datagrams(socket, *peer, decoder, out),
+            ServeLink::Udp { socket, peer, wait } => {
+                receive_datagrams(socket, *peer, *wait, decoder, out)
+            }
         };
         result.map_err(|e| self.error(e))
     }
@@ -162,10 +176,11 @@ fn receive_stream(
 fn receive_datagrams(
     socket: &UdpSocket,
     peer: SocketAddr,
+    wait: Duration,
     decoder: &mut FrameDecoder,
     out: &mut Vec<Message>,
 ) -> io::Result<bool> {
-    if !readable(socket, RECEIVE_WAIT)? {
+    if !readable(socket, wait)? {
         return Ok(false);
     }
     // One byte more than the largest frame, so an oversized datagram shows.

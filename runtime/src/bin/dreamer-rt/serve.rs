@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Also write the JSON summary to this file.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
+    /// Spin on the link instead of sleeping until input arrives (for a core of its own, with
+    /// --pin-cpu: no wake-up latency, warm caches; the core stays 100 % busy).
+    #[arg(long)]
+    busy_poll: bool,
     #[command(flatten)]
     realtime: RealtimeArgs,
     #[command(flatten)]
@@ -139,13 +143,28 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
         .options(ort_lib)
         .map_err(|e| Failed::early(args, e))?;
     let mut agent = load_agent(&args.bundle, agent_options).map_err(|e| Failed::early(args, e))?;
-    for note_text in &args.realtime.apply().notes {
+    let realtime = args.realtime.apply();
+    for note_text in &realtime.notes {
         errln!("serve: note: {note_text}");
+    }
+    if args.busy_poll
+        && realtime.fifo_priority.is_some()
+        && let Some((runtime, period)) = dreamer_runtime::control::rt_throttling()
+    {
+        errln!(
+            "serve: note: --busy-poll under SCHED_FIFO with the kernel's real-time throttling \
+             on (sched_rt_runtime_us {runtime} of {period}): the spinning thread loses its CPU \
+             for {} ms of every {} ms. On a host with isolated cores set \
+             kernel.sched_rt_runtime_us to -1, or serve without --rt-priority",
+            (period - runtime) / 1000,
+            period / 1000
+        );
     }
     let link = args.link();
     let options = ServeOptions {
         camera_state: args.camera_state.clone(),
         handshake_timeout,
+        busy_poll: args.busy_poll,
         ..ServeOptions::on(link.clone())
     };
     errln!(
