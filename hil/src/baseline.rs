@@ -15,15 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::fd::wait_ready;
 use crate::proxy::set_fifo_priority;
-use crate::pty::{Pty, wait_ready};
+use crate::pty::Pty;
 
 /// Bytes per echo: about one observation frame.
 const MESSAGE_LEN: usize = 32;
 /// An echo not back within this long counts as lost.
-const LOST_AFTER_MS: libc::c_int = 100;
+const LOST_AFTER: Duration = Duration::from_millis(100);
 /// How long the echo thread waits before looking at its stop flag again.
-const ECHO_POLL_MS: libc::c_int = 20;
+const ECHO_POLL: Duration = Duration::from_millis(20);
 
 /// How the echoing end (the runtime's side) waits for input: sleeping in the kernel until it
 /// arrives, or spinning on the descriptor as `dreamer-rt serve --busy-poll` does. The pinging
@@ -37,11 +38,11 @@ pub enum Waiting {
 }
 
 impl Waiting {
-    /// The poll timeout for a wait of up to `ms`.
-    fn timeout_ms(self, ms: libc::c_int) -> libc::c_int {
+    /// The poll timeout for a wait of up to `wait`.
+    fn timeout(self, wait: Duration) -> Duration {
         match self {
-            Waiting::Sleep => ms,
-            Waiting::Spin => 0,
+            Waiting::Sleep => wait,
+            Waiting::Spin => Duration::ZERO,
         }
     }
 }
@@ -71,8 +72,8 @@ pub struct EchoFloor {
 /// The pinging end of an echo link.
 trait PingEnd: Send + 'static {
     fn send(&mut self, message: &[u8]) -> io::Result<()>;
-    /// Reads what arrives within `timeout_ms` (0: only what is waiting); 0 when nothing did.
-    fn receive(&mut self, buf: &mut [u8], timeout_ms: libc::c_int) -> io::Result<usize>;
+    /// Reads what arrives within `timeout` (zero: only what is waiting); 0 when nothing did.
+    fn receive(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
 }
 
 impl PingEnd for Pty {
@@ -80,8 +81,8 @@ impl PingEnd for Pty {
         self.master.write_all(message)
     }
 
-    fn receive(&mut self, buf: &mut [u8], timeout_ms: libc::c_int) -> io::Result<usize> {
-        if !wait_ready(self.master.as_raw_fd(), false, timeout_ms)?.0 {
+    fn receive(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        if !wait_ready(self.master.as_raw_fd(), false, timeout)?.0 {
             return Ok(0);
         }
         self.master.read(buf)
@@ -94,8 +95,8 @@ impl PingEnd for UdpSocket {
         UdpSocket::send(self, message).map(drop)
     }
 
-    fn receive(&mut self, buf: &mut [u8], timeout_ms: libc::c_int) -> io::Result<usize> {
-        if !wait_ready(self.as_raw_fd(), false, timeout_ms)?.0 {
+    fn receive(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        if !wait_ready(self.as_raw_fd(), false, timeout)?.0 {
             return Ok(0);
         }
         match self.recv(buf) {
@@ -107,14 +108,9 @@ impl PingEnd for UdpSocket {
 
 /// Echoes `MESSAGE_LEN` bytes over a pty pair every `1 / rate_hz` seconds for `duration`,
 /// both threads under SCHED_FIFO at `rt_priority` when given and permitted.
-pub fn pty_echo(
-    rate_hz: f64,
-    duration: Duration,
-    deadline: Duration,
-    rt_priority: Option<i32>,
-    waiting: Waiting,
-) -> io::Result<EchoFloor> {
-    check_rate(rate_hz)?;
+pub fn pty_echo(timing: EchoTiming) -> io::Result<EchoFloor> {
+    check_rate(timing.rate_hz)?;
+    let waiting = timing.waiting;
     let pty = Pty::open()?;
     let mut far_end = File::options()
         .read(true)
@@ -123,7 +119,7 @@ pub fn pty_echo(
     let echo = move |stop: &AtomicBool| -> io::Result<()> {
         let mut buf = [0u8; 256];
         while !stop.load(Ordering::Relaxed) {
-            if wait_ready(far_end.as_raw_fd(), false, waiting.timeout_ms(ECHO_POLL_MS))?.0 {
+            if wait_ready(far_end.as_raw_fd(), false, waiting.timeout(ECHO_POLL))?.0 {
                 let n = match far_end.read(&mut buf) {
                     Ok(n) => n,
                     // The pinging end closed the master: the measurement is over.
@@ -135,25 +131,13 @@ pub fn pty_echo(
         }
         Ok(())
     };
-    let timing = Timing {
-        rate_hz,
-        duration,
-        deadline,
-        rt_priority,
-        waiting,
-    };
     measure("pty", pty, echo, timing)
 }
 
 /// The same over a pair of UDP sockets on loopback, one datagram each way per echo.
-pub fn udp_echo(
-    rate_hz: f64,
-    duration: Duration,
-    deadline: Duration,
-    rt_priority: Option<i32>,
-    waiting: Waiting,
-) -> io::Result<EchoFloor> {
-    check_rate(rate_hz)?;
+pub fn udp_echo(timing: EchoTiming) -> io::Result<EchoFloor> {
+    check_rate(timing.rate_hz)?;
+    let waiting = timing.waiting;
     let echoing = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
     let pinging = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
     pinging.connect(echoing.local_addr()?)?;
@@ -162,7 +146,7 @@ pub fn udp_echo(
     let echo = move |stop: &AtomicBool| -> io::Result<()> {
         let mut buf = [0u8; 256];
         while !stop.load(Ordering::Relaxed) {
-            if wait_ready(echoing.as_raw_fd(), false, waiting.timeout_ms(ECHO_POLL_MS))?.0 {
+            if wait_ready(echoing.as_raw_fd(), false, waiting.timeout(ECHO_POLL))?.0 {
                 match echoing.recv_from(&mut buf) {
                     Ok((n, from)) => echoing.send_to(&buf[..n], from).map(drop)?,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -171,13 +155,6 @@ pub fn udp_echo(
             }
         }
         Ok(())
-    };
-    let timing = Timing {
-        rate_hz,
-        duration,
-        deadline,
-        rt_priority,
-        waiting,
     };
     measure("udp", pinging, echo, timing)
 }
@@ -194,12 +171,16 @@ fn check_rate(rate_hz: f64) -> io::Result<()> {
 
 /// When and how the echoes go.
 #[derive(Debug, Clone, Copy)]
-struct Timing {
-    rate_hz: f64,
-    duration: Duration,
-    deadline: Duration,
-    rt_priority: Option<i32>,
-    waiting: Waiting,
+pub struct EchoTiming {
+    /// Echoes per second.
+    pub rate_hz: f64,
+    /// How long to echo.
+    pub duration: Duration,
+    /// An echo slower than this counts against the floor.
+    pub deadline: Duration,
+    /// SCHED_FIFO priority for both threads, when given and permitted.
+    pub rt_priority: Option<i32>,
+    pub waiting: Waiting,
 }
 
 /// Runs `echo` in one thread until the pings over `end` from another are done.
@@ -207,9 +188,9 @@ fn measure(
     link: &'static str,
     end: impl PingEnd,
     echo: impl FnOnce(&AtomicBool) -> io::Result<()> + Send + 'static,
-    timing: Timing,
+    timing: EchoTiming,
 ) -> io::Result<EchoFloor> {
-    let Timing {
+    let EchoTiming {
         rate_hz,
         deadline,
         rt_priority,
@@ -267,7 +248,7 @@ fn measure(
 
 /// The timing side: absolute send times (no drift), blocking until each echo is complete.
 /// Returns (round trips in µs, lost echoes).
-fn ping(mut end: impl PingEnd, timing: Timing) -> io::Result<(Vec<u64>, u64)> {
+fn ping(mut end: impl PingEnd, timing: EchoTiming) -> io::Result<(Vec<u64>, u64)> {
     let period = Duration::from_secs_f64(1.0 / timing.rate_hz);
     let count = (timing.duration.as_secs_f64() * timing.rate_hz).ceil() as usize;
     let mut round_trips = Vec::with_capacity(count);
@@ -281,12 +262,12 @@ fn ping(mut end: impl PingEnd, timing: Timing) -> io::Result<(Vec<u64>, u64)> {
             std::thread::sleep(wait);
         }
         // Bytes of an echo that came back after it was counted lost.
-        while end.receive(&mut buf, 0)? > 0 {}
+        while end.receive(&mut buf, Duration::ZERO)? > 0 {}
         let sent = Instant::now();
         end.send(&message)?;
         let mut got = 0;
         while got < MESSAGE_LEN {
-            let n = end.receive(&mut buf, LOST_AFTER_MS)?;
+            let n = end.receive(&mut buf, LOST_AFTER)?;
             if n == 0 {
                 break;
             }
@@ -319,13 +300,13 @@ mod tests {
     fn echoes_come_back_and_are_counted() {
         for waiting in [Waiting::Sleep, Waiting::Spin] {
             for echo in [pty_echo, udp_echo] {
-                let report = echo(
-                    500.0,
-                    Duration::from_millis(200),
-                    Duration::from_millis(1),
-                    None,
+                let report = echo(EchoTiming {
+                    rate_hz: 500.0,
+                    duration: Duration::from_millis(200),
+                    deadline: Duration::from_millis(1),
+                    rt_priority: None,
                     waiting,
-                )
+                })
                 .unwrap();
                 assert_eq!(report.echoes, 100, "{report:?}");
                 assert_eq!(report.lost, 0, "{report:?}");
@@ -339,13 +320,13 @@ mod tests {
     #[test]
     fn a_bad_rate_is_an_error() {
         for echo in [pty_echo, udp_echo] {
-            let error = echo(
-                0.0,
-                Duration::from_millis(10),
-                Duration::from_millis(1),
-                None,
-                Waiting::Sleep,
-            )
+            let error = echo(EchoTiming {
+                rate_hz: 0.0,
+                duration: Duration::from_millis(10),
+                deadline: Duration::from_millis(1),
+                rt_priority: None,
+                waiting: Waiting::Sleep,
+            })
             .unwrap_err();
             assert!(error.to_string().contains("rate"), "{error}");
         }

@@ -508,13 +508,13 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
         } else {
             crate::baseline::Waiting::Sleep
         };
-        let report = echo(
+        let report = echo(crate::baseline::EchoTiming {
             rate_hz,
-            Duration::from_secs_f64(options.baseline_s),
-            Duration::from_secs_f64(0.5 / rate_hz),
-            options.rt_priority,
+            duration: Duration::from_secs_f64(options.baseline_s),
+            deadline: Duration::from_secs_f64(0.5 / rate_hz),
+            rt_priority: options.rt_priority,
             waiting,
-        )
+        })
         .context("echo baseline")?;
         Some(report)
     } else {

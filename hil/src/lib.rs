@@ -10,6 +10,7 @@
 //! policy's return in pure simulation. See `docs/hil.md`.
 
 pub mod baseline;
+pub mod fd;
 pub mod harness;
 pub mod proxy;
 pub mod pty;

@@ -81,33 +81,6 @@ pub fn set_cloexec(fd: libc::c_int, close: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until `fd` is readable (or, with `want_write`, writable too) or `timeout_ms`
-/// passes. Returns (readable, writable).
-pub fn wait_ready(
-    fd: libc::c_int,
-    want_write: bool,
-    timeout_ms: libc::c_int,
-) -> io::Result<(bool, bool)> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN | if want_write { libc::POLLOUT } else { 0 },
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    if rc < 0 {
-        let error = io::Error::last_os_error();
-        if error.kind() == io::ErrorKind::Interrupted {
-            return Ok((false, false));
-        }
-        return Err(error);
-    }
-    Ok((
-        pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0,
-        pfd.revents & libc::POLLOUT != 0,
-    ))
-}
-
 /// Puts `fd` in non-blocking mode.
 pub fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL on an open descriptor.

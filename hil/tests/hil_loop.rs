@@ -14,8 +14,8 @@ use std::sync::{Mutex, OnceLock};
 use dreamer_cli::testing::{GoneStdout, run_without_panic};
 use dreamer_export::{ExportOptions, export};
 use dreamer_hil::proxy::rejected;
-use dreamer_hil::{FaultRates, HilOptions, HilReport, LinkKind};
-use dreamer_wire::Mode;
+use dreamer_hil::{FaultRates, HilOptions, HilReport, Injected, LinkKind};
+use dreamer_wire::{LinkCounters, Mode};
 use export_fixtures::Spec;
 
 /// One loop at a time: two processes per loop already fill a small machine.
@@ -113,6 +113,22 @@ fn assert_clean_links(report: &HilReport) {
         report.firmware_link
     );
     assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
+}
+
+/// Per direction: its name, the faults injected into it, what its receiver counted.
+fn by_direction(report: &HilReport) -> [(&'static str, Injected, LinkCounters); 2] {
+    [
+        (
+            "firmware -> runtime",
+            report.injected_firmware_to_runtime,
+            report.runtime_link,
+        ),
+        (
+            "runtime -> firmware",
+            report.injected_runtime_to_firmware,
+            report.firmware_link,
+        ),
+    ]
 }
 
 fn assert_reconciled(report: &HilReport) {
@@ -243,18 +259,7 @@ fn udp_faults_and_a_stall_reconcile_and_the_loop_recovers() {
     });
     assert_eq!(report.link, LinkKind::Udp);
     assert_reconciled(&report);
-    for (name, injected, link) in [
-        (
-            "firmware -> runtime",
-            report.injected_firmware_to_runtime,
-            report.runtime_link,
-        ),
-        (
-            "runtime -> firmware",
-            report.injected_runtime_to_firmware,
-            report.firmware_link,
-        ),
-    ] {
+    for (name, injected, link) in by_direction(&report) {
         assert!(injected.corruptions() > 0, "{name}: nothing injected");
         // A flipped datagram is one rejection (two if it was also duplicated).
         let rejected = rejected(&link);
@@ -291,18 +296,7 @@ fn every_injected_corruption_is_detected_and_counted() {
         ..options(&fixtures().state_bundle)
     });
     assert_reconciled(&report);
-    for (name, injected, link) in [
-        (
-            "firmware -> runtime",
-            report.injected_firmware_to_runtime,
-            report.runtime_link,
-        ),
-        (
-            "runtime -> firmware",
-            report.injected_runtime_to_firmware,
-            report.firmware_link,
-        ),
-    ] {
+    for (name, injected, link) in by_direction(&report) {
         assert!(injected.corruptions() > 0, "{name}: nothing injected");
         let rejected = rejected(&link);
         assert!(rejected > 0, "{name}: no frame rejected");

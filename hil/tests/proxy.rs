@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
-use dreamer_hil::pty::{self, Pty};
+use dreamer_hil::pty::Pty;
 use dreamer_hil::{Direction, FaultRates, Injected, Ledger, Proxy, Reconciliation};
 use dreamer_wire::{
     Action, FrameDecoder, Hello, Layout, LinkCounters, MAX_FRAME, MAX_RAW, Message, Observation,
@@ -124,7 +124,12 @@ fn exchange(faults: FaultRates, seed: u64, frames: u32) -> Outcome {
     proxy.flush_and_stop(Direction::RuntimeToFirmware).unwrap();
     let quiet_until = Instant::now() + Duration::from_millis(200);
     while Instant::now() < quiet_until {
-        pty::wait_ready(std::os::fd::AsRawFd::as_raw_fd(&runtime), false, 20).unwrap();
+        dreamer_hil::fd::wait_ready(
+            std::os::fd::AsRawFd::as_raw_fd(&runtime),
+            false,
+            Duration::from_millis(20),
+        )
+        .unwrap();
         drain(&mut runtime, &mut at_runtime);
         drain(&mut firmware, &mut at_firmware);
     }

@@ -26,22 +26,20 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dreamer_wire::{FrameDecoder, decode_datagram, same_peer};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{Direction, FLUSH, FaultRates, Injected, LinkStats, Proxy, STOP, lock};
+use super::{Direction, FaultRates, Injected, LinkStats, Proxy, Relay, lock};
+use crate::fd::{is_quiet, wait_ready};
 
 /// Longest an overtaken datagram waits for the one that overtakes it.
 pub const REORDER_HOLD: Duration = Duration::from_millis(50);
-
-/// Longest one wait for input; the control flag is checked at least this often.
-const IDLE_WAIT: Duration = Duration::from_millis(20);
 
 /// The relay's two sockets, as the processes must be given them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,7 +72,6 @@ struct DatagramRelay {
     faults: FaultRates,
     epoch: Instant,
     stats: Arc<Mutex<LinkStats>>,
-    control: Arc<AtomicU8>,
     /// Set by the runtime -> firmware direction at its first datagram; gates the other one.
     runtime_connected: Arc<AtomicBool>,
     live: bool,
@@ -88,66 +85,17 @@ struct DatagramRelay {
     mirror: FrameDecoder,
 }
 
-impl DatagramRelay {
-    fn run(mut self) -> io::Result<()> {
-        // One byte more than any valid frame, so an oversized datagram is forwarded whole.
-        let mut buf = vec![0u8; 2048];
-        let mut flush_deadline = None;
+impl Relay for DatagramRelay {
+    fn receive_waiting(&mut self) -> io::Result<bool> {
+        // Longer than any valid frame, so an oversized datagram is forwarded whole.
+        let mut buf = [0u8; 2048];
         loop {
-            let now = Instant::now();
-            let control = self.control.load(Ordering::Relaxed);
-            if control == STOP {
-                return Ok(());
-            }
-            if control == FLUSH {
-                if flush_deadline.is_none() {
-                    flush_deadline = Some(now + Duration::from_secs(2));
-                    // Take in what the sender wrote before it stopped.
-                    self.receive_waiting(&mut buf)?;
-                }
-                self.release(None);
-            } else {
-                self.release(Some(now));
-            }
-            self.write_out()?;
-            if control == FLUSH
-                && (self.outbox.is_empty() || flush_deadline.is_some_and(|d| now >= d))
-            {
-                return Ok(());
-            }
-            let mut wait = IDLE_WAIT;
-            if let Some(&(release, _)) = self.held.front() {
-                wait = wait.min(release.saturating_duration_since(now));
-            }
-            if let Some(&(since, _)) = self.waiting.front() {
-                wait = wait.min((since + REORDER_HOLD).saturating_duration_since(now));
-            }
-            if !self.outbox.is_empty() {
-                wait = wait.min(Duration::from_micros(100));
-            }
-            if wait_readable(&self.src, wait)? {
-                self.receive_waiting(&mut buf)?;
-            }
-        }
-    }
-
-    /// Takes every datagram waiting on the socket.
-    fn receive_waiting(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        loop {
-            match self.src.recv_from(buf) {
+            match self.src.recv_from(&mut buf) {
                 Ok((n, from)) if same_peer(from, self.sender) => {
-                    let now = Instant::now();
-                    self.ingest(&buf[..n], now);
+                    self.ingest(&buf[..n], Instant::now());
                 }
                 Ok(_) => lock(&self.stats).foreign += 1,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    return Ok(());
-                }
+                Err(e) if is_quiet(&e) => return Ok(true),
                 // An earlier datagram of this socket found no listener: not about this one.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
                 Err(e) => return Err(e),
@@ -155,6 +103,83 @@ impl DatagramRelay {
         }
     }
 
+    /// Overtaken datagrams go behind the one that overtakes them.
+    fn release(&mut self, now: Option<Instant>) {
+        let due = |at: Instant| now.is_none_or(|now| at <= now);
+        while let Some(&(at, _)) = self.held.front() {
+            if !due(at) {
+                break;
+            }
+            let (at, datagram) = self.held.pop_front().expect("front exists");
+            if datagram.overtaken && now.is_some() {
+                self.waiting.push_back((at, datagram));
+                continue;
+            }
+            self.outbox.push_back(datagram);
+            self.outbox
+                .extend(self.waiting.drain(..).map(|(_, datagram)| datagram));
+        }
+        while let Some(&(since, _)) = self.waiting.front() {
+            if !due(since + REORDER_HOLD) {
+                break;
+            }
+            let (_, datagram) = self.waiting.pop_front().expect("front exists");
+            self.outbox.push_back(datagram);
+        }
+    }
+
+    /// Enters each datagram sent in the ledger.
+    fn write_out(&mut self) -> io::Result<()> {
+        while let Some(datagram) = self.outbox.front() {
+            match self.dst.send_to(&datagram.bytes, self.receiver) {
+                Ok(n) => {
+                    let datagram = self.outbox.pop_front().expect("front exists");
+                    let mut stats = lock(&self.stats);
+                    stats.bytes_out += n as u64;
+                    if datagram.corrupted {
+                        stats.ledger.damaged += 1;
+                    } else {
+                        stats.ledger.intact += 1;
+                        if self.mirror.push_datagram(&datagram.bytes).is_err() {
+                            stats.ledger.mirror_rejected += 1;
+                        }
+                        stats.ledger.sequence_gaps =
+                            u64::from(self.mirror.counters().sequence_gaps);
+                    }
+                }
+                Err(e) if is_quiet(&e) => return Ok(()),
+                // The receiver's port has no socket (it exited): the datagram is gone, and
+                // the receiver can count nothing of it.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.outbox.pop_front();
+                    lock(&self.stats).undeliverable += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn backlog(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        let held = self.held.front().map(|&(release, _)| release);
+        let overtaken = self.waiting.front().map(|&(since, _)| since + REORDER_HOLD);
+        held.into_iter().chain(overtaken).min()
+    }
+
+    fn wait_input(&mut self, mut wait: Duration) -> io::Result<bool> {
+        if self.backlog() {
+            // The socket's send buffer is full: try again soon.
+            wait = wait.min(Duration::from_micros(100));
+        }
+        Ok(wait_ready(self.src.as_raw_fd(), false, wait)?.0)
+    }
+}
+
+impl DatagramRelay {
     fn ingest(&mut self, bytes: &[u8], now: Instant) {
         if self.direction == Direction::RuntimeToFirmware {
             self.runtime_connected.store(true, Ordering::Relaxed);
@@ -218,98 +243,6 @@ impl DatagramRelay {
         }
         lock(&self.stats).injected.add(&injected);
     }
-
-    /// Moves what is due at `now` (everything with `None`) to the outbox, overtaken
-    /// datagrams behind the one that overtakes them.
-    fn release(&mut self, now: Option<Instant>) {
-        let due = |at: Instant| now.is_none_or(|now| at <= now);
-        while let Some(&(at, _)) = self.held.front() {
-            if !due(at) {
-                break;
-            }
-            let (at, datagram) = self.held.pop_front().expect("front exists");
-            if datagram.overtaken && now.is_some() {
-                self.waiting.push_back((at, datagram));
-                continue;
-            }
-            self.outbox.push_back(datagram);
-            self.outbox
-                .extend(self.waiting.drain(..).map(|(_, datagram)| datagram));
-        }
-        while let Some(&(since, _)) = self.waiting.front() {
-            if !due(since + REORDER_HOLD) {
-                break;
-            }
-            let (_, datagram) = self.waiting.pop_front().expect("front exists");
-            self.outbox.push_back(datagram);
-        }
-    }
-
-    /// Sends what the socket takes now and enters each sent datagram in the ledger.
-    fn write_out(&mut self) -> io::Result<()> {
-        while let Some(datagram) = self.outbox.front() {
-            match self.dst.send_to(&datagram.bytes, self.receiver) {
-                Ok(n) => {
-                    let datagram = self.outbox.pop_front().expect("front exists");
-                    let mut stats = lock(&self.stats);
-                    stats.bytes_out += n as u64;
-                    if datagram.corrupted {
-                        stats.ledger.damaged += 1;
-                    } else {
-                        stats.ledger.intact += 1;
-                        if self.mirror.push_datagram(&datagram.bytes).is_err() {
-                            stats.ledger.mirror_rejected += 1;
-                        }
-                        stats.ledger.sequence_gaps =
-                            u64::from(self.mirror.counters().sequence_gaps);
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    return Ok(());
-                }
-                // The receiver's port has no socket (it exited): the datagram is gone, and
-                // the receiver can count nothing of it.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    self.outbox.pop_front();
-                    lock(&self.stats).undeliverable += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Waits up to `wait` (microsecond resolution) for a datagram on `socket`.
-fn wait_readable(socket: &UdpSocket, wait: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let timeout = libc::timespec {
-        tv_sec: wait.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
-    };
-    // SAFETY: one valid pollfd and a valid timespec for the duration of the call; no mask.
-    let ready = unsafe { libc::ppoll(&mut pfd, 1, &timeout, std::ptr::null()) };
-    match ready {
-        -1 => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-        0 => Ok(false),
-        _ => Ok(true),
-    }
 }
 
 impl Proxy {
@@ -336,14 +269,13 @@ impl Proxy {
         };
         let connected = Arc::new(AtomicBool::new(false));
         let mut proxy = Proxy { links: Vec::new() };
-        for (direction, src, sender, dst, receiver, stream) in [
+        for (direction, src, sender, dst, receiver) in [
             (
                 Direction::FirmwareToRuntime,
                 &facing_firmware,
                 firmware,
                 &facing_runtime,
                 runtime,
-                1u64,
             ),
             (
                 Direction::RuntimeToFirmware,
@@ -351,34 +283,28 @@ impl Proxy {
                 runtime,
                 &facing_firmware,
                 firmware,
-                2u64,
             ),
         ] {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(stream);
+            let rng = direction.fault_rng(seed);
             let (src, dst) = (src.try_clone()?, dst.try_clone()?);
             let runtime_connected = connected.clone();
-            proxy.spawn(direction, rt_priority, move |control, stats| {
-                DatagramRelay {
-                    direction,
-                    src,
-                    sender,
-                    dst,
-                    receiver,
-                    rng,
-                    faults,
-                    epoch,
-                    stats,
-                    control,
-                    runtime_connected,
-                    live: false,
-                    held: VecDeque::new(),
-                    last_release: epoch,
-                    waiting: VecDeque::new(),
-                    outbox: VecDeque::new(),
-                    mirror: FrameDecoder::new(),
-                }
-                .run()
+            proxy.spawn(direction, rt_priority, move |stats| DatagramRelay {
+                direction,
+                src,
+                sender,
+                dst,
+                receiver,
+                rng,
+                faults,
+                epoch,
+                stats,
+                runtime_connected,
+                live: false,
+                held: VecDeque::new(),
+                last_release: epoch,
+                waiting: VecDeque::new(),
+                outbox: VecDeque::new(),
+                mirror: FrameDecoder::new(),
             })?;
         }
         Ok((proxy, ends))

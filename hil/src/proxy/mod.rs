@@ -16,8 +16,11 @@ use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use dreamer_wire::{FaultKind, FrameError, LinkCounters, Message};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 pub mod datagram;
@@ -86,6 +89,19 @@ impl FaultRates {
 pub enum Direction {
     FirmwareToRuntime,
     RuntimeToFirmware,
+}
+
+impl Direction {
+    /// The fault generator of this direction: ChaCha8 from `seed`, one stream per direction
+    /// (the same seed injects the same faults into the same traffic).
+    fn fault_rng(self, seed: u64) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(match self {
+            Direction::FirmwareToRuntime => 1,
+            Direction::RuntimeToFirmware => 2,
+        });
+        rng
+    }
 }
 
 /// Faults injected into one direction: bytes on a stream, datagrams on UDP.
@@ -205,6 +221,61 @@ const RUN: u8 = 0;
 const FLUSH: u8 = 1;
 const STOP: u8 = 2;
 
+/// Longest a flush keeps writing to a receiver that does not take everything.
+const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+/// Longest one wait for input: the control flag is looked at least this often.
+const IDLE_WAIT: Duration = Duration::from_millis(20);
+
+/// One direction of a relay, as [`drive`] runs it.
+trait Relay {
+    /// Reads and takes in everything the sender has written so far; `false` when the
+    /// sender's end is closed for good.
+    fn receive_waiting(&mut self) -> io::Result<bool>;
+    /// Moves what is due at `now` (everything, with `None`) towards the receiver.
+    fn release(&mut self, now: Option<Instant>);
+    /// Writes what the receiver takes now.
+    fn write_out(&mut self) -> io::Result<()>;
+    /// Released, but not yet taken by the receiver.
+    fn backlog(&self) -> bool;
+    /// When the next thing held back falls due.
+    fn next_due(&self) -> Option<Instant>;
+    /// Waits up to `wait` for the sender; whether input is there.
+    fn wait_input(&mut self, wait: Duration) -> io::Result<bool>;
+}
+
+/// Runs one direction until the harness stops it, flushes it, or the sender's end closes.
+fn drive(mut relay: impl Relay, control: &AtomicU8) -> io::Result<()> {
+    let mut flush_deadline = None;
+    loop {
+        let now = Instant::now();
+        let how = control.load(Ordering::Relaxed);
+        if how == STOP {
+            return Ok(());
+        }
+        if how == FLUSH {
+            if flush_deadline.is_none() {
+                flush_deadline = Some(now + FLUSH_LIMIT);
+                // Take in what the sender wrote before it stopped.
+                relay.receive_waiting()?;
+            }
+            relay.release(None);
+        } else {
+            relay.release(Some(now));
+        }
+        relay.write_out()?;
+        if how == FLUSH && (!relay.backlog() || flush_deadline.is_some_and(|d| now >= d)) {
+            return Ok(());
+        }
+        let wait = relay
+            .next_due()
+            .map_or(IDLE_WAIT, |due| due.saturating_duration_since(now))
+            .min(IDLE_WAIT);
+        if relay.wait_input(wait)? && !relay.receive_waiting()? {
+            return Ok(());
+        }
+    }
+}
+
 fn lock(stats: &Mutex<LinkStats>) -> MutexGuard<'_, LinkStats> {
     stats.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -223,13 +294,13 @@ struct LinkHandle {
 }
 
 impl Proxy {
-    /// Runs `pump` for one direction in its own thread (under SCHED_FIFO at `rt_priority`
+    /// Runs the relay `relay` builds for one direction in its own thread (under SCHED_FIFO at `rt_priority`
     /// where permitted; a failure to set it is reported on stderr).
-    fn spawn(
+    fn spawn<R: Relay>(
         &mut self,
         direction: Direction,
         rt_priority: Option<i32>,
-        pump: impl FnOnce(Arc<AtomicU8>, Arc<Mutex<LinkStats>>) -> io::Result<()> + Send + 'static,
+        relay: impl FnOnce(Arc<Mutex<LinkStats>>) -> R + Send + 'static,
     ) -> io::Result<()> {
         let stats = Arc::new(Mutex::new(LinkStats::default()));
         let control = Arc::new(AtomicU8::new(RUN));
@@ -244,7 +315,7 @@ impl Proxy {
                         "dreamer-hil: note: relay SCHED_FIFO {priority} not set: {e}"
                     );
                 }
-                pump(thread_control, thread_stats)
+                drive(relay(thread_stats), &thread_control)
             })?;
         self.links.push((
             direction,

@@ -23,15 +23,16 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dreamer_wire::{FrameDecoder, MAX_FRAME, decode_frame};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Direction, FLUSH, FaultRates, Injected, LinkStats, Proxy, STOP, lock};
+use super::{Direction, FaultRates, Injected, LinkStats, Proxy, Relay, lock};
+use crate::fd::{is_quiet, wait_ready};
 use crate::pty;
 
 /// A byte on its way out with where it came from.
@@ -53,7 +54,6 @@ struct StreamRelay {
     faults: FaultRates,
     epoch: Instant,
     stats: Arc<Mutex<LinkStats>>,
-    control: Arc<AtomicU8>,
     /// Set by the runtime -> firmware link at its first byte; gates the other direction.
     runtime_connected: Arc<AtomicBool>,
     live: bool,
@@ -78,99 +78,74 @@ struct Segment {
     bytes: Vec<u8>,
 }
 
-impl StreamRelay {
-    fn run(mut self) -> io::Result<()> {
+impl Relay for StreamRelay {
+    fn receive_waiting(&mut self) -> io::Result<bool> {
         let mut buf = [0u8; 4096];
-        let mut flush_deadline = None;
         loop {
-            let now = Instant::now();
-            let control = self.control.load(Ordering::Relaxed);
-            if control == STOP {
-                return Ok(());
-            }
-            if control == FLUSH {
-                if flush_deadline.is_none() {
-                    flush_deadline = Some(now + Duration::from_secs(2));
-                    // Take in what the sender wrote before it stopped.
-                    self.read_waiting(&mut buf)?;
-                }
-                while let Some((_, tagged)) = self.held.pop_front() {
-                    self.outgoing.push_back(tagged);
-                }
-            }
-            while let Some(&(release, tagged)) = self.held.front() {
-                if release > now {
-                    break;
-                }
-                self.held.pop_front();
-                self.outgoing.push_back(tagged);
-            }
-            self.write_out()?;
-            if control == FLUSH
-                && (self.outgoing.is_empty() || flush_deadline.is_some_and(|d| now >= d))
-            {
-                return Ok(());
-            }
-            let wait = match self.held.front() {
-                Some(&(release, _)) => release.saturating_duration_since(now),
-                None => Duration::from_millis(20),
-            }
-            .min(Duration::from_millis(20));
-            let wait_ms = wait.as_micros().div_ceil(1000) as libc::c_int;
-            if !self.outgoing.is_empty() {
-                // The receiver is not taking bytes (stopped process): wait for room.
-                pty::wait_ready(self.dst.as_raw_fd(), true, 1)?;
-            }
-            let (readable, _) = pty::wait_ready(self.src.as_raw_fd(), false, wait_ms)?;
-            if !readable {
-                continue;
-            }
             let n = match self.src.read(&mut buf) {
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue;
-                }
+                Err(e) if is_quiet(&e) => return Ok(true),
                 // EIO: no process has the slave open any more (cannot happen while the
                 // harness holds it, but a closed pty ends the link cleanly).
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(false),
                 Err(e) => return Err(e),
             };
             if n == 0 {
-                return Ok(());
+                return Ok(false);
             }
             let now = Instant::now();
             for &byte in &buf[..n] {
                 self.ingest(byte, now);
             }
             lock(&self.stats).bytes_in += n as u64;
-            self.write_out()?;
         }
     }
 
-    /// Reads and ingests everything the sender's pty holds now.
-    fn read_waiting(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        loop {
-            match self.src.read(buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => {
-                    let now = Instant::now();
-                    for &byte in &buf[..n] {
-                        self.ingest(byte, now);
-                    }
-                    lock(&self.stats).bytes_in += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // WouldBlock: nothing more; EIO: the sender's side is closed.
-                Err(_) => return Ok(()),
+    fn release(&mut self, now: Option<Instant>) {
+        while let Some(&(release, tagged)) = self.held.front() {
+            if now.is_some_and(|now| release > now) {
+                break;
             }
+            self.held.pop_front();
+            self.outgoing.push_back(tagged);
         }
     }
 
+    fn write_out(&mut self) -> io::Result<()> {
+        if self.outgoing.is_empty() {
+            return Ok(());
+        }
+        let bytes: Vec<u8> = self.outgoing.iter().map(|t| t.byte).collect();
+        let written = match self.dst.write(&bytes) {
+            Ok(n) => n,
+            Err(e) if is_quiet(&e) => 0,
+            Err(e) => return Err(e),
+        };
+        for tagged in self.outgoing.drain(..written).collect::<Vec<_>>() {
+            self.account(tagged);
+        }
+        lock(&self.stats).bytes_out += written as u64;
+        Ok(())
+    }
+
+    fn backlog(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.held.front().map(|&(release, _)| release)
+    }
+
+    fn wait_input(&mut self, wait: Duration) -> io::Result<bool> {
+        if self.backlog() {
+            // The receiver is not taking bytes (a stopped process): wait for room.
+            wait_ready(self.dst.as_raw_fd(), true, Duration::from_millis(1))?;
+        }
+        Ok(wait_ready(self.src.as_raw_fd(), false, wait)?.0)
+    }
+}
+
+impl StreamRelay {
     fn seconds(&self, at: Instant) -> f64 {
         at.saturating_duration_since(self.epoch).as_secs_f64()
     }
@@ -266,31 +241,6 @@ impl StreamRelay {
         lock(&self.stats).note_original(decoded, at_s);
     }
 
-    /// Writes what the receiver takes now; keeps the rest for later.
-    fn write_out(&mut self) -> io::Result<()> {
-        if self.outgoing.is_empty() {
-            return Ok(());
-        }
-        let bytes: Vec<u8> = self.outgoing.iter().map(|t| t.byte).collect();
-        let written = match self.dst.write(&bytes) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                0
-            }
-            Err(e) => return Err(e),
-        };
-        for tagged in self.outgoing.drain(..written).collect::<Vec<_>>() {
-            self.account(tagged);
-        }
-        lock(&self.stats).bytes_out += written as u64;
-        Ok(())
-    }
-
     /// Classifies the output stream into intact and damaged segments.
     fn account(&mut self, t: Tagged) {
         let seg = &mut self.segment;
@@ -357,37 +307,32 @@ impl Proxy {
         pty::set_nonblocking(runtime.as_raw_fd())?;
         let connected = Arc::new(AtomicBool::new(false));
         let mut proxy = Proxy { links: Vec::new() };
-        for (direction, src, dst, stream) in [
-            (Direction::FirmwareToRuntime, firmware, runtime, 1u64),
-            (Direction::RuntimeToFirmware, runtime, firmware, 2u64),
+        for (direction, src, dst) in [
+            (Direction::FirmwareToRuntime, firmware, runtime),
+            (Direction::RuntimeToFirmware, runtime, firmware),
         ] {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(stream);
+            let rng = direction.fault_rng(seed);
             let (src, dst) = (src.try_clone()?, dst.try_clone()?);
             let runtime_connected = connected.clone();
-            proxy.spawn(direction, rt_priority, move |control, stats| {
-                StreamRelay {
-                    direction,
-                    src,
-                    dst,
-                    rng,
-                    faults,
-                    epoch,
-                    stats,
-                    control,
-                    runtime_connected,
-                    live: false,
-                    at_boundary: true,
-                    in_frame: 0,
-                    in_pos: 0,
-                    original: Vec::with_capacity(MAX_FRAME),
-                    held: VecDeque::new(),
-                    last_release: epoch,
-                    outgoing: VecDeque::new(),
-                    segment: Segment::default(),
-                    mirror: FrameDecoder::new(),
-                }
-                .run()
+            proxy.spawn(direction, rt_priority, move |stats| StreamRelay {
+                direction,
+                src,
+                dst,
+                rng,
+                faults,
+                epoch,
+                stats,
+                runtime_connected,
+                live: false,
+                at_boundary: true,
+                in_frame: 0,
+                in_pos: 0,
+                original: Vec::with_capacity(MAX_FRAME),
+                held: VecDeque::new(),
+                last_release: epoch,
+                outgoing: VecDeque::new(),
+                segment: Segment::default(),
+                mirror: FrameDecoder::new(),
             })?;
         }
         Ok(proxy)
