@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::fd::wait_ready;
-use crate::proxy::set_fifo_priority;
 use crate::pty::Pty;
+use crate::sched::{pin_to_cpu, set_fifo_priority};
 
 /// Bytes per echo: about one observation frame.
 const MESSAGE_LEN: usize = 32;
@@ -181,6 +181,9 @@ pub struct EchoTiming {
     /// SCHED_FIFO priority for both threads, when given and permitted.
     pub rt_priority: Option<i32>,
     pub waiting: Waiting,
+    /// The CPU of the echoing thread (the runtime's side); the pinging thread stays where
+    /// the caller runs.
+    pub echo_cpu: Option<usize>,
 }
 
 /// Runs `echo` in one thread until the pings over `end` from another are done.
@@ -195,6 +198,7 @@ fn measure(
         deadline,
         rt_priority,
         waiting,
+        echo_cpu,
         ..
     } = timing;
     let stop = Arc::new(AtomicBool::new(false));
@@ -202,6 +206,9 @@ fn measure(
     let echo = std::thread::Builder::new()
         .name(format!("{link} echo"))
         .spawn(move || {
+            if let Some(cpu) = echo_cpu {
+                pin_to_cpu(cpu)?;
+            }
             set_priority(rt_priority, link, "echo");
             echo(&echo_stop)
         })?;
@@ -306,6 +313,7 @@ mod tests {
                     deadline: Duration::from_millis(1),
                     rt_priority: None,
                     waiting,
+                    echo_cpu: None,
                 })
                 .unwrap();
                 assert_eq!(report.echoes, 100, "{report:?}");
@@ -326,6 +334,7 @@ mod tests {
                 deadline: Duration::from_millis(1),
                 rt_priority: None,
                 waiting: Waiting::Sleep,
+                echo_cpu: None,
             })
             .unwrap_err();
             assert!(error.to_string().contains("rate"), "{error}");

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -55,6 +56,10 @@ pub struct HilOptions {
     pub busy_poll: bool,
     /// SCHED_FIFO priority for the firmware, the relay and `serve` (where permitted).
     pub rt_priority: Option<i32>,
+    /// Two CPUs: the first for the firmware, the relay and the harness (and the echo
+    /// floor's pinging end), the second for `serve` (and the echoing end). [`run`] pins the
+    /// calling thread to the first.
+    pub cpus: Option<[usize; 2]>,
     /// Lock the memory of the firmware, `serve` and the harness (mlockall), where permitted.
     pub lock_memory: bool,
     /// Relay through the proxy even without faults or a stall (they always use it). Without
@@ -89,6 +94,7 @@ impl HilOptions {
             poll_us: 50,
             busy_poll: false,
             rt_priority: None,
+            cpus: None,
             lock_memory: false,
             relay: false,
             firmware_bin,
@@ -218,6 +224,8 @@ pub fn load_average() -> [f64; 3] {
 pub struct HilReport {
     pub bundle: PathBuf,
     pub rt_priority: Option<i32>,
+    /// CPUs of the firmware side and of `serve`, when placed.
+    pub cpus: Option<[usize; 2]>,
     pub lock_memory: bool,
     /// Both processes (and the echo floor) spun on their links instead of sleeping.
     pub busy_poll: bool,
@@ -430,6 +438,17 @@ fn trusted_keys(serve_args: &[String]) -> Result<Vec<dreamer_bundle::PublicKey>>
 /// Runs the loop and reports.
 pub fn run(options: &HilOptions) -> Result<HilReport> {
     options.faults.validate().map_err(anyhow::Error::msg)?;
+    if let Some(cpus) = options.cpus {
+        let online = crate::sched::online_cpus();
+        if let Some(cpu) = cpus.iter().find(|&&cpu| cpu >= online) {
+            bail!(
+                "--cpus names CPU {cpu}, but this machine has CPUs 0 to {}",
+                online - 1
+            );
+        }
+        // The harness, its relay threads and the firmware it starts inherit the first.
+        crate::sched::pin_to_cpu(cpus[0]).context("--cpus: cannot pin the harness")?;
+    }
     if !(options.duration_s.is_finite() && options.duration_s > 0.0) {
         bail!("--duration-s must be positive, got {}", options.duration_s);
     }
@@ -514,6 +533,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
             deadline: Duration::from_secs_f64(0.5 / rate_hz),
             rt_priority: options.rt_priority,
             waiting,
+            echo_cpu: options.cpus.map(|[_, runtime]| runtime),
         })
         .context("echo baseline")?;
         Some(report)
@@ -637,6 +657,13 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     }
     if options.busy_poll {
         serve_cmd.arg("--busy-poll");
+    }
+    if let Some([_, runtime_cpu]) = options.cpus {
+        // Every thread of `serve` on its CPU, set between fork and exec.
+        // SAFETY: the closure only makes the async-signal-safe sched_setaffinity call.
+        unsafe {
+            serve_cmd.pre_exec(move || crate::sched::pin_to_cpu(runtime_cpu));
+        }
     }
     if options.lock_memory {
         serve_cmd.arg("--lock-memory");
@@ -773,6 +800,7 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     Ok(HilReport {
         bundle: options.bundle.clone(),
         rt_priority: options.rt_priority,
+        cpus: options.cpus,
         lock_memory: options.lock_memory,
         busy_poll: options.busy_poll,
         task,

@@ -14,6 +14,7 @@ pub mod fd;
 pub mod harness;
 pub mod proxy;
 pub mod pty;
+pub mod sched;
 
 pub use harness::{HilOptions, HilReport, LinkKind, run};
 pub use proxy::{

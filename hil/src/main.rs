@@ -65,6 +65,10 @@ struct Args {
     /// Firmware serial polling interval in microseconds.
     #[arg(long, default_value_t = 50)]
     poll_us: u32,
+    /// Two CPUs, `F,R`: the firmware, the relay and the harness on F, serve on R (and the
+    /// echo floor's two ends likewise).
+    #[arg(long, value_delimiter = ',', value_name = "F,R")]
+    cpus: Option<Vec<usize>>,
     /// Spin instead of sleeping while waiting for input: serve --busy-poll, the firmware
     /// polling without pause, the echo floor likewise (each needs a core of its own).
     #[arg(long)]
@@ -118,6 +122,11 @@ fn main() -> Result<()> {
     if let (Some(stall_for), None) = (args.stall_for, args.stall_at) {
         bail!("--stall-for {stall_for} stalls nothing without --stall-at (when the stall starts)");
     }
+    let cpus = match args.cpus.as_deref() {
+        None => None,
+        Some(&[firmware, runtime]) => Some([firmware, runtime]),
+        Some(other) => bail!("--cpus takes two CPUs, F,R (firmware side, serve), got {other:?}"),
+    };
     let options = HilOptions {
         rate_hz: args.rate_hz,
         duration_s: args.duration_s,
@@ -135,6 +144,7 @@ fn main() -> Result<()> {
         max_missed: args.max_missed,
         poll_us: args.poll_us,
         busy_poll: args.busy_poll,
+        cpus,
         rt_priority: args.rt_priority,
         relay: args.relay,
         lock_memory: args.lock_memory,

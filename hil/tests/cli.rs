@@ -24,6 +24,14 @@ fn bad_arguments_are_named() {
     fails_with(&["--bundle", missing, "--flip", "1.5"], "--flip");
     fails_with(&["--bundle", missing, "--delay-p=-0.1"], "--delay-p");
     fails_with(&["--bundle", missing, "--duration-s", "0"], "--duration-s");
+    fails_with(
+        &["--bundle", missing, "--cpus", "0,4096"],
+        "--cpus names CPU 4096",
+    );
+    fails_with(
+        &["--bundle", missing, "--cpus", "0"],
+        "--cpus takes two CPUs, F,R",
+    );
 }
 
 /// A fault flag that needs another one is refused alone, instead of injecting nothing.

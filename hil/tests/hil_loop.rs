@@ -115,6 +115,22 @@ fn assert_clean_links(report: &HilReport) {
     assert_eq!(report.runtime_link.errors(), 0, "{:?}", report.runtime_link);
 }
 
+/// The CPUs the calling thread may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; pid 0 is the calling thread; CPU_ISSET stays within
+    // CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
 /// Per direction: its name, the faults injected into it, what its receiver counted.
 fn by_direction(report: &HilReport) -> [(&'static str, Injected, LinkCounters); 2] {
     [
@@ -194,10 +210,15 @@ fn a_udp_loop_controls_the_plant_and_reports_its_floor() {
         duration_s: 2.0,
         baseline_s: 0.2,
         busy_poll: true,
+        cpus: (dreamer_hil::sched::online_cpus() >= 2).then_some([0, 1]),
         ..options(&fixtures().state_bundle)
     });
     assert_eq!((report.link, report.relay), (LinkKind::Udp, false));
     assert!(report.busy_poll);
+    if report.cpus.is_some() {
+        // The harness put itself (and so the firmware it started) on the first CPU.
+        assert_eq!(allowed_cpus(), vec![0]);
+    }
     assert!(
         report
             .runtime

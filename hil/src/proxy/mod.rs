@@ -309,7 +309,7 @@ impl Proxy {
             .name(format!("proxy {direction:?}"))
             .spawn(move || {
                 if let Some(priority) = rt_priority
-                    && let Err(e) = set_fifo_priority(priority)
+                    && let Err(e) = crate::sched::set_fifo_priority(priority)
                 {
                     dreamer_cli::errln!(
                         "dreamer-hil: note: relay SCHED_FIFO {priority} not set: {e}"
@@ -383,18 +383,6 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.stop();
     }
-}
-
-/// Puts the calling thread under SCHED_FIFO at `priority`.
-pub fn set_fifo_priority(priority: i32) -> io::Result<()> {
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: plain syscall on the calling thread with a valid parameter struct.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// What a receiver counted, for [`reconcile`].
