@@ -189,6 +189,30 @@ pub struct VerificationInfo {
     pub onnxruntime_version: String,
 }
 
+/// How a bundle's graphs are written. Both compute the same function and are verified
+/// against the same float64 reference with the same bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphForm {
+    /// Fewest nodes: ONNX's own `GRU` operator, one `Softplus` node, constants folded into
+    /// the weights.
+    Compact,
+    /// Every step an elementary operator (the GRU as Gemm, Split, Sigmoid, Tanh, Mul, Add;
+    /// softplus as `relu(x) + softplus(-|x|)`), for execution providers without a fused GRU
+    /// or with a `Softplus` that overflows. Bundles written before the field existed.
+    #[default]
+    Decomposed,
+}
+
+impl GraphForm {
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphForm::Compact => "compact",
+            GraphForm::Decomposed => "decomposed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format_version: u32,
@@ -200,6 +224,9 @@ pub struct Manifest {
     pub batch: u32,
     /// `float32` or `float16` (weights).
     pub precision: String,
+    /// How the graphs express the model (the same function either way).
+    #[serde(default)]
+    pub graph_form: GraphForm,
     pub opset: i64,
     pub ir_version: i64,
     /// Graphs by role (see [`GRAPH_ROLES`]).

@@ -3,12 +3,19 @@
 
 use std::path::{Path, PathBuf};
 
-use dreamer_bundle::SecretKey;
+use dreamer_bundle::{GraphForm, SecretKey};
 
 use crate::error::ExportError;
 use crate::onnx::Precision;
 use crate::options::ExportOptions;
 use crate::pipeline::{ExportReport, export_signed};
+
+/// `--graph-form` (see [`GraphForm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormArg {
+    Compact,
+    Decomposed,
+}
 
 /// Where the bundle goes and how it is built.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,6 +29,11 @@ pub struct BundleArgs {
     /// Store the weights as float16 (computation stays float32).
     #[arg(long)]
     pub fp16: bool,
+    /// How the graphs express the model: `compact` (ONNX's GRU operator, one Softplus node,
+    /// constants folded: fewest nodes) or `decomposed` (elementary operators only, for an
+    /// execution provider that needs them).
+    #[arg(long, value_enum, default_value = "compact")]
+    pub graph_form: GraphFormArg,
     /// ONNX Runtime library for the verification (default: $ORT_DYLIB_PATH, next to this
     /// executable, then the build-time default).
     #[arg(long, visible_alias = "onnxruntime", value_name = "FILE")]
@@ -41,6 +53,10 @@ impl BundleArgs {
                 Precision::Float16
             } else {
                 Precision::Float32
+            },
+            graph_form: match self.graph_form {
+                GraphFormArg::Compact => GraphForm::Compact,
+                GraphFormArg::Decomposed => GraphForm::Decomposed,
             },
             verify: true,
             onnxruntime: self.ort_lib.clone(),

@@ -5,10 +5,11 @@
 //! `policy_observe` are the same parts wired together and cannot drift from the separate
 //! graphs or from each other.
 
-use dreamer_bundle::names;
+use dreamer_bundle::{GraphForm, names};
 
 use crate::checkpoint::{Checkpoint, PIXEL_CHANNELS, PIXEL_HW};
-use crate::onnx::{ElemType, GraphBuilder, Port, Precision};
+use crate::onnx::{ElemType, GraphBuilder, Port};
+use crate::options::ExportOptions;
 
 /// The actor's std offset `ln(e^5 - 1)` = 4.99323925..., so that a zero output gives
 /// std = 5 + 1e-4.
@@ -27,15 +28,16 @@ pub struct BuiltGraph {
     pub outputs: Vec<Port>,
 }
 
-/// Builds every graph of the bundle for a static batch size.
+/// Builds every graph of the bundle: static batch size, weight precision and graph form
+/// as `options` say.
 pub fn build_all<'c>(
     ckpt: &'c Checkpoint,
-    batch: usize,
-    precision: Precision,
+    options: &ExportOptions,
 ) -> Result<Vec<BuiltGraph>, protobuf::Error> {
     let net = Net {
         ckpt,
-        batch: batch as i64,
+        batch: options.batch as i64,
+        form: options.graph_form,
     };
     let builders: [(&'static str, BuildFn<'c>); 6] = [
         (dreamer_bundle::ENCODER, Net::encoder_graph),
@@ -48,7 +50,7 @@ pub fn build_all<'c>(
     builders
         .into_iter()
         .map(|(role, build)| {
-            let mut g = GraphBuilder::new(role, precision);
+            let mut g = GraphBuilder::new(role, options.precision);
             build(&net, &mut g);
             Ok(BuiltGraph {
                 role,
@@ -66,6 +68,7 @@ type BuildFn<'c> = fn(&Net<'c>, &mut GraphBuilder);
 struct Net<'a> {
     ckpt: &'a Checkpoint,
     batch: i64,
+    form: GraphForm,
 }
 
 impl Net<'_> {
@@ -83,6 +86,33 @@ impl Net<'_> {
         let w = self.weight(g, &format!("{prefix}.weight"));
         let b = self.weight(g, &format!("{prefix}.bias"));
         g.gemm(x, &w, &b)
+    }
+
+    /// The data of checkpoint tensor `name` ([rows, ...] or [rows]) cut into
+    /// `order.len()` equal row blocks, block `order[i]` put in place `i` and mapped by
+    /// `x * scale[i] + shift[i]` (in f64, rounded once to f32): how torch's gate layout
+    /// becomes ONNX's and how constants are folded into weights.
+    fn row_blocks(&self, name: &str, order: &[usize], scale: &[f64], shift: &[f64]) -> Vec<f32> {
+        let t = self.ckpt.tensor(name);
+        let block = t.data.len() / order.len();
+        order
+            .iter()
+            .enumerate()
+            .flat_map(|(place, &from)| {
+                t.data[from * block..(from + 1) * block]
+                    .iter()
+                    .map(move |&x| (f64::from(x) * scale[place] + shift[place]) as f32)
+            })
+            .collect()
+    }
+
+    /// `log(1 + exp(x))`: one `Softplus` node in the compact form (ONNX Runtime's CPU
+    /// kernel is exact over the whole range), the overflow-proof five-node form otherwise.
+    fn softplus(&self, g: &mut GraphBuilder, x: &str) -> String {
+        match self.form {
+            GraphForm::Compact => g.unary("Softplus", x),
+            GraphForm::Decomposed => g.softplus(x),
+        }
     }
 
     fn linear_elu(&self, g: &mut GraphBuilder, prefix: &str, x: &str) -> String {
@@ -186,12 +216,41 @@ impl Net<'_> {
     fn transition(&self, g: &mut GraphBuilder, h: &str, s: &str, a: &str) -> String {
         let sa = g.concat(&[s, a]);
         let x = self.linear_elu(g, "rssm.img_in", &sa);
+        match self.form {
+            GraphForm::Compact => self.gru_operator(g, &x, h),
+            GraphForm::Decomposed => self.gru_decomposed(g, &x, h),
+        }
+    }
+
+    /// The GRU cell as ONNX's `GRU` operator: torch's row blocks r | z | n reordered to
+    /// ONNX's z | r | h, the two biases concatenated. x [B, H], h [B, D] -> h' [B, D].
+    fn gru_operator(&self, g: &mut GraphBuilder, x: &str, h: &str) -> String {
+        let d = self.ckpt.sizes.deter;
+        let gates = |name: &str| self.row_blocks(name, &[1, 0, 2], &[1.0; 3], &[0.0; 3]);
+        let input = self.ckpt.tensor("rssm.gru.weight_ih").shape[1];
+        let w = g.weight(
+            "rssm.gru.W",
+            &[1, 3 * d, input],
+            &gates("rssm.gru.weight_ih"),
+        );
+        let r = g.weight("rssm.gru.R", &[1, 3 * d, d], &gates("rssm.gru.weight_hh"));
+        let mut b = gates("rssm.gru.bias_ih");
+        b.extend(gates("rssm.gru.bias_hh"));
+        let b = g.weight("rssm.gru.B", &[1, 6 * d], &b);
+        let x = g.unsqueeze(x, 0);
+        let h = g.unsqueeze(h, 0);
+        let h_next = g.gru(&x, &w, &r, &b, &h, d as i64);
+        g.squeeze(&h_next, 0)
+    }
+
+    /// The GRU cell in elementary operators. x [B, H], h [B, D] -> h' [B, D].
+    fn gru_decomposed(&self, g: &mut GraphBuilder, x: &str, h: &str) -> String {
         let d = self.ckpt.sizes.deter as i64;
         let w_ih = self.weight(g, "rssm.gru.weight_ih");
         let b_ih = self.weight(g, "rssm.gru.bias_ih");
         let w_hh = self.weight(g, "rssm.gru.weight_hh");
         let b_hh = self.weight(g, "rssm.gru.bias_hh");
-        let gi = g.gemm(&x, &w_ih, &b_ih);
+        let gi = g.gemm(x, &w_ih, &b_ih);
         let gh = g.gemm(h, &w_hh, &b_hh);
         let gi = g.split(&gi, &[d, d, d]);
         let gh = g.split(&gh, &[d, d, d]);
@@ -215,7 +274,7 @@ impl Net<'_> {
         let mut parts = g.split(&out, &[s, s]);
         let raw = parts.pop().unwrap_or_default();
         let mean = parts.pop().unwrap_or_default();
-        let sp = g.softplus(&raw);
+        let sp = self.softplus(g, &raw);
         let min_std = g.scalar(self.ckpt.min_std);
         let std = g.binary("Add", &sp, &min_std);
         (mean, std)
@@ -247,15 +306,38 @@ impl Net<'_> {
             x = self.linear_elu(g, &format!("actor.l{i}"), &x);
         }
         let a = self.ckpt.sizes.action as i64;
-        let out = self.linear(g, "actor.out", &x);
-        let parts = g.split(&out, &[a, a]);
         let scale = g.scalar(ACTOR_MEAN_SCALE);
-        let m = g.binary("Div", &parts[0], &scale);
+        let (m, raw) = match self.form {
+            GraphForm::Compact => {
+                // The mean rows divided by the scale and the std rows' bias shifted, in the
+                // weights: out = [m / 5 | raw + shift].
+                let inv = 1.0 / f64::from(ACTOR_MEAN_SCALE);
+                let w = self.row_blocks("actor.out.weight", &[0, 1], &[inv, 1.0], &[0.0; 2]);
+                let b = self.row_blocks(
+                    "actor.out.bias",
+                    &[0, 1],
+                    &[inv, 1.0],
+                    &[0.0, actor_std_shift()],
+                );
+                let shape = &self.ckpt.tensor("actor.out.weight").shape;
+                let w = g.weight("actor.out.weight.folded", shape, &w);
+                let b = g.weight("actor.out.bias.folded", &[b.len()], &b);
+                let out = g.gemm(&x, &w, &b);
+                let mut parts = g.split(&out, &[a, a]);
+                let raw = parts.pop().unwrap_or_default();
+                (parts.pop().unwrap_or_default(), raw)
+            }
+            GraphForm::Decomposed => {
+                let out = self.linear(g, "actor.out", &x);
+                let parts = g.split(&out, &[a, a]);
+                let m = g.binary("Div", &parts[0], &scale);
+                let shift = g.scalar(actor_std_shift() as f32);
+                (m, g.binary("Add", &parts[1], &shift))
+            }
+        };
         let m = g.unary("Tanh", &m);
         let mean = g.binary("Mul", &m, &scale);
-        let shift = g.scalar(actor_std_shift() as f32);
-        let raw = g.binary("Add", &parts[1], &shift);
-        let sp = g.softplus(&raw);
+        let sp = self.softplus(g, &raw);
         let min_std = g.scalar(ACTOR_MIN_STD);
         let std = g.binary("Add", &sp, &min_std);
         let pre = self.sample(g, &mean, &std, noise);
@@ -265,6 +347,9 @@ impl Net<'_> {
 
     /// `KL(N(mq, sq) || N(mp, sp))` summed over S -> [B].
     fn kl(&self, g: &mut GraphBuilder, mq: &str, sq: &str, mp: &str, sp: &str) -> String {
+        if self.form == GraphForm::Compact {
+            return self.kl_compact(g, mq, sq, mp, sp);
+        }
         let ratio = g.binary("Div", sp, sq);
         let log_ratio = g.unary("Log", &ratio);
         let var_q = g.binary("Mul", sq, sq);
@@ -277,6 +362,24 @@ impl Net<'_> {
         let frac = g.binary("Div", &num, &den);
         let terms = g.binary("Add", &log_ratio, &frac);
         let half = g.scalar(0.5);
+        let terms = g.binary("Sub", &terms, &half);
+        g.sum_axis1(&terms)
+    }
+
+    /// The same KL in fewer nodes: with r = sq / sp and z = (mq - mp) / sp,
+    /// `sum(0.5 (r^2 + z^2) - ln r - 0.5)`.
+    fn kl_compact(&self, g: &mut GraphBuilder, mq: &str, sq: &str, mp: &str, sp: &str) -> String {
+        let r = g.binary("Div", sq, sp);
+        let diff = g.binary("Sub", mq, mp);
+        let z = g.binary("Div", &diff, sp);
+        let r2 = g.binary("Mul", &r, &r);
+        let z2 = g.binary("Mul", &z, &z);
+        let squares = g.binary("Add", &r2, &z2);
+        let half = g.scalar(0.5);
+        let half_squares = g.binary("Mul", &squares, &half);
+        let log_r = g.unary("Log", &r);
+        let terms = g.binary("Sub", &half_squares, &log_r);
+        // Per element, as the reference does, so that no sum of S halves cancels.
         let terms = g.binary("Sub", &terms, &half);
         g.sum_axis1(&terms)
     }

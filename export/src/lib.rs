@@ -36,7 +36,7 @@ pub use checkpoint::{
     CONFIG_FILE, Checkpoint, MODEL_FILE, ObsMode, REFERENCE_FILE, STATE_FILE, Sizes, Tensor,
     contract,
 };
-pub use cli::BundleArgs;
+pub use cli::{BundleArgs, GraphFormArg};
 pub use error::{ExportError, TensorProblem};
 pub use onnx::{IR_VERSION, OPSET, Precision};
 pub use options::ExportOptions;

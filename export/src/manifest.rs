@@ -74,6 +74,7 @@ pub fn manifest(
         },
         batch: options.batch as u32,
         precision: options.precision.name().to_string(),
+        graph_form: options.graph_form,
         opset: OPSET,
         ir_version: IR_VERSION,
         graphs: graphs

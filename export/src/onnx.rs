@@ -302,6 +302,36 @@ impl GraphBuilder {
         self.op("Flatten", &[x], vec![int_attr("axis", 1)])
     }
 
+    /// A new axis of size 1 at `axis`.
+    pub fn unsqueeze(&mut self, x: &str, axis: i64) -> String {
+        let axes = self.ints(&[axis]);
+        self.op("Unsqueeze", &[x, &axes], Vec::new())
+    }
+
+    /// Drops the axis `axis` (of size 1).
+    pub fn squeeze(&mut self, x: &str, axis: i64) -> String {
+        let axes = self.ints(&[axis]);
+        self.op("Squeeze", &[x, &axes], Vec::new())
+    }
+
+    /// One step of ONNX's `GRU` with `linear_before_reset = 1` (the gate form of torch's
+    /// `GRUCell`), returning only the final hidden state. x: [1, B, I], h: [1, B, D];
+    /// w: [1, 3D, I], r: [1, 3D, D] (gate blocks z | r | h), b: [1, 6D] -> [1, B, D].
+    pub fn gru(&mut self, x: &str, w: &str, r: &str, b: &str, h: &str, hidden: i64) -> String {
+        let out = self.fresh("GRU");
+        // Inputs: X, W, R, B, sequence_lens (none), initial_h. Outputs: Y (none), Y_h.
+        self.node(
+            "GRU",
+            &[x, w, r, b, "", h],
+            &["", &out],
+            vec![
+                int_attr("hidden_size", hidden),
+                int_attr("linear_before_reset", 1),
+            ],
+        );
+        out
+    }
+
     /// Sum over axis 1, dropping it. [B, N] -> [B].
     pub fn sum_axis1(&mut self, x: &str) -> String {
         let axes = self.ints(&[1]);

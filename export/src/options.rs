@@ -1,6 +1,8 @@
-//! [`ExportOptions`]: how to export (batch, weight precision, verification).
+//! [`ExportOptions`]: how to export (batch, weight precision, graph form, verification).
 
 use std::path::PathBuf;
+
+use dreamer_bundle::GraphForm;
 
 use crate::onnx::Precision;
 
@@ -11,6 +13,8 @@ pub struct ExportOptions {
     pub batch: usize,
     /// Weight storage; computation is float32 either way.
     pub precision: Precision,
+    /// Fewest nodes (the default) or elementary operators only.
+    pub graph_form: GraphForm,
     /// Run the verification pass (needs `reference.safetensors` in the checkpoint).
     pub verify: bool,
     /// ONNX Runtime library for verification; `None` searches as `dreamer_ort` says.
@@ -24,6 +28,7 @@ impl Default for ExportOptions {
         ExportOptions {
             batch: 1,
             precision: Precision::Float32,
+            graph_form: GraphForm::Compact,
             verify: true,
             onnxruntime: None,
             eval_return: None,

@@ -118,11 +118,9 @@ pub fn export_signed(
     }
     check_out_dir(out_dir)?;
 
-    let graphs = graphs::build_all(&ckpt, options.batch, options.precision).map_err(|e| {
-        ExportError::Serialize {
-            graph: "bundle".to_string(),
-            message: e.to_string(),
-        }
+    let graphs = graphs::build_all(&ckpt, options).map_err(|e| ExportError::Serialize {
+        graph: "bundle".to_string(),
+        message: e.to_string(),
     })?;
     let staging = Staging::create(out_dir)?;
     let mut manifest = manifest(&ckpt, &facts, options, &graphs);

@@ -145,3 +145,55 @@ fn float16_weights_halve_the_graphs_and_stay_close() {
     let ratio = size(&f16_report) / size(&f32_report);
     assert!(ratio < 0.6, "float16 policy_step is {ratio} of float32");
 }
+
+/// Op types of one graph file, in order.
+fn op_types(path: &Path) -> Vec<String> {
+    use protobuf::Message;
+    let model = onnx_protobuf::ModelProto::parse_from_bytes(&std::fs::read(path).unwrap()).unwrap();
+    model.graph.node.iter().map(|n| n.op_type.clone()).collect()
+}
+
+/// Both graph forms verify against the same float64 reference with the same bounds; the
+/// compact one (the default) computes the same function in far fewer nodes.
+#[test]
+fn both_graph_forms_verify_and_the_compact_one_has_fewer_nodes() {
+    use dreamer_bundle::GraphForm;
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Spec::state();
+    let ckpt = common::write_checkpoint(&tmp.path().join("ckpt"), &spec, 1);
+    let mut nodes = Vec::new();
+    for form in [GraphForm::Compact, GraphForm::Decomposed] {
+        let out = tmp.path().join(form.name());
+        let options = ExportOptions {
+            graph_form: form,
+            ..ExportOptions::default()
+        };
+        export_ok(&ckpt, &out, &options);
+        let m = dreamer_bundle::open(&out).unwrap();
+        assert_eq!(m.graph_form, form);
+        let v = m.verification.as_ref().unwrap();
+        assert!(v.trajectory_step_max_abs_err.unwrap() < 1e-5, "{form:?}");
+        assert!(
+            v.trajectory_final_latent_max_abs_err.unwrap() < 1e-4,
+            "{form:?}"
+        );
+        for role in dreamer_bundle::GRAPH_ROLES {
+            assert!(v.random_max_abs_err[role] < 1e-5, "{form:?} {role}");
+        }
+        let ops = op_types(&out.join("policy_step.onnx"));
+        let grus = ops.iter().filter(|op| *op == "GRU").count();
+        assert_eq!(
+            grus,
+            usize::from(form == GraphForm::Compact),
+            "{form:?}: {ops:?}"
+        );
+        nodes.push(ops.len());
+    }
+    // 81 nodes decomposed; the GRU, softplus, actor constants and KL take 26 fewer compact.
+    assert!(
+        nodes[0] + 20 <= nodes[1],
+        "compact {} vs decomposed {}",
+        nodes[0],
+        nodes[1]
+    );
+}

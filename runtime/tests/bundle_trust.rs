@@ -237,6 +237,7 @@ fn an_export_with_sign_key_loads_with_the_public_key() {
         out: out.clone(),
         batch: 1,
         fp16: false,
+        graph_form: dreamer_export::GraphFormArg::Compact,
         ort_lib: None,
         sign_key: Some(secret_file),
     };
