@@ -1,5 +1,5 @@
 //! The loader opens only regular files inside the bundle folder that the manifest lists,
-//! capped in size and hashed before use (issue 13, "the bundle is a trust boundary").
+//! capped in size and hashed before use ("the bundle is a trust boundary").
 
 mod common;
 

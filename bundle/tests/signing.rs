@@ -1,5 +1,5 @@
 //! Authenticity: with trusted keys, only a bundle whose manifest one of them signed opens;
-//! without keys, every bundle opens and says its origin was not checked (issue 13).
+//! without keys, every bundle opens and says its origin was not checked.
 
 mod common;
 

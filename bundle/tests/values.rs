@@ -1,5 +1,5 @@
 //! Every manifest value is checked against the others and against the graphs' declared
-//! shapes; a violation names the field and the value (issue 13).
+//! shapes; a violation names the field and the value.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The runtime opens bundles only through the trusted loader: signatures against configured
 //! keys, every graph listed and hashed, no path outside the folder, no hang on a device, and
-//! the same checks and notices in `info` and `doctor` (issue 13).
+//! the same checks and notices in `info` and `doctor`.
 
 mod common;
 #[path = "../../export/tests/common/mod.rs"]

@@ -55,6 +55,20 @@ pub fn bench(args: BenchArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         if options.spinning { "on" } else { "off" },
         args.steps
     );
+    let bytes: u64 = opened
+        .manifest
+        .files
+        .keys()
+        .chain([&bundle::MANIFEST_FILE.to_string()])
+        .filter_map(|file| std::fs::metadata(args.bundle.join(file)).ok())
+        .map(|meta| meta.len())
+        .sum();
+    outln!(
+        "  bundle {:.2} MB, weights {}, graph form {}",
+        bytes as f64 / 1e6,
+        opened.manifest.precision,
+        opened.manifest.graph_form.name()
+    );
     if let Some(cpu) = realtime.pinned_cpu {
         outln!("  pinned to CPU {cpu}");
     }
@@ -103,6 +117,7 @@ fn compare_steps(args: &BenchArgs, opened: &Bundle, options: &AgentOptions) -> R
             pixels: manifest.observation.pixels.is_some().then_some(&pixels[..]),
         }
     };
+    let loading = std::time::Instant::now();
     let mut fused = load_agent(
         &args.bundle,
         AgentOptions {
@@ -110,6 +125,10 @@ fn compare_steps(args: &BenchArgs, opened: &Bundle, options: &AgentOptions) -> R
             ..options.clone()
         },
     )?;
+    outln!(
+        "load (fused agent: bundle checked, sessions created, warmed up): {:.1} ms",
+        loading.elapsed().as_secs_f64() * 1e3
+    );
     let mut bare = GraphBench::open(opened, bundle::POLICY_STEP, options, 2)?;
     let mut bound = GraphBench::open(opened, bundle::POLICY_STEP, options, 2)?;
     // The other step modes, where the bundle has their graphs.
