@@ -19,5 +19,6 @@ pub mod replay;
 pub mod rssm;
 pub mod run;
 pub mod seeds;
+pub mod table;
 pub mod tensorboard;
 pub mod video;

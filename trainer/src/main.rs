@@ -145,6 +145,13 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Gather the runs under a folder (<runs>/<task>/seed<N>/) into learning.csv (task, seed,
+    /// env_steps, return) and one learning-curve PNG per task, published 100k scores drawn in
+    Table {
+        /// The folder holding <task>/seed<N>/ run folders
+        #[arg(long, default_value = "runs/learning")]
+        runs: PathBuf,
+    },
     /// Report libtorch, CUDA, threads, ONNX Runtime and its providers, each failure with its fix
     Doctor {
         #[command(flatten)]
@@ -352,6 +359,16 @@ fn run_cli(cli: Cli) -> Result<()> {
             let config = config.resolve()?;
             let device = device.select()?;
             bench(&config, device, updates, decisions)?;
+        }
+        Command::Table { runs } => {
+            let report = dreamer_trainer::table::write_table(&runs)?;
+            for (task, seed, evaluations) in &report.runs {
+                say!("{task} seed {seed}: {evaluations} evaluations");
+            }
+            say!("wrote {}", report.csv.display());
+            for picture in &report.pictures {
+                say!("wrote {}", picture.display());
+            }
         }
         Command::Doctor { device } => doctor(&device)?,
     }

@@ -77,18 +77,56 @@ impl Canvas {
     }
 }
 
+/// A reference score drawn as a short horizontal bar ending at `env_steps`: a published
+/// figure at that point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Anchor {
+    pub env_steps: u64,
+    pub value: f64,
+    pub rgb: [u8; 3],
+}
+
+/// Colours of successive curves (one per seed).
+const CURVE_COLOURS: [[u8; 3]; 6] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+];
+
 /// Draw `points` (env steps, return) to a PNG at `path` (replaced whole, as
 /// [`crate::video::write_png`] writes).
 pub fn write_curve(path: &Path, points: &[(u64, f64)]) -> Result<(), crate::video::VideoError> {
+    write_curves(path, &[points.to_vec()], &[])
+}
+
+/// Draw several curves (env steps, return), one colour each, and `anchors` as short
+/// horizontal bars ending at their env steps, to a PNG at `path`. The axes cover every
+/// point and anchor.
+pub fn write_curves(
+    path: &Path,
+    curves: &[Vec<(u64, f64)>],
+    anchors: &[Anchor],
+) -> Result<(), crate::video::VideoError> {
     let mut canvas = Canvas {
         pixels: vec![255; WIDTH * HEIGHT * 3],
     };
-    let x_max = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
-    let (mut y_min, mut y_max) = points
+    let xs = curves
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-            (lo.min(p.1), hi.max(p.1))
-        });
+        .flatten()
+        .map(|p| p.0)
+        .chain(anchors.iter().map(|a| a.env_steps));
+    let x_max = xs.max().unwrap_or(1).max(1) as f64;
+    let ys = curves
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .chain(anchors.iter().map(|a| a.value));
+    let (mut y_min, mut y_max) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+        (lo.min(y), hi.max(y))
+    });
     if !y_min.is_finite() || y_max - y_min < 1e-9 {
         y_min = y_min.min(0.0) - 1.0;
         y_max = y_max.max(0.0) + 1.0;
@@ -104,19 +142,26 @@ pub fn write_curve(path: &Path, points: &[(u64, f64)]) -> Result<(), crate::vide
     canvas.text(4, bottom - 10, &format!("{y_min:.0}"));
     canvas.text(left, bottom + 8, "0");
     canvas.text(right - 48, bottom + 8, &format!("{:.0}k", x_max / 1000.0));
-    let blue = [31, 119, 180];
-    for pair in points.windows(2) {
-        canvas.line(
-            (px(pair[0].0 as f64), py(pair[0].1)),
-            (px(pair[1].0 as f64), py(pair[1].1)),
-            blue,
-        );
+    for anchor in anchors {
+        let (x, y) = (px(anchor.env_steps as f64), py(anchor.value));
+        for dy in 0..3 {
+            canvas.line((x - 28, y + dy - 1), (x, y + dy - 1), anchor.rgb);
+        }
     }
-    for p in points {
-        let (x, y) = (px(p.0 as f64), py(p.1));
-        for dx in -2..=2 {
-            for dy in -2..=2 {
-                canvas.set(x + dx, y + dy, blue);
+    for (points, rgb) in curves.iter().zip(CURVE_COLOURS.iter().cycle()) {
+        for pair in points.windows(2) {
+            canvas.line(
+                (px(pair[0].0 as f64), py(pair[0].1)),
+                (px(pair[1].0 as f64), py(pair[1].1)),
+                *rgb,
+            );
+        }
+        for p in points {
+            let (x, y) = (px(p.0 as f64), py(p.1));
+            for dx in -2..=2 {
+                for dy in -2..=2 {
+                    canvas.set(x + dx, y + dy, *rgb);
+                }
             }
         }
     }

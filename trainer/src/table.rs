@@ -1,0 +1,222 @@
+//! The learning table: every run under one folder, laid out `<runs>/<task>/seed<N>/` (one
+//! `dreamer train --logdir` each), gathered into one CSV of evaluation returns and one PNG of
+//! learning curves per task, with the published scores at 100k environment steps drawn in.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::plot::{Anchor, read_eval_curve, write_curves};
+use crate::run::METRICS_FILE;
+
+/// The CSV written next to the runs.
+pub const TABLE_FILE: &str = "learning.csv";
+
+/// Published mean scores at 100k environment steps (DMC convention, action repeat 2) for the
+/// tasks that follow DeepMind Control's definitions, by the run folder's task name: DreamerV3
+/// from state (dmc_proprio), TD-MPC2 from state, DreamerV1 from pixels (its score file),
+/// DreamerV3 from pixels (dmc_vision), in that order.
+const ANCHORS_100K: [(&str, [f64; 4]); 2] = [
+    ("cartpole-swingup", [500.0, 839.0, 139.0, 607.0]),
+    ("acrobot-swingup", [56.0, 179.0, 37.0, 39.0]),
+];
+
+/// Colours of the four anchors: DreamerV3 state, TD-MPC2 state, DreamerV1 pixels,
+/// DreamerV3 pixels.
+const ANCHOR_COLOURS: [[u8; 3]; 4] = [[214, 39, 40], [0, 0, 0], [127, 127, 127], [188, 189, 34]];
+
+/// The anchors for a run folder's task name (`dmc-` and `dmc:` prefixes name the same task).
+pub fn anchors_for(task: &str) -> Vec<Anchor> {
+    let name = task
+        .strip_prefix("dmc-")
+        .or_else(|| task.strip_prefix("dmc:"))
+        .unwrap_or(task);
+    ANCHORS_100K
+        .iter()
+        .filter(|(anchored, _)| *anchored == name)
+        .flat_map(|(_, values)| values.iter().zip(ANCHOR_COLOURS))
+        .map(|(&value, rgb)| Anchor {
+            env_steps: 100_000,
+            value,
+            rgb,
+        })
+        .collect()
+}
+
+/// What [`write_table`] found and wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableReport {
+    /// (task, seed, evaluations found), sorted.
+    pub runs: Vec<(String, u64, usize)>,
+    pub csv: PathBuf,
+    pub pictures: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("cannot read the runs folder {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("no run with evaluations under {} (expected <task>/seed<N>/{METRICS_FILE})", .0.display())]
+    Empty(PathBuf),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: dreamer_persist::PersistError,
+    },
+    #[error("cannot draw {}: {source}", path.display())]
+    Draw {
+        path: PathBuf,
+        source: crate::video::VideoError,
+    },
+}
+
+/// Folders of `dir`, sorted by name; files and unreadable names are skipped.
+fn subfolders(dir: &Path) -> Result<Vec<(String, PathBuf)>, TableError> {
+    let read = |source| TableError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read)? {
+        let entry = entry.map_err(read)?;
+        if let (true, Some(name)) = (entry.path().is_dir(), entry.file_name().to_str()) {
+            found.push((name.to_string(), entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Reads every `<runs>/<task>/seed<N>/metrics.jsonl`, writes `<runs>/learning.csv` (task,
+/// seed, env_steps, return: every noise-free evaluation) and `<runs>/<task>.png` (one curve
+/// per seed, the task's anchors at 100k). Both replaced whole.
+pub fn write_table(runs: &Path) -> Result<TableReport, TableError> {
+    let mut curves: BTreeMap<String, Vec<(u64, Vec<(u64, f64)>)>> = BTreeMap::new();
+    for (task, task_dir) in subfolders(runs)? {
+        for (name, run_dir) in subfolders(&task_dir)? {
+            let Some(seed) = name.strip_prefix("seed").and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let curve = read_eval_curve(&run_dir.join(METRICS_FILE));
+            if !curve.is_empty() {
+                curves.entry(task.clone()).or_default().push((seed, curve));
+            }
+        }
+    }
+    if curves.is_empty() {
+        return Err(TableError::Empty(runs.to_path_buf()));
+    }
+    let mut csv = String::from("task,seed,env_steps,return\n");
+    let mut report = TableReport {
+        runs: Vec::new(),
+        csv: runs.join(TABLE_FILE),
+        pictures: Vec::new(),
+    };
+    for (task, seeds) in &curves {
+        for (seed, curve) in seeds {
+            for (steps, value) in curve {
+                csv.push_str(&format!("{task},{seed},{steps},{value}\n"));
+            }
+            report.runs.push((task.clone(), *seed, curve.len()));
+        }
+        let picture = runs.join(format!("{task}.png"));
+        let lines: Vec<Vec<(u64, f64)>> = seeds.iter().map(|(_, c)| c.clone()).collect();
+        write_curves(&picture, &lines, &anchors_for(task)).map_err(|source| TableError::Draw {
+            path: picture.clone(),
+            source,
+        })?;
+        report.pictures.push(picture);
+    }
+    dreamer_persist::write_file(&report.csv, csv.as_bytes()).map_err(|source| {
+        TableError::Write {
+            path: report.csv.clone(),
+            source,
+        }
+    })?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, task: &str, seed: u64, evals: &[(u64, f64)]) {
+        let run = dir.join(task).join(format!("seed{seed}"));
+        fs::create_dir_all(&run).unwrap();
+        let mut text = String::from("{\"kind\":\"train\",\"env_steps\":5}\n");
+        for (steps, value) in evals {
+            text.push_str(&format!(
+                "{{\"kind\":\"eval\",\"env_steps\":{steps},\"return\":{value}}}\n"
+            ));
+        }
+        fs::write(run.join(METRICS_FILE), text).unwrap();
+    }
+
+    #[test]
+    fn every_evaluation_of_every_run_lands_in_the_csv_and_one_picture_per_task() {
+        let tmp = tempfile::tempdir().unwrap();
+        run(
+            tmp.path(),
+            "cartpole-swingup",
+            1,
+            &[(0, 20.5), (5000, 140.0)],
+        );
+        run(tmp.path(), "cartpole-swingup", 0, &[(0, 19.0)]);
+        run(
+            tmp.path(),
+            "pendulum",
+            0,
+            &[(2000, -1500.0), (4000, -300.25)],
+        );
+        // Not a run: ignored.
+        fs::create_dir_all(tmp.path().join("pendulum/notes")).unwrap();
+        let report = write_table(tmp.path()).unwrap();
+        let csv = fs::read_to_string(&report.csv).unwrap();
+        assert_eq!(
+            csv,
+            "task,seed,env_steps,return\n\
+             cartpole-swingup,0,0,19\n\
+             cartpole-swingup,1,0,20.5\n\
+             cartpole-swingup,1,5000,140\n\
+             pendulum,0,2000,-1500\n\
+             pendulum,0,4000,-300.25\n"
+        );
+        assert_eq!(
+            report.runs,
+            vec![
+                ("cartpole-swingup".to_string(), 0, 1),
+                ("cartpole-swingup".to_string(), 1, 2),
+                ("pendulum".to_string(), 0, 2),
+            ]
+        );
+        for picture in &report.pictures {
+            let bytes = fs::read(picture).unwrap();
+            assert_eq!(&bytes[1..4], b"PNG", "{}", picture.display());
+        }
+        assert_eq!(report.pictures.len(), 2);
+    }
+
+    #[test]
+    fn anchors_follow_the_dmc_tasks_only() {
+        let values = |task| -> Vec<f64> { anchors_for(task).iter().map(|a| a.value).collect() };
+        assert_eq!(values("cartpole-swingup"), [500.0, 839.0, 139.0, 607.0]);
+        assert_eq!(values("dmc-acrobot-swingup"), [56.0, 179.0, 37.0, 39.0]);
+        assert!(values("pendulum").is_empty());
+        assert!(
+            anchors_for("acrobot-swingup")
+                .iter()
+                .all(|a| a.env_steps == 100_000)
+        );
+    }
+
+    #[test]
+    fn a_folder_without_runs_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = write_table(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains("no run with evaluations under"), "{e}");
+        let missing = tmp.path().join("absent");
+        let e = write_table(&missing).unwrap_err().to_string();
+        assert!(e.contains("absent"), "{e}");
+    }
+}
