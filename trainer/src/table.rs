@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::plot::{Anchor, read_eval_curve, write_curves};
 use crate::run::METRICS_FILE;
 
+/// (env steps, mean noise-free return) of one run's evaluations.
+type Curve = Vec<(u64, f64)>;
+
 /// The CSV written next to the runs.
 pub const TABLE_FILE: &str = "learning.csv";
 
@@ -92,7 +95,7 @@ fn subfolders(dir: &Path) -> Result<Vec<(String, PathBuf)>, TableError> {
 /// seed, env_steps, return: every noise-free evaluation) and `<runs>/<task>.png` (one curve
 /// per seed, the task's anchors at 100k). Both replaced whole.
 pub fn write_table(runs: &Path) -> Result<TableReport, TableError> {
-    let mut curves: BTreeMap<String, Vec<(u64, Vec<(u64, f64)>)>> = BTreeMap::new();
+    let mut curves: BTreeMap<String, Vec<(u64, Curve)>> = BTreeMap::new();
     for (task, task_dir) in subfolders(runs)? {
         for (name, run_dir) in subfolders(&task_dir)? {
             let Some(seed) = name.strip_prefix("seed").and_then(|s| s.parse().ok()) else {
@@ -121,7 +124,7 @@ pub fn write_table(runs: &Path) -> Result<TableReport, TableError> {
             report.runs.push((task.clone(), *seed, curve.len()));
         }
         let picture = runs.join(format!("{task}.png"));
-        let lines: Vec<Vec<(u64, f64)>> = seeds.iter().map(|(_, c)| c.clone()).collect();
+        let lines: Vec<Curve> = seeds.iter().map(|(_, c)| c.clone()).collect();
         write_curves(&picture, &lines, &anchors_for(task)).map_err(|source| TableError::Draw {
             path: picture.clone(),
             source,
