@@ -157,6 +157,12 @@ pub struct TrainConfig {
     pub lambda: f64,
     pub free_nats: f64,
     pub kl_scale: f64,
+    /// KL balancing (DreamerV2/V3): 0 is DreamerV1's KL, whose gradient moves posterior and
+    /// prior alike; `a` in (0, 1) trains the prior towards the stopped posterior with weight
+    /// `a` and the posterior towards the stopped prior with `1 - a` (the value is the same KL;
+    /// free nats apply to each term).
+    #[serde(default)]
+    pub kl_balance: f64,
     pub pcont_scale: f64,
     /// Factor applied to environment rewards before the model learns them.
     pub reward_scale: f64,
@@ -361,6 +367,15 @@ impl Config {
         }
         if !self.train.entropy_target.is_finite() {
             return invalid("train.entropy_target", "must be a finite number");
+        }
+        if !(0.0..1.0).contains(&self.train.kl_balance) {
+            return invalid(
+                "train.kl_balance",
+                &format!(
+                    "must be 0 (off) or in (0, 1) (the prior's share), got {}",
+                    self.train.kl_balance
+                ),
+            );
         }
         if self.train.entropy_lr > 0.0 && self.train.actor_entropy <= 0.0 {
             return invalid(

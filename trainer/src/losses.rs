@@ -57,6 +57,25 @@ pub fn lambda_return(
     Tensor::stack(&returns, 0)
 }
 
+/// The KL term of the world-model loss, mean over `[B, T]`, at least `free_nats`. With
+/// `balance` 0 it is DreamerV1's; with `balance` in (0, 1) the same value, but the prior is
+/// trained towards the stopped posterior with weight `balance` and the posterior towards the
+/// stopped prior with `1 - balance`, each term held at `free_nats` on its own.
+pub fn kl_loss(post: &State, prior: &State, free_nats: f64, balance: f64) -> Tensor {
+    if balance == 0.0 {
+        return kl_divergence(post, prior)
+            .mean(Kind::Float)
+            .clamp_min(free_nats);
+    }
+    let train_prior = kl_divergence(&post.detach(), prior)
+        .mean(Kind::Float)
+        .clamp_min(free_nats);
+    let train_post = kl_divergence(post, &prior.detach())
+        .mean(Kind::Float)
+        .clamp_min(free_nats);
+    train_prior * balance + train_post * (1.0 - balance)
+}
+
 impl Agent {
     /// Reconstruction, reward (and continuation) log-likelihoods and KL with free nats.
     /// `noise`: posterior noise `[B, T, S]`.
@@ -92,7 +111,8 @@ impl Agent {
             )
         });
         let kl = kl_divergence(&post, &prior).mean(Kind::Float);
-        let mut terms = vec![kl.clamp_min(t.free_nats) * t.kl_scale, -&reward_loglik];
+        let kl_loss = kl_loss(&post, &prior, t.free_nats, t.kl_balance);
+        let mut terms = vec![kl_loss * t.kl_scale, -&reward_loglik];
         terms.extend(
             [&pixels_loglik, &state_loglik]
                 .into_iter()
@@ -172,6 +192,77 @@ impl Agent {
             value_target,
             imag_reward: reward.mean(Kind::Float).detach(),
             entropy: entropy.mean(Kind::Float).detach(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state whose mean and std are leaves that record gradients. [2, 3] each.
+    fn state(mean: &[f32], std: &[f32]) -> State {
+        let leaf = |v: &[f32]| {
+            Tensor::from_slice(v)
+                .reshape([2, 3])
+                .set_requires_grad(true)
+        };
+        let (mean, std) = (leaf(mean), leaf(std));
+        State {
+            h: Tensor::zeros([2, 4], (Kind::Float, tch::Device::Cpu)),
+            s: mean.detach(),
+            mean,
+            std,
+        }
+    }
+
+    fn grads(balance: f64) -> (f64, [Vec<f32>; 4]) {
+        let post = state(
+            &[0.1, -0.4, 0.3, 1.0, 0.0, -0.2],
+            &[0.5, 0.9, 1.2, 0.7, 1.0, 0.3],
+        );
+        let prior = state(
+            &[0.0, 0.2, -0.1, 0.5, 0.4, 0.1],
+            &[1.0, 0.8, 1.1, 0.6, 1.3, 0.9],
+        );
+        let loss = kl_loss(&post, &prior, 0.0, balance);
+        loss.backward();
+        let g = |t: &Tensor| Vec::<f32>::try_from(t.grad().flatten(0, -1)).unwrap();
+        (
+            loss.double_value(&[]),
+            [g(&post.mean), g(&post.std), g(&prior.mean), g(&prior.std)],
+        )
+    }
+
+    #[test]
+    fn kl_balancing_keeps_the_value_and_splits_the_gradient() {
+        let (plain, plain_grads) = grads(0.0);
+        let (balanced, balanced_grads) = grads(0.8);
+        assert!((plain - balanced).abs() < 1e-6, "{plain} vs {balanced}");
+        // The posterior gets 1 - 0.8 of DreamerV1's gradient, the prior 0.8 of it.
+        for (i, share) in [(0, 0.2), (1, 0.2), (2, 0.8), (3, 0.8)] {
+            for (b, p) in balanced_grads[i].iter().zip(&plain_grads[i]) {
+                assert!(
+                    (b - p * share).abs() < 1e-6,
+                    "tensor {i}: {b} vs {share} x {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn free_nats_hold_each_balanced_term() {
+        let post = state(&[0.0; 6], &[1.0; 6]);
+        let prior = state(&[0.01; 6], &[1.0; 6]);
+        for balance in [0.0, 0.8] {
+            let loss = kl_loss(&post, &prior, 1.0, balance);
+            assert!((loss.double_value(&[]) - 1.0).abs() < 1e-9, "{balance}");
+            loss.backward();
+            // Below the free nats nothing is trained.
+            assert_eq!(
+                post.mean.grad().abs().sum(Kind::Float).double_value(&[]),
+                0.0
+            );
         }
     }
 }
