@@ -181,6 +181,11 @@ pub struct TrainConfig {
     /// imagined actions at.
     #[serde(default)]
     pub entropy_target: f64,
+    /// Return normalisation (DreamerV3): the actor maximises imagined returns divided by
+    /// `max(1, S)`, where `S` follows the 5th-95th percentile range of the returns of each
+    /// update as an EMA with this rate (0: off, DreamerV1's actor loss; DreamerV3: 0.01).
+    #[serde(default)]
+    pub return_norm_rate: f64,
     /// Adam epsilon, added to sqrt(v) as in TensorFlow's Adam.
     pub adam_eps: f64,
     /// Global gradient-norm clip, per optimiser.
@@ -367,6 +372,15 @@ impl Config {
         }
         if !self.train.entropy_target.is_finite() {
             return invalid("train.entropy_target", "must be a finite number");
+        }
+        if !(0.0..=1.0).contains(&self.train.return_norm_rate) {
+            return invalid(
+                "train.return_norm_rate",
+                &format!(
+                    "must be in [0, 1] (0: off), got {}",
+                    self.train.return_norm_rate
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.train.kl_balance) {
             return invalid(

@@ -64,6 +64,9 @@ pub struct Agent {
     /// Weight of the entropy bonus in the actor loss: `train.actor_entropy`, adapted after
     /// every update when `train.entropy_lr` is above 0.
     pub entropy_scale: f64,
+    /// The EMA of the imagined returns' 5th-95th percentile range that the actor divides
+    /// them by (at least 1); stays 0 without `train.return_norm_rate`.
+    pub return_scale: f64,
 }
 
 impl Agent {
@@ -112,6 +115,7 @@ impl Agent {
             actor_opt,
             value_opt,
             entropy_scale: t.actor_entropy,
+            return_scale: 0.0,
         }
     }
 
@@ -158,6 +162,10 @@ impl Agent {
         let value_norm = self.value_opt.apply(&value_grads);
         let entropy = behaviour.entropy.double_value(&[]);
         self.adapt_entropy_scale(entropy);
+        let rate = self.config.train.return_norm_rate;
+        if rate > 0.0 {
+            self.return_scale = next_return_scale(self.return_scale, &behaviour.returns, rate);
+        }
 
         let mut metrics: Metrics = vec![
             ("model_loss", values[0]),
@@ -182,12 +190,18 @@ impl Agent {
             ("imag_reward", behaviour.imag_reward.double_value(&[])),
             ("actor_entropy", entropy),
             ("entropy_scale", self.entropy_scale),
+            ("return_scale", self.return_scale),
             (
                 "imag_return",
                 behaviour.value_target.mean(Kind::Float).double_value(&[]),
             ),
         ]);
         Ok(metrics)
+    }
+
+    /// What the actor divides imagined returns by: 1, or the return scale above 1.
+    pub fn return_divisor(&self) -> f64 {
+        self.return_scale.max(1.0)
     }
 
     /// Move the entropy weight towards the value that holds the policy's entropy at
@@ -238,4 +252,21 @@ impl Agent {
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
         sorted_variables(&self.vs)
     }
+}
+
+/// The return scale after one update: an EMA with `rate` of the 95th minus the 5th
+/// percentile of `returns` (any shape; nearest-rank percentiles over all elements).
+pub fn next_return_scale(scale: f64, returns: &Tensor, rate: f64) -> f64 {
+    let sorted = returns
+        .detach()
+        .flatten(0, -1)
+        .to_kind(Kind::Double)
+        .sort(0, false)
+        .0;
+    let n = sorted.size()[0];
+    if n == 0 {
+        return scale;
+    }
+    let at = |p: f64| sorted.double_value(&[(p * (n - 1) as f64).round() as i64]);
+    (1.0 - rate) * scale + rate * (at(0.95) - at(0.05))
 }

@@ -21,6 +21,7 @@ use crate::networks::Dims;
 
 /// The entropy weight in `optim.safetensors` (f64 `[1]`).
 const ENTROPY_SCALE: &str = "entropy.scale";
+const RETURN_SCALE: &str = "return.scale";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -198,6 +199,10 @@ pub fn save(dir: &Path, agent: &Agent, state: &RunState) -> Result<(), Checkpoin
         ENTROPY_SCALE.to_string(),
         Tensor::from_slice(&[agent.entropy_scale]),
     ));
+    optim.push((
+        RETURN_SCALE.to_string(),
+        Tensor::from_slice(&[agent.return_scale]),
+    ));
     let optim_path = tmp.join(OPTIM_FILE);
     Tensor::write_safetensors(&optim, &optim_path).map_err(torch(&optim_path))?;
     let state_path = tmp.join(STATE_FILE);
@@ -321,6 +326,10 @@ pub fn load_into(dir: &Path, agent: &mut Agent) -> Result<(), CheckpointError> {
     // Absent from checkpoints of runs that never adapted it: the config's weight then holds.
     if let Some(scale) = tensors.get(ENTROPY_SCALE) {
         agent.entropy_scale = scale.double_value(&[0]);
+    }
+    // Absent from checkpoints written before return normalisation existed: 0, as it starts.
+    if let Some(scale) = tensors.get(RETURN_SCALE) {
+        agent.return_scale = scale.double_value(&[0]);
     }
     Ok(())
 }

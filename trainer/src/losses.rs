@@ -176,7 +176,7 @@ impl Agent {
         )
         .cumprod(0, Kind::Float)
         .detach(); // [H-1, N]
-        let actor_loss = -(&weight * &returns).mean(Kind::Float)
+        let actor_loss = -(&weight * &returns).mean(Kind::Float) / self.return_divisor()
             - entropy.mean(Kind::Float) * self.entropy_scale;
         let value_pred = self
             .value

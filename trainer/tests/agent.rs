@@ -7,7 +7,7 @@ use dreamer_trainer::agent::{TrainError, group_of};
 use dreamer_trainer::losses::lambda_return;
 use dreamer_trainer::networks::unit_normal_log_prob;
 use dreamer_trainer::rssm::{State, kl_divergence};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-5 * (1.0 + b.abs())
@@ -347,4 +347,43 @@ fn entropy_weight_adapts_towards_the_target_entropy() {
     let mut fixed = agent(&config, dims);
     fixed.update(&batch, 0).unwrap();
     assert_eq!(fixed.entropy_scale, 3e-3);
+}
+
+#[test]
+fn the_return_scale_follows_the_percentile_range_and_divides_the_actor_loss() {
+    use dreamer_trainer::agent::next_return_scale;
+    // 0..=100: the 5th and 95th percentiles are 5 and 95.
+    let returns = Tensor::arange(101, (Kind::Float, Device::Cpu)).reshape([101, 1]);
+    assert!(close(next_return_scale(0.0, &returns, 0.01), 0.9));
+    assert!(close(next_return_scale(50.0, &returns, 0.5), 70.0));
+
+    let dims = dims(false);
+    let batch = synthetic_batch(&tiny_config(false), dims, 3);
+    let mut config = tiny_config(false);
+    config.train.return_norm_rate = 0.5;
+    let mut normed = agent(&config, dims);
+    let metrics = normed.update(&batch, 0).unwrap();
+    let metric = |name: &str| metrics.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert!(normed.return_scale > 0.0);
+    assert_eq!(metric("return_scale"), normed.return_scale);
+    // With a scale above 1, the same update's actor loss (without an entropy bonus) is the
+    // plain one divided by it.
+    let mut base = tiny_config(false);
+    (base.train.actor_entropy, base.train.entropy_lr) = (0.0, 0.0);
+    let plain = agent(&base, dims);
+    base.train.return_norm_rate = 0.5;
+    let mut scaled = agent(&base, dims);
+    scaled.return_scale = 4.0;
+    let loss = |a: &dreamer_trainer::agent::Agent| {
+        let noise = dreamer_trainer::noise::UpdateNoise::draw(&a.config, dims, 7, Device::Cpu);
+        let wm = a.world_model_loss(&batch, &noise.posterior);
+        a.behaviour_loss(&wm.post, &noise.imag_state, &noise.imag_action)
+            .actor_loss
+            .double_value(&[])
+    };
+    assert!(close(loss(&scaled), loss(&plain) / 4.0));
+    // Off: the scale stays 0 and the divisor 1.
+    let mut off = agent(&tiny_config(false), dims);
+    off.update(&batch, 0).unwrap();
+    assert_eq!((off.return_scale, off.return_divisor()), (0.0, 1.0));
 }

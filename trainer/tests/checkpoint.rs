@@ -47,6 +47,7 @@ fn checkpoint_round_trip_restores_weights_and_optimiser() {
     assert_identical(&optimiser_state(&agent), &optimiser_state(&loaded));
     assert_eq!(loaded.model_opt.step, 1);
     assert_eq!(loaded.entropy_scale, agent.entropy_scale);
+    assert_eq!(loaded.return_scale, agent.return_scale);
 
     // The weight file uses the documented names.
     let names: Vec<String> = Tensor::read_safetensors(path.join("model.safetensors"))
