@@ -14,7 +14,9 @@ use dreamer_wire::report::write_report;
 #[command(
     name = "dreamer-hil",
     version,
-    about = "Hardware-in-the-loop run: firmware-host and dreamer-rt serve over a pty or UDP"
+    about = "Hardware-in-the-loop run: firmware-host and dreamer-rt serve over a pty or UDP",
+    // A later option replaces an earlier one (scripts pass defaults, users override them).
+    args_override_self = true
 )]
 struct Args {
     /// Policy bundle folder (holds manifest.json).

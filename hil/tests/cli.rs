@@ -94,3 +94,14 @@ fn negative_values_are_refused_naming_the_flag_and_the_value() {
         "'-5' for '--delay-us",
     );
 }
+
+/// A later option replaces an earlier one, so a script's defaults can be overridden.
+#[test]
+fn a_repeated_option_takes_the_last_value() {
+    let missing = std::env::temp_dir().join("no-such-bundle-for-dreamer-hil");
+    let missing = missing.to_str().unwrap();
+    fails_with(
+        &["--bundle", missing, "--drop", "0.5", "--drop", "-2"],
+        "--drop must be a probability in [0, 1], got -2",
+    );
+}
