@@ -141,6 +141,10 @@ pub struct ModelConfig {
     pub min_std: f64,
     /// Learn a continuation (discount) head.
     pub pcont: bool,
+    /// DreamerV3's symlog on vector observations: the state encoder sees `sign(x) ln(1 +
+    /// |x|)` and the state decoder learns to reconstruct it (false: DreamerV1's raw values).
+    #[serde(default)]
+    pub symlog_obs: bool,
 }
 
 /// Losses and optimisation.

@@ -72,6 +72,9 @@ pub struct Checkpoint {
     pub task_name: String,
     pub action_repeat: u32,
     pub min_std: f32,
+    /// The state encoder sees `sign(x) ln(1 + |x|)` of the observation (`model.symlog_obs`;
+    /// absent: false).
+    pub symlog_obs: bool,
     /// Every leaf of `config.toml` as `section.key -> value`.
     pub config_summary: BTreeMap<String, String>,
     pub env_steps: u64,
@@ -113,6 +116,7 @@ impl Checkpoint {
             });
         }
         config.check_model_keys()?;
+        let symlog_obs = config.flag("model.symlog_obs")?;
 
         let model_path = dir.join(MODEL_FILE);
         let weights = read_f32_tensors(&model_path)?;
@@ -130,6 +134,7 @@ impl Checkpoint {
             task_name,
             action_repeat,
             min_std: min_std as f32,
+            symlog_obs,
             config_summary: config.summary(),
             env_steps: state.counter("env_steps")?,
             updates: state.counter("updates")?,
@@ -424,6 +429,7 @@ const KNOWN_MODEL_KEYS: &[&str] = &[
     "cnn_depth",
     "min_std",
     "pcont",
+    "symlog_obs",
 ];
 
 impl Config {
@@ -471,6 +477,16 @@ impl Config {
         v.as_float()
             .or_else(|| v.as_integer().map(|i| i as f64))
             .ok_or_else(|| self.type_error(key, "a number", v))
+    }
+
+    /// A boolean key; absent: false.
+    fn flag(&self, key: &str) -> Result<bool, ExportError> {
+        match self.get(key) {
+            None => Ok(false),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.type_error(key, "a boolean", v)),
+        }
     }
 
     fn check_model_keys(&self) -> Result<(), ExportError> {

@@ -172,6 +172,13 @@ impl Net<'_> {
             parts.push(g.flatten(&x));
         }
         if let Some(state) = state {
+            let symlog;
+            let state = if self.ckpt.symlog_obs {
+                symlog = g.symlog(state);
+                symlog.as_str()
+            } else {
+                state
+            };
             let x = self.linear_elu(g, "encoder.state.l0", state);
             parts.push(self.linear_elu(g, "encoder.state.l1", &x));
         }

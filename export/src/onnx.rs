@@ -260,6 +260,17 @@ impl GraphBuilder {
         self.binary("Add", &relu, &tail)
     }
 
+    /// `sign(x) ln(1 + |x|)`, elementwise (ONNX has no log1p: `Log(1 + Abs(x))`, whose
+    /// absolute error near 0 is float32's rounding of 1 + |x|, about 6e-8).
+    pub fn symlog(&mut self, x: &str) -> String {
+        let abs = self.unary("Abs", x);
+        let one = self.scalar(1.0);
+        let shifted = self.binary("Add", &abs, &one);
+        let log = self.unary("Log", &shifted);
+        let sign = self.unary("Sign", x);
+        self.binary("Mul", &sign, &log)
+    }
+
     /// Concatenation along axis 1.
     pub fn concat(&mut self, parts: &[&str]) -> String {
         self.op("Concat", parts, vec![int_attr("axis", 1)])

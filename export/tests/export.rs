@@ -197,3 +197,33 @@ fn both_graph_forms_verify_and_the_compact_one_has_fewer_nodes() {
         nodes[1]
     );
 }
+
+/// With `model.symlog_obs` the encoder graph applies `sign(x) ln(1 + |x|)` to the state, in
+/// both graph forms, within the same bounds; the manifest's training config records it.
+#[test]
+fn a_symlog_encoder_exports_and_verifies() {
+    use dreamer_bundle::GraphForm;
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        symlog: true,
+        ..Spec::state()
+    };
+    let ckpt = common::write_checkpoint(&tmp.path().join("ckpt"), &spec, 1);
+    for form in [GraphForm::Compact, GraphForm::Decomposed] {
+        let out = tmp.path().join(form.name());
+        let options = ExportOptions {
+            graph_form: form,
+            ..ExportOptions::default()
+        };
+        export_ok(&ckpt, &out, &options);
+        let m = dreamer_bundle::open(&out).unwrap();
+        assert_eq!(m.training.config["model.symlog_obs"], "true");
+        let v = m.verification.as_ref().unwrap();
+        assert!(v.trajectory_step_max_abs_err.unwrap() < 1e-5, "{form:?}");
+        for role in dreamer_bundle::GRAPH_ROLES {
+            assert!(v.random_max_abs_err[role] < 1e-5, "{form:?} {role}");
+        }
+        let ops = op_types(&out.join("encoder.onnx"));
+        assert!(ops.iter().any(|op| op == "Sign"), "{form:?}: {ops:?}");
+    }
+}

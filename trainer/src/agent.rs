@@ -77,7 +77,13 @@ impl Agent {
         let m = &config.model;
         let feat = m.deter + m.stoch;
         let embed = dims.embed(m.units, m.cnn_depth);
-        let encoder = Encoder::new(&(&root / "encoder"), &dims, m.units, m.cnn_depth);
+        let encoder = Encoder::new(
+            &(&root / "encoder"),
+            &dims,
+            m.units,
+            m.cnn_depth,
+            m.symlog_obs,
+        );
         let rssm = Rssm::new(&(&root / "rssm"), m, dims.action, embed);
         let decoder = Decoder::new(&(&root / "decoder"), &dims, feat, m.units, m.cnn_depth);
         let reward = Mlp::new(&(&root / "reward"), feat, m.units, 2, Some(1));

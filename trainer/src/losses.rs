@@ -4,7 +4,7 @@
 use tch::{Kind, Tensor};
 
 use crate::agent::Agent;
-use crate::networks::{pixels_to_float, unit_normal_log_prob};
+use crate::networks::{pixels_to_float, symlog, unit_normal_log_prob};
 use crate::replay::Batch;
 use crate::rssm::{Rssm, State, kl_divergence};
 
@@ -96,7 +96,13 @@ impl Agent {
         });
         let state_loglik = self.decoder.state.as_ref().map(|dec| {
             let mean = dec.forward(&feat); // [B*T, O]
-            unit_normal_log_prob(&mean, obs.state.as_ref().expect("state"), 1).mean(Kind::Float)
+            let state = obs.state.as_ref().expect("state");
+            let target = if self.config.model.symlog_obs {
+                symlog(state)
+            } else {
+                state.shallow_clone()
+            };
+            unit_normal_log_prob(&mean, &target, 1).mean(Kind::Float)
         });
         let reward_pred = self.reward.forward(&feat).squeeze_dim(-1); // [B*T]
         let reward_target = batch.reward.flatten(0, 1) * t.reward_scale;

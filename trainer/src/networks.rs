@@ -108,15 +108,28 @@ pub fn pixels_to_float(pixels: &Tensor, kind: Kind) -> Tensor {
     pixels.to_kind(kind) / 255.0 - 0.5
 }
 
+/// `sign(x) ln(1 + |x|)`, elementwise: compresses large magnitudes, near identity at 0.
+pub fn symlog(x: &Tensor) -> Tensor {
+    x.sign() * x.abs().log1p()
+}
+
 /// Encoder of whichever observations are in use; the embedding is `concat(pixels, state)`.
 #[derive(Debug)]
 pub struct Encoder {
     pixels: Option<PixelEncoder>,
     state: Option<Mlp>,
+    /// The state MLP sees [`symlog`] of the observation.
+    symlog_state: bool,
 }
 
 impl Encoder {
-    pub fn new(path: &nn::Path, dims: &Dims, units: i64, depth: i64) -> Encoder {
+    pub fn new(
+        path: &nn::Path,
+        dims: &Dims,
+        units: i64,
+        depth: i64,
+        symlog_state: bool,
+    ) -> Encoder {
         Encoder {
             pixels: dims
                 .pixels
@@ -124,6 +137,7 @@ impl Encoder {
             state: dims
                 .state
                 .map(|size| Mlp::new(&(path / "state"), size, units, 2, None)),
+            symlog_state,
         }
     }
 
@@ -134,7 +148,12 @@ impl Encoder {
             parts.push(net.forward(obs.pixels.as_ref().expect("pixel observations")));
         }
         if let Some(net) = &self.state {
-            parts.push(net.forward(obs.state.as_ref().expect("state observations")));
+            let state = obs.state.as_ref().expect("state observations");
+            parts.push(if self.symlog_state {
+                net.forward(&symlog(state))
+            } else {
+                net.forward(state)
+            });
         }
         Tensor::cat(&parts, 1)
     }

@@ -387,3 +387,33 @@ fn the_return_scale_follows_the_percentile_range_and_divides_the_actor_loss() {
     off.update(&batch, 0).unwrap();
     assert_eq!((off.return_scale, off.return_divisor()), (0.0, 1.0));
 }
+
+#[test]
+fn a_symlog_encoder_sees_the_compressed_state() {
+    use dreamer_trainer::networks::{Obs, symlog};
+    let dims = dims(false);
+    let plain = agent(&tiny_config(false), dims);
+    let mut config = tiny_config(false);
+    config.model.symlog_obs = true;
+    // Same seed, same weights: only the input transform differs.
+    let compressed = agent(&config, dims);
+    let x = Tensor::from_slice(&[-50.0f32, -0.5, 0.0, 0.25, 3.0, 1000.0])
+        .reshape([2, 3])
+        .narrow(1, 0, dims.state.unwrap());
+    let obs = |state: Tensor| Obs {
+        state: Some(state),
+        pixels: None,
+    };
+    let direct = compressed.encoder.forward(&obs(x.shallow_clone()));
+    let by_hand = plain.encoder.forward(&obs(symlog(&x)));
+    assert!(direct.allclose(&by_hand, 1e-6, 1e-6, false));
+    assert!(!direct.allclose(&plain.encoder.forward(&obs(x)), 1e-3, 1e-3, false));
+    // sign(x) ln(1 + |x|)
+    let y = symlog(&Tensor::from_slice(&[
+        -(std::f32::consts::E - 1.0),
+        0.0,
+        1e3,
+    ]));
+    let y: Vec<f32> = Vec::try_from(y).unwrap();
+    assert!((y[0] + 1.0).abs() < 1e-6 && y[1] == 0.0 && (y[2] - 1001f32.ln()).abs() < 1e-4);
+}

@@ -28,6 +28,8 @@ pub struct Spec {
     pub c: usize,
     pub min_std: f64,
     pub pcont: bool,
+    /// `model.symlog_obs`: the state encoder sees `sign(x) ln(1 + |x|)`.
+    pub symlog: bool,
     /// Recorded closed-loop steps `T`.
     pub steps: usize,
     /// Random single-step cases `N`.
@@ -49,6 +51,7 @@ impl Spec {
             c: 2,
             min_std: 0.1,
             pcont: false,
+            symlog: false,
             steps: 500,
             cases: 8,
         }
@@ -296,7 +299,17 @@ impl Reference<'_> {
             e.extend(x);
         }
         if let Some(st) = state {
-            let x: Vec<f64> = st.iter().map(|&v| f64::from(v)).collect();
+            let x: Vec<f64> = st
+                .iter()
+                .map(|&v| f64::from(v))
+                .map(|v| {
+                    if self.spec.symlog {
+                        v.signum() * v.abs().ln_1p()
+                    } else {
+                        v
+                    }
+                })
+                .collect();
             let x = self.linear_elu("encoder.state.l0", &x);
             e.extend(self.linear_elu("encoder.state.l1", &x));
         }
@@ -483,9 +496,18 @@ pub fn weights_file(weights: &Weights) -> TensorFile {
 pub fn config_toml(spec: &Spec) -> String {
     format!(
         "[run]\ntask = \"{}\"\nobs_mode = \"{}\"\naction_repeat = 2\nseed = 0\nsteps = 1000\nenvs = 1\n\n\
-         [model]\ndeter = {}\nstoch = {}\nhidden = {}\nunits = {}\ncnn_depth = {}\nmin_std = {}\npcont = {}\n\n\
+         [model]\ndeter = {}\nstoch = {}\nhidden = {}\nunits = {}\ncnn_depth = {}\nmin_std = {}\npcont = {}\nsymlog_obs = {}\n\n\
          [train]\nbatch = 4\nmodel_lr = 6e-4\n",
-        spec.task, spec.obs, spec.d, spec.s, spec.h, spec.u, spec.c, spec.min_std, spec.pcont
+        spec.task,
+        spec.obs,
+        spec.d,
+        spec.s,
+        spec.h,
+        spec.u,
+        spec.c,
+        spec.min_std,
+        spec.pcont,
+        spec.symlog
     )
 }
 
