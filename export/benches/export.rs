@@ -26,6 +26,7 @@ fn presets() -> Vec<(&'static str, Spec)> {
         c: 32,
         min_std: 0.1,
         pcont: false,
+        symlog: false,
         steps: 500,
         cases: 16,
     };
