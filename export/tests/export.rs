@@ -153,6 +153,32 @@ fn op_types(path: &Path) -> Vec<String> {
     model.graph.node.iter().map(|n| n.op_type.clone()).collect()
 }
 
+/// Exports `ckpt` to `out` in `form` and checks the manifest records the form and the
+/// verification met the float32 bounds; returns the manifest.
+fn export_form(
+    ckpt: &Path,
+    out: &Path,
+    form: dreamer_bundle::GraphForm,
+) -> dreamer_bundle::Manifest {
+    let options = ExportOptions {
+        graph_form: form,
+        ..ExportOptions::default()
+    };
+    export_ok(ckpt, out, &options);
+    let m = dreamer_bundle::open(out).unwrap();
+    assert_eq!(m.graph_form, form);
+    let v = m.verification.as_ref().unwrap();
+    assert!(v.trajectory_step_max_abs_err.unwrap() < 1e-5, "{form:?}");
+    assert!(
+        v.trajectory_final_latent_max_abs_err.unwrap() < 1e-4,
+        "{form:?}"
+    );
+    for role in dreamer_bundle::GRAPH_ROLES {
+        assert!(v.random_max_abs_err[role] < 1e-5, "{form:?} {role}");
+    }
+    m
+}
+
 /// Both graph forms verify against the same float64 reference with the same bounds; the
 /// compact one (the default) computes the same function in far fewer nodes.
 #[test]
@@ -164,22 +190,7 @@ fn both_graph_forms_verify_and_the_compact_one_has_fewer_nodes() {
     let mut nodes = Vec::new();
     for form in [GraphForm::Compact, GraphForm::Decomposed] {
         let out = tmp.path().join(form.name());
-        let options = ExportOptions {
-            graph_form: form,
-            ..ExportOptions::default()
-        };
-        export_ok(&ckpt, &out, &options);
-        let m = dreamer_bundle::open(&out).unwrap();
-        assert_eq!(m.graph_form, form);
-        let v = m.verification.as_ref().unwrap();
-        assert!(v.trajectory_step_max_abs_err.unwrap() < 1e-5, "{form:?}");
-        assert!(
-            v.trajectory_final_latent_max_abs_err.unwrap() < 1e-4,
-            "{form:?}"
-        );
-        for role in dreamer_bundle::GRAPH_ROLES {
-            assert!(v.random_max_abs_err[role] < 1e-5, "{form:?} {role}");
-        }
+        export_form(&ckpt, &out, form);
         let ops = op_types(&out.join("policy_step.onnx"));
         let grus = ops.iter().filter(|op| *op == "GRU").count();
         assert_eq!(
@@ -211,18 +222,8 @@ fn a_symlog_encoder_exports_and_verifies() {
     let ckpt = common::write_checkpoint(&tmp.path().join("ckpt"), &spec, 1);
     for form in [GraphForm::Compact, GraphForm::Decomposed] {
         let out = tmp.path().join(form.name());
-        let options = ExportOptions {
-            graph_form: form,
-            ..ExportOptions::default()
-        };
-        export_ok(&ckpt, &out, &options);
-        let m = dreamer_bundle::open(&out).unwrap();
+        let m = export_form(&ckpt, &out, form);
         assert_eq!(m.training.config["model.symlog_obs"], "true");
-        let v = m.verification.as_ref().unwrap();
-        assert!(v.trajectory_step_max_abs_err.unwrap() < 1e-5, "{form:?}");
-        for role in dreamer_bundle::GRAPH_ROLES {
-            assert!(v.random_max_abs_err[role] < 1e-5, "{form:?} {role}");
-        }
         let ops = op_types(&out.join("encoder.onnx"));
         assert!(ops.iter().any(|op| op == "Sign"), "{form:?}: {ops:?}");
     }

@@ -192,13 +192,13 @@ impl UdpAddresses {
             proxy: Some(proxy),
         })
     }
+}
 
-    /// The receive-queue drops of the socket at `addr`; 0 when it is gone already.
-    fn drops(&self, addr: SocketAddr) -> Result<u64> {
-        Ok(crate::proxy::receive_drops(addr)
-            .context("cannot read the UDP receive-queue drops")?
-            .unwrap_or(0))
-    }
+/// The receive-queue drops of the socket at `addr`; 0 when it is gone already.
+fn drops(addr: SocketAddr) -> Result<u64> {
+    Ok(crate::proxy::receive_drops(addr)
+        .context("cannot read the UDP receive-queue drops")?
+        .unwrap_or(0))
 }
 
 /// Applied commands per session tick (each applied on time or missed); 0 without one.
@@ -733,12 +733,12 @@ pub fn run(options: &HilOptions) -> Result<HilReport> {
     // Firmware first: it stops ticking and drains the answers in flight, then the runtime
     // gets everything the firmware sent and drains it. Each UDP receiver's kernel drops are
     // read while its socket is open and (nearly: the firmware's drain) nothing more comes.
-    let firmware_drops = udp.as_ref().map_or(Ok(0), |u| u.drops(u.firmware))?;
+    let firmware_drops = udp.as_ref().map_or(Ok(0), |u| drops(u.firmware))?;
     firmware.terminate(Duration::from_secs(10))?;
     if let Some(proxy) = &mut proxy {
         proxy.flush_and_stop(Direction::FirmwareToRuntime)?;
     }
-    let runtime_drops = udp.as_ref().map_or(Ok(0), |u| u.drops(u.runtime))?;
+    let runtime_drops = udp.as_ref().map_or(Ok(0), |u| drops(u.runtime))?;
     runtime.terminate(Duration::from_secs(10))?;
     if let Some(proxy) = &mut proxy {
         proxy.stop()?;
