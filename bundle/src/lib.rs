@@ -20,9 +20,10 @@ mod validate;
 
 pub use error::BundleError;
 pub use manifest::{
-    ActionInfo, DType, ENVIRONMENT_SOURCE, ENVIRONMENT_VERSION, EnvironmentInfo, GraphForm,
-    GraphInfo, LatentInfo, LayoutInfo, Manifest, ObservationInfo, PixelInfo, StateInfo, TaskInfo,
-    TensorInfo, TrainingInfo, VerificationInfo, parse_manifest,
+    ActionInfo, CalibrationInfo, DType, ENVIRONMENT_SOURCE, ENVIRONMENT_VERSION, EnvironmentInfo,
+    GraphForm, GraphInfo, LatentInfo, LayoutInfo, Manifest, ObservationInfo, PixelInfo,
+    QuantizationInfo, ReturnCheck, StateInfo, TaskInfo, TensorInfo, TrainingInfo, VerificationInfo,
+    parse_manifest,
 };
 pub use open::{
     Bundle, MAX_FILE_BYTES, MAX_MANIFEST_BYTES, open, read_graph, sha256_file, sha256_hex,

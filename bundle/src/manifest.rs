@@ -185,8 +185,60 @@ pub struct VerificationInfo {
     /// magnitude 1 and relative above (`|a - b| / max(1, |b|)`): a sum of `S` KL terms.
     #[serde(default)]
     pub trajectory_surprise_max_rel_err: Option<f64>,
+    /// Largest absolute difference of the action along that trajectory (included in
+    /// `trajectory_step_max_abs_err`; on its own for reduced-precision bundles, whose
+    /// latent errors are larger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trajectory_action_max_abs_err: Option<f64>,
     pub trajectory_steps: u32,
     pub onnxruntime_version: String,
+    /// Closed-loop returns of a reduced-precision bundle next to the float32 bundle's on the
+    /// same episodes; absent for a float32 bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returns: Option<ReturnCheck>,
+}
+
+/// A reduced-precision bundle's return over noise-free evaluation episodes (zero noise
+/// inputs, the environment seeded `first_seed`, `first_seed + 1`, ...) against the float32
+/// bundle of the same checkpoint on the same episodes. The export is refused when `drop`
+/// exceeds `tolerance`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReturnCheck {
+    pub episodes: u32,
+    pub first_seed: u64,
+    pub float32_returns: Vec<f64>,
+    pub bundle_returns: Vec<f64>,
+    pub float32_mean: f64,
+    pub bundle_mean: f64,
+    /// `(float32_mean - bundle_mean) / max(|float32_mean|, 1)`: positive when the bundle
+    /// does worse.
+    pub drop: f64,
+    pub tolerance: f64,
+}
+
+/// How an int8 bundle was quantized (QDQ form: `QuantizeLinear` / `DequantizeLinear` around
+/// float operators).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantizationInfo {
+    /// Activations uint8 per tensor, weights int8 symmetric per output channel, biases int32.
+    pub scheme: String,
+    /// The quantized layers (checkpoint tensor prefixes); every other weight is float32.
+    pub layers: Vec<String>,
+    pub calibration: CalibrationInfo,
+}
+
+/// Where the activation ranges of an int8 bundle came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationInfo {
+    /// The replay folder, as given to the exporter.
+    pub replay: String,
+    pub episodes: u32,
+    pub steps: u32,
+    /// How the ranges were measured.
+    pub method: String,
+    /// [min, max] of each quantized activation, by probe key (`<layer>.input`,
+    /// `<conv>.output`).
+    pub ranges: BTreeMap<String, [f32; 2]>,
 }
 
 /// How a bundle's graphs are written. Both compute the same function and are verified
@@ -222,8 +274,11 @@ pub struct Manifest {
     pub latent: LatentInfo,
     /// Static batch size of every graph.
     pub batch: u32,
-    /// `float32` or `float16` (weights).
+    /// `float32`, `float16` (weights) or `int8` (QDQ layers, see `quantization`).
     pub precision: String,
+    /// How the int8 layers were quantized; absent unless `precision` is `int8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantizationInfo>,
     /// How the graphs express the model (the same function either way).
     #[serde(default)]
     pub graph_form: GraphForm,

@@ -172,10 +172,27 @@ impl Validator<'_> {
                 format!("is {min_std} but must be finite and not negative"),
             ));
         }
-        if !matches!(m.precision.as_str(), "float32" | "float16") {
+        if !matches!(m.precision.as_str(), "float32" | "float16" | "int8") {
             return Err(self.bad(
                 "precision",
-                format!("is `{}` but must be `float32` or `float16`", m.precision),
+                format!(
+                    "is `{}` but must be `float32`, `float16` or `int8`",
+                    m.precision
+                ),
+            ));
+        }
+        if (m.precision == "int8") != m.quantization.is_some() {
+            return Err(self.bad(
+                "quantization",
+                format!(
+                    "is {} but precision is `{}` (present exactly for `int8`)",
+                    if m.quantization.is_some() {
+                        "present"
+                    } else {
+                        "absent"
+                    },
+                    m.precision
+                ),
             ));
         }
         for (field, value) in [("opset", m.opset), ("ir_version", m.ir_version)] {

@@ -10,6 +10,14 @@ use crate::onnx::Precision;
 use crate::options::ExportOptions;
 use crate::pipeline::{ExportReport, export_signed};
 
+/// `--precision` (see [`Precision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    Float32,
+    Float16,
+    Int8,
+}
+
 /// `--graph-form` (see [`GraphForm`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GraphFormArg {
@@ -26,9 +34,30 @@ pub struct BundleArgs {
     /// Static batch size of every graph.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Store the weights as float16 (computation stays float32).
-    #[arg(long)]
+    /// `float32`; `float16` (weights stored as float16, computation float32); `int8` (the
+    /// convolutions and hidden dense layers quantized, calibrated on the run's replay). A
+    /// float16 or int8 bundle is refused when its return over noise-free episodes falls
+    /// short of the float32 bundle's by more than --max-return-drop.
+    #[arg(long, value_enum, default_value = "float32")]
+    pub precision: PrecisionArg,
+    /// Same as `--precision float16`.
+    #[arg(long, conflicts_with = "precision")]
     pub fp16: bool,
+    /// int8: the replay folder (episode files `ep*.npz`) to calibrate on [default: the
+    /// `replay` folder of the checkpoint's run, `CHECKPOINT/../replay`].
+    #[arg(long, value_name = "DIR")]
+    pub calibration_replay: Option<PathBuf>,
+    /// int8: calibrate on at most this many replay steps, newest episodes first.
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    pub calibration_steps: usize,
+    /// float16 / int8: noise-free episodes over which the return is compared with the float32
+    /// bundle's.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub return_episodes: usize,
+    /// float16 / int8: largest accepted drop of the mean return, as a fraction of
+    /// max(|float32 mean|, 1).
+    #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+    pub max_return_drop: f64,
     /// How the graphs express the model: `compact` (ONNX's GRU operator, one Softplus node,
     /// constants folded: fewest nodes) or `decomposed` (elementary operators only, for an
     /// execution provider that needs them).
@@ -49,10 +78,10 @@ impl BundleArgs {
     pub fn options(&self) -> ExportOptions {
         ExportOptions {
             batch: self.batch,
-            precision: if self.fp16 {
-                Precision::Float16
-            } else {
-                Precision::Float32
+            precision: match (self.fp16, self.precision) {
+                (true, _) | (false, PrecisionArg::Float16) => Precision::Float16,
+                (false, PrecisionArg::Float32) => Precision::Float32,
+                (false, PrecisionArg::Int8) => Precision::Int8,
             },
             graph_form: match self.graph_form {
                 GraphFormArg::Compact => GraphForm::Compact,
@@ -61,6 +90,10 @@ impl BundleArgs {
             verify: true,
             onnxruntime: self.ort_lib.clone(),
             eval_return: None,
+            calibration_replay: self.calibration_replay.clone(),
+            calibration_steps: self.calibration_steps,
+            return_episodes: self.return_episodes,
+            max_return_drop: self.max_return_drop,
         }
     }
 

@@ -63,6 +63,29 @@ pub enum ExportError {
     Verification { what: String, err: f64, goal: f64 },
     #[error("output folder {path}: {message}")]
     OutDir { path: PathBuf, message: String },
+    #[error("calibration replay {path}: {message}")]
+    Calibration { path: PathBuf, message: String },
+    #[error(
+        "refused: the {precision} bundle's mean return over {episodes} noise-free episodes is \
+         {bundle:.3} against the float32 bundle's {float32:.3} on the same episodes, a drop of \
+         {:.2} % (tolerance {:.2} %)",
+        drop * 100.0,
+        tolerance * 100.0
+    )]
+    ReturnDrop {
+        precision: String,
+        episodes: usize,
+        float32: f64,
+        bundle: f64,
+        drop: f64,
+        tolerance: f64,
+    },
+    #[error("evaluation episode {episode} in task `{task}`: {message}")]
+    Evaluation {
+        task: String,
+        episode: usize,
+        message: String,
+    },
     #[error(transparent)]
     Bundle(#[from] BundleError),
 }

@@ -7,9 +7,11 @@
 
 use dreamer_bundle::{GraphForm, names};
 
+use crate::calibrate::Calibration;
 use crate::checkpoint::{Checkpoint, PIXEL_CHANNELS, PIXEL_HW};
-use crate::onnx::{ElemType, GraphBuilder, Port};
+use crate::onnx::{ElemType, GraphBuilder, Port, Precision};
 use crate::options::ExportOptions;
+use crate::quantize::{ActivationQuant, quantize_bias, quantize_rows};
 
 /// The actor's std offset `ln(e^5 - 1)` = 4.99323925..., so that a zero output gives
 /// std = 5 + 1e-4.
@@ -19,6 +21,8 @@ fn actor_std_shift() -> f64 {
 /// The actor's mean is squashed into `[-5, 5]` before the tanh.
 const ACTOR_MEAN_SCALE: f32 = 5.0;
 const ACTOR_MIN_STD: f32 = 1e-4;
+/// The state encoder's first layer, which stays float32 in an int8 bundle.
+const STATE_INPUT_LAYER: &str = "encoder.state.l0";
 
 /// One serialised graph with its declared inputs and outputs.
 pub struct BuiltGraph {
@@ -26,18 +30,44 @@ pub struct BuiltGraph {
     pub bytes: Vec<u8>,
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
+    /// Extra outputs of a calibration graph ([`probe_graph`]), by probe key.
+    pub probes: Vec<String>,
+}
+
+/// How the quantizable layers (the convolutions and the hidden dense layers, those followed
+/// by an activation) are built.
+#[derive(Clone, Copy)]
+pub enum Layers<'c> {
+    /// Float, in the options' weight precision.
+    Float,
+    /// Float32, and every quantizable layer's input (each convolution's output after its
+    /// ReLU) also a graph output, under its probe key: what calibration measures.
+    Probe,
+    /// Int8 on the calibrated ranges (QDQ form).
+    Int8(&'c Calibration),
+}
+
+/// The graph output name of probe `key`.
+pub fn probe_output(key: &str) -> String {
+    format!("calibration/{key}")
 }
 
 /// Builds every graph of the bundle: static batch size, weight precision and graph form
-/// as `options` say.
+/// as `options` say; int8 layers (`Precision::Int8`) need the calibration.
 pub fn build_all<'c>(
     ckpt: &'c Checkpoint,
     options: &ExportOptions,
+    calibration: Option<&'c Calibration>,
 ) -> Result<Vec<BuiltGraph>, protobuf::Error> {
+    let layers = match (options.precision, calibration) {
+        (Precision::Int8, Some(c)) => Layers::Int8(c),
+        _ => Layers::Float,
+    };
     let net = Net {
         ckpt,
         batch: options.batch as i64,
         form: options.graph_form,
+        layers,
     };
     let builders: [(&'static str, BuildFn<'c>); 6] = [
         (dreamer_bundle::ENCODER, Net::encoder_graph),
@@ -52,14 +82,39 @@ pub fn build_all<'c>(
         .map(|(role, build)| {
             let mut g = GraphBuilder::new(role, options.precision);
             build(&net, &mut g);
-            Ok(BuiltGraph {
-                role,
-                bytes: g.to_bytes(&format!("Dreamer {role}, task {}", ckpt.task_name))?,
-                inputs: g.inputs().to_vec(),
-                outputs: g.outputs().to_vec(),
-            })
+            finish(g, role, ckpt)
         })
         .collect()
+}
+
+/// `policy_step` at batch 1 in float32 with every quantizable layer's input as an extra
+/// output ([`Layers::Probe`]): run over recorded observations, it gives the activation
+/// ranges of every layer of every graph (`policy_step` holds them all).
+pub fn probe_graph(ckpt: &Checkpoint, form: GraphForm) -> Result<BuiltGraph, protobuf::Error> {
+    let net = Net {
+        ckpt,
+        batch: 1,
+        form,
+        layers: Layers::Probe,
+    };
+    let role = dreamer_bundle::POLICY_STEP;
+    let mut g = GraphBuilder::new(role, Precision::Float32);
+    net.policy_step_graph(&mut g);
+    finish(g, role, ckpt)
+}
+
+fn finish(
+    g: GraphBuilder,
+    role: &'static str,
+    ckpt: &Checkpoint,
+) -> Result<BuiltGraph, protobuf::Error> {
+    Ok(BuiltGraph {
+        role,
+        bytes: g.to_bytes(&format!("Dreamer {role}, task {}", ckpt.task_name))?,
+        inputs: g.inputs().to_vec(),
+        outputs: g.outputs().to_vec(),
+        probes: g.probes().to_vec(),
+    })
 }
 
 /// Adds one graph's inputs, nodes and outputs.
@@ -69,6 +124,7 @@ struct Net<'a> {
     ckpt: &'a Checkpoint,
     batch: i64,
     form: GraphForm,
+    layers: Layers<'a>,
 }
 
 impl Net<'_> {
@@ -115,9 +171,51 @@ impl Net<'_> {
         }
     }
 
+    /// A hidden dense layer, `elu(x W^T + b)`: quantizable, except the state encoder's first
+    /// layer, which reads the raw observation: its entries have unrelated scales (cos and
+    /// sin in [-1, 1] next to a velocity in [-8, 8]), which one uint8 scale per tensor would
+    /// flatten. x: [B, in] -> [B, out].
     fn linear_elu(&self, g: &mut GraphBuilder, prefix: &str, x: &str) -> String {
-        let y = self.linear(g, prefix, x);
+        let key = format!("{prefix}.input");
+        let layers = match prefix {
+            STATE_INPUT_LAYER => Layers::Float,
+            _ => self.layers,
+        };
+        let y = match layers {
+            Layers::Float => self.linear(g, prefix, x),
+            Layers::Probe => {
+                g.probe(x, &probe_output(&key));
+                self.linear(g, prefix, x)
+            }
+            Layers::Int8(calibration) => {
+                let x = g.quantize_activation(x, calibration.quant(&key));
+                let w = self.ckpt.tensor(&format!("{prefix}.weight"));
+                let b = self.ckpt.tensor(&format!("{prefix}.bias"));
+                let (w, b) = self.int8_params(g, prefix, &x, (&w.shape, &w.data), &b.data);
+                g.gemm(&x, &w, &b)
+            }
+        };
         g.elu(&y)
+    }
+
+    /// The int8 weight (per output channel) and int32 bias of layer `prefix` read by the
+    /// dequantized activation `x`. Returns (weight, bias) values.
+    fn int8_params(
+        &self,
+        g: &mut GraphBuilder,
+        prefix: &str,
+        x: &str,
+        (shape, w): (&[usize], &[f32]),
+        b: &[f32],
+    ) -> (String, String) {
+        let q = quantize_rows(w, shape[0]);
+        // Every int8 layer reads a dequantized activation (`quantize_activation`).
+        let x_scale = g.activation_scale(x).unwrap_or(1.0);
+        let (bias, scales) = quantize_bias(b, x_scale, &q.scales);
+        (
+            g.int8_weight(&format!("{prefix}.weight"), shape, &q),
+            g.int32_bias(&format!("{prefix}.bias"), &bias, &scales),
+        )
     }
 
     // ---- graph inputs ----------------------------------------------------------------
@@ -151,25 +249,7 @@ impl Net<'_> {
     fn encoder(&self, g: &mut GraphBuilder, pixels: Option<&str>, state: Option<&str>) -> String {
         let mut parts = Vec::new();
         if let Some(pixels) = pixels {
-            // u8 [B, 64, 64, 3] -> [B, 3, 64, 64] f32; the `x / 255 - 0.5` is folded into the
-            // first convolution (`pixel_folded_conv0`). Transposing bytes moves a quarter of
-            // the data a float transpose moves.
-            let x = g.transpose(pixels, &[0, 3, 1, 2]);
-            let mut x = g.cast_to_f32(&x);
-            for i in 0..4 {
-                let (w, b) = if i == 0 {
-                    self.pixel_folded_conv0(g)
-                } else {
-                    (
-                        self.weight(g, &format!("encoder.pixels.conv{i}.weight")),
-                        self.weight(g, &format!("encoder.pixels.conv{i}.bias")),
-                    )
-                };
-                let y = g.conv(&x, &w, &b, 4, 2);
-                x = g.unary("Relu", &y);
-            }
-            // [B, 8C, 2, 2] -> [B, 32C], CHW order
-            parts.push(g.flatten(&x));
+            parts.push(self.pixel_encoder(g, pixels));
         }
         if let Some(state) = state {
             let symlog;
@@ -190,32 +270,98 @@ impl Net<'_> {
         }
     }
 
+    /// The conv stack: u8 [B, 64, 64, 3] -> [B, 32C] (CHW order).
+    fn pixel_encoder(&self, g: &mut GraphBuilder, pixels: &str) -> String {
+        // u8 [B, 64, 64, 3] -> [B, 3, 64, 64]; the `x / 255 - 0.5` is folded into the first
+        // convolution (`pixel_folded_conv0`), which therefore reads the raw byte values.
+        // Transposing bytes moves a quarter of the data a float transpose moves.
+        let x = g.transpose(pixels, &[0, 3, 1, 2]);
+        let mut x = match self.layers {
+            // The bytes are already uint8 on scale 1: the first int8 layer reads them as is.
+            Layers::Int8(_) => g.dequantize_activation(
+                &x,
+                ActivationQuant {
+                    scale: 1.0,
+                    zero_point: 0,
+                },
+            ),
+            Layers::Float | Layers::Probe => g.cast_to_f32(&x),
+        };
+        for i in 0..4 {
+            let (w_name, shape, w) = if i == 0 {
+                self.pixel_folded_conv0()
+            } else {
+                let name = format!("encoder.pixels.conv{i}.weight");
+                let t = self.ckpt.tensor(&name);
+                (name, t.shape.clone(), t.data.clone())
+            };
+            let (b_name, b) = if i == 0 {
+                (
+                    "encoder.pixels.conv0.bias.folded".to_string(),
+                    self.pixel_folded_conv0_bias(),
+                )
+            } else {
+                let name = format!("encoder.pixels.conv{i}.bias");
+                let data = self.ckpt.tensor(&name).data.clone();
+                (name, data)
+            };
+            let key = format!("encoder.pixels.conv{i}.output");
+            x = match self.layers {
+                Layers::Float | Layers::Probe => {
+                    let w = g.weight(&w_name, &shape, &w);
+                    let b = g.weight(&b_name, &[b.len()], &b);
+                    let y = g.conv(&x, &w, &b, 4, 2);
+                    let y = g.unary("Relu", &y);
+                    if matches!(self.layers, Layers::Probe) {
+                        g.probe(&y, &probe_output(&key));
+                    }
+                    y
+                }
+                Layers::Int8(calibration) => {
+                    let prefix = format!("encoder.pixels.conv{i}");
+                    let (w, b) = self.int8_params(g, &prefix, &x, (&shape, &w), &b);
+                    let y = g.conv(&x, &w, &b, 4, 2);
+                    // The ReLU is the quantization itself: the calibrated range starts at
+                    // zero, so zero point 0 clamps every negative value to 0.
+                    g.quantize_activation(&y, calibration.quant(&key))
+                }
+            };
+        }
+        // [B, 8C, 2, 2] -> [B, 32C], CHW order
+        g.flatten(&x)
+    }
+
     /// The first pixel convolution with the preprocessing `x / 255 - 0.5` folded in, so it
     /// takes the raw byte values: `conv(x / 255 - 0.5, W) + b = conv(x, W / 255) + b - 0.5 *
     /// sum(W)`, the sum over (cin, kh, kw) per output channel. Computed in f64, rounded once
     /// to f32 (and to f16 after that, with float16 weights). Returns (weight, bias).
-    fn pixel_folded_conv0(&self, g: &mut GraphBuilder) -> (String, String) {
+    fn pixel_folded_conv0(&self) -> (String, Vec<usize>, Vec<f32>) {
         let w = self.ckpt.tensor("encoder.pixels.conv0.weight"); // [Cout, Cin, k, k]
-        let b = self.ckpt.tensor("encoder.pixels.conv0.bias"); // [Cout]
-        let per_out = w.data.len() / b.data.len();
-        let folded_w: Vec<f32> = w
+        let folded: Vec<f32> = w
             .data
             .iter()
             .map(|&x| (f64::from(x) / 255.0) as f32)
             .collect();
-        let folded_b: Vec<f32> = w
-            .data
+        (
+            "encoder.pixels.conv0.weight.folded".to_string(),
+            w.shape.clone(),
+            folded,
+        )
+    }
+
+    /// The bias of [`Net::pixel_folded_conv0`]: `b - 0.5 * sum(W)` per output channel.
+    fn pixel_folded_conv0_bias(&self) -> Vec<f32> {
+        let w = self.ckpt.tensor("encoder.pixels.conv0.weight");
+        let b = self.ckpt.tensor("encoder.pixels.conv0.bias"); // [Cout]
+        let per_out = w.data.len() / b.data.len();
+        w.data
             .chunks(per_out)
             .zip(&b.data)
             .map(|(row, &bias)| {
                 let sum: f64 = row.iter().map(|&x| f64::from(x)).sum();
                 (f64::from(bias) - 0.5 * sum) as f32
             })
-            .collect();
-        (
-            g.weight("encoder.pixels.conv0.weight.folded", &w.shape, &folded_w),
-            g.weight("encoder.pixels.conv0.bias.folded", &b.shape, &folded_b),
-        )
+            .collect()
     }
 
     /// The deterministic transition: (h [B, D], s [B, S], a [B, A]) -> h' [B, D], a GRU cell

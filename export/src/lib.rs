@@ -20,6 +20,7 @@
 //! what they fail with; `cli` holds the options both command lines take. This file only
 //! declares and re-exports.
 
+mod calibrate;
 mod checkpoint;
 mod cli;
 mod error;
@@ -28,15 +29,17 @@ mod manifest;
 mod onnx;
 mod options;
 mod pipeline;
+mod quantize;
 mod staging;
 mod task;
 mod verify;
 
+pub use calibrate::{Calibration, default_replay};
 pub use checkpoint::{
     CONFIG_FILE, Checkpoint, MODEL_FILE, ObsMode, REFERENCE_FILE, STATE_FILE, Sizes, Tensor,
     contract,
 };
-pub use cli::{BundleArgs, GraphFormArg};
+pub use cli::{BundleArgs, GraphFormArg, PrecisionArg};
 pub use error::{ExportError, TensorProblem};
 pub use onnx::{IR_VERSION, OPSET, Precision};
 pub use options::ExportOptions;

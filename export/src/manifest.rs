@@ -1,16 +1,17 @@
 //! The bundle's `manifest.json` (schema in `dreamer-bundle`): built from the checkpoint, the
 //! task facts and the built graphs, and written beside them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
 use dreamer_bundle::contract::{Contract, ObservationKind, TaskDefinition};
 use dreamer_bundle::{
-    ActionInfo, DType, GraphInfo, LatentInfo, MANIFEST_FILE, Manifest, ObservationInfo, PixelInfo,
-    StateInfo, TaskInfo, TensorInfo, TrainingInfo,
+    ActionInfo, CalibrationInfo, DType, GraphInfo, LatentInfo, MANIFEST_FILE, Manifest,
+    ObservationInfo, PixelInfo, QuantizationInfo, StateInfo, TaskInfo, TensorInfo, TrainingInfo,
 };
 
+use crate::calibrate::Calibration;
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::ExportError;
 use crate::graphs::BuiltGraph;
@@ -27,14 +28,6 @@ pub fn manifest(
     graphs: &[BuiltGraph],
 ) -> Manifest {
     let a = ckpt.sizes.action;
-    let tensor_info = |p: &onnx::Port| TensorInfo {
-        name: p.name.clone(),
-        dtype: match p.elem {
-            onnx::ElemType::Float32 => DType::Float32,
-            onnx::ElemType::Uint8 => DType::Uint8,
-        },
-        shape: p.shape.clone(),
-    };
     Manifest {
         format_version: dreamer_bundle::FORMAT_VERSION,
         task: TaskInfo {
@@ -79,14 +72,7 @@ pub fn manifest(
         ir_version: IR_VERSION,
         graphs: graphs
             .iter()
-            .map(|g| {
-                let info = GraphInfo {
-                    file: format!("{}.onnx", g.role),
-                    inputs: g.inputs.iter().map(tensor_info).collect(),
-                    outputs: g.outputs.iter().map(tensor_info).collect(),
-                };
-                (g.role.to_string(), info)
-            })
+            .map(|g| (g.role.to_string(), graph_info(g)))
             .collect(),
         training: TrainingInfo {
             env_steps: ckpt.env_steps,
@@ -94,10 +80,67 @@ pub fn manifest(
             eval_return: options.eval_return.or(ckpt.eval_return),
             config: ckpt.config_summary.clone(),
         },
+        quantization: None,
         verification: None,
         files: BTreeMap::new(),
         contract: bundle_contract(ckpt, facts),
         environment: facts.environment.clone(),
+    }
+}
+
+/// What the manifest says about an int8 bundle's quantization.
+pub fn quantization_info(c: &Calibration) -> QuantizationInfo {
+    let layers: BTreeSet<String> = c
+        .ranges
+        .keys()
+        .map(|key| {
+            key.trim_end_matches(".input")
+                .trim_end_matches(".output")
+                .to_string()
+        })
+        .collect();
+    QuantizationInfo {
+        scheme: "QDQ: activations uint8 per tensor (zero point from the calibrated range), \
+                 weights int8 symmetric per output channel, biases int32 on the product scale"
+            .to_string(),
+        layers: layers.into_iter().collect(),
+        calibration: CalibrationInfo {
+            replay: c.replay.display().to_string(),
+            episodes: c.episodes as u32,
+            steps: c.steps as u32,
+            method: "min-max of each layer input over the newest replay episodes, the float32 \
+                     policy step in closed loop from the zero latent with the recorded actions \
+                     and zero noise"
+                .to_string(),
+            ranges: c
+                .ranges
+                .iter()
+                .map(|(key, &(lo, hi))| (key.clone(), [lo, hi]))
+                .collect(),
+        },
+    }
+}
+
+/// The manifest entry of a built graph: its file and ports (a calibration graph's probes
+/// listed as float32 outputs of unknown shape, `[]`).
+pub fn graph_info(g: &BuiltGraph) -> GraphInfo {
+    let tensor_info = |p: &onnx::Port| TensorInfo {
+        name: p.name.clone(),
+        dtype: match p.elem {
+            onnx::ElemType::Float32 => DType::Float32,
+            onnx::ElemType::Uint8 => DType::Uint8,
+        },
+        shape: p.shape.clone(),
+    };
+    let probes = g.probes.iter().map(|name| TensorInfo {
+        name: name.clone(),
+        dtype: DType::Float32,
+        shape: Vec::new(),
+    });
+    GraphInfo {
+        file: format!("{}.onnx", g.role),
+        inputs: g.inputs.iter().map(tensor_info).collect(),
+        outputs: g.outputs.iter().map(tensor_info).chain(probes).collect(),
     }
 }
 

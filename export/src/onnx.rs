@@ -3,7 +3,9 @@
 //!
 //! Weights become initializers with `raw_data` (little-endian). With float16 weights the
 //! initializer is stored as float16 and a `Cast` to float32 follows it, so every computation
-//! stays float32 and only the stored weights are rounded.
+//! stays float32 and only the stored weights are rounded. Int8 layers are written in ONNX's
+//! QDQ form (`QuantizeLinear` / `DequantizeLinear` around float operators), which ONNX
+//! Runtime fuses into its integer kernels and any other runtime can still execute.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,8 @@ use onnx_protobuf::{
 };
 use protobuf::Message;
 
+use crate::quantize::{ActivationQuant, WeightQuant};
+
 pub const OPSET: i64 = 17;
 pub const IR_VERSION: i64 = 8;
 
@@ -23,6 +27,9 @@ pub enum Precision {
     Float32,
     /// Weights rounded to float16 (round to nearest even), cast back to float32 in the graph.
     Float16,
+    /// The convolutions and hidden dense layers in int8 (QDQ form, calibrated activation
+    /// ranges); every other weight float32.
+    Int8,
 }
 
 impl Precision {
@@ -30,6 +37,7 @@ impl Precision {
         match self {
             Precision::Float32 => "float32",
             Precision::Float16 => "float16",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -69,6 +77,11 @@ pub struct GraphBuilder {
     outputs: Vec<Port>,
     /// Value name -> the graph output name it was renamed to by [`GraphBuilder::output`].
     renamed: BTreeMap<String, String>,
+    /// `DequantizeLinear` outputs of activations -> their scale (what a quantized layer fed
+    /// by one needs for its bias).
+    dequantized: BTreeMap<String, f32>,
+    /// Extra outputs of unknown shape (calibration probes).
+    probes: Vec<String>,
     next_id: usize,
 }
 
@@ -83,6 +96,8 @@ impl GraphBuilder {
             inputs: Vec::new(),
             outputs: Vec::new(),
             renamed: BTreeMap::new(),
+            dequantized: BTreeMap::new(),
+            probes: Vec::new(),
             next_id: 0,
         }
     }
@@ -151,7 +166,8 @@ impl GraphBuilder {
         }
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let value = match self.precision {
-            Precision::Float32 => {
+            // Int8 bundles keep float32 where a weight is not quantized.
+            Precision::Float32 | Precision::Int8 => {
                 self.initializers
                     .push(raw_tensor(name, DataType::FLOAT, &dims, &f32_bytes(data)));
                 name.to_string()
@@ -228,6 +244,106 @@ impl GraphBuilder {
     fn fresh(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}_{}", self.next_id)
+    }
+
+    // ---- int8 (QDQ) -------------------------------------------------------------------
+
+    /// An int8 weight with one scale per output channel (axis 0), dequantized in the graph:
+    /// ONNX Runtime fuses the `DequantizeLinear` into the integer kernel of its consumer.
+    pub fn int8_weight(&mut self, name: &str, shape: &[usize], q: &WeightQuant) -> String {
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let bytes: Vec<u8> = q.values.iter().map(|&v| v as u8).collect();
+        let values = format!("{name}.int8");
+        self.initializers
+            .push(raw_tensor(&values, DataType::INT8, &dims, &bytes));
+        let channels = [q.scales.len() as i64];
+        let scale = format!("{name}.scale");
+        self.initializers.push(raw_tensor(
+            &scale,
+            DataType::FLOAT,
+            &channels,
+            &f32_bytes(&q.scales),
+        ));
+        let zero = format!("{name}.zero_point");
+        self.initializers.push(raw_tensor(
+            &zero,
+            DataType::INT8,
+            &channels,
+            &vec![0u8; q.scales.len()],
+        ));
+        self.op(
+            "DequantizeLinear",
+            &[&values, &scale, &zero],
+            vec![int_attr("axis", 0)],
+        )
+    }
+
+    /// An int32 bias on per-channel scales, dequantized in the graph.
+    pub fn int32_bias(&mut self, name: &str, values: &[i32], scales: &[f32]) -> String {
+        let channels = [values.len() as i64];
+        let data = format!("{name}.int32");
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers
+            .push(raw_tensor(&data, DataType::INT32, &channels, &bytes));
+        let scale = format!("{name}.scale");
+        self.initializers.push(raw_tensor(
+            &scale,
+            DataType::FLOAT,
+            &channels,
+            &f32_bytes(scales),
+        ));
+        let zero = format!("{name}.zero_point");
+        self.initializers.push(raw_tensor(
+            &zero,
+            DataType::INT32,
+            &channels,
+            &vec![0u8; 4 * values.len()],
+        ));
+        self.op(
+            "DequantizeLinear",
+            &[&data, &scale, &zero],
+            vec![int_attr("axis", 0)],
+        )
+    }
+
+    /// `x` through uint8 and back (`QuantizeLinear`, `DequantizeLinear`): where an int8
+    /// consumer reads a float activation.
+    pub fn quantize_activation(&mut self, x: &str, q: ActivationQuant) -> String {
+        let (scale, zero) = self.activation_params(q);
+        let quantized = self.op("QuantizeLinear", &[x, &scale, &zero], Vec::new());
+        self.dequantize_activation(&quantized, q)
+    }
+
+    /// A uint8 value (a quantized activation or the raw pixels) as float, `(x - zero) * scale`.
+    pub fn dequantize_activation(&mut self, x: &str, q: ActivationQuant) -> String {
+        let (scale, zero) = self.activation_params(q);
+        let out = self.op("DequantizeLinear", &[x, &scale, &zero], Vec::new());
+        self.dequantized.insert(out.clone(), q.scale);
+        out
+    }
+
+    fn activation_params(&mut self, q: ActivationQuant) -> (String, String) {
+        let scale = self.scalar(q.scale);
+        let zero = self.fresh("zero_point");
+        self.initializers
+            .push(raw_tensor(&zero, DataType::UINT8, &[], &[q.zero_point]));
+        (scale, zero)
+    }
+
+    /// The scale of `x` if it is a dequantized activation.
+    pub fn activation_scale(&self, x: &str) -> Option<f32> {
+        self.dequantized.get(x).copied()
+    }
+
+    /// Makes `x` an extra output `name` of unknown shape (a calibration probe).
+    pub fn probe(&mut self, x: &str, name: &str) {
+        self.node("Identity", &[x], &[name], Vec::new());
+        self.probes.push(name.to_string());
+    }
+
+    /// The probe outputs, in the order they were added.
+    pub fn probes(&self) -> &[String] {
+        &self.probes
     }
 
     // ---- operators -------------------------------------------------------------------
@@ -359,6 +475,16 @@ impl GraphBuilder {
         graph.initializer = self.initializers.clone();
         graph.input = self.inputs.iter().map(value_info).collect();
         graph.output = self.outputs.iter().map(value_info).collect();
+        graph.output.extend(self.probes.iter().map(|name| {
+            let mut tensor = type_proto::Tensor::new();
+            tensor.elem_type = DataType::FLOAT as i32;
+            let mut ty = TypeProto::new();
+            ty.value = Some(type_proto::Value::TensorType(tensor));
+            let mut info = ValueInfoProto::new();
+            info.name = name.clone();
+            info.type_ = protobuf::MessageField::some(ty);
+            info
+        }));
 
         let mut opset = OperatorSetIdProto::new();
         opset.domain = String::new();

@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use dreamer_bundle::{MANIFEST_FILE, Manifest, SIGNATURE_FILE, SecretKey};
 
+use crate::calibrate::{calibrate, default_replay};
 use crate::checkpoint::{Checkpoint, REFERENCE_FILE};
 use crate::error::ExportError;
 use crate::graphs;
-use crate::manifest::{manifest, write_manifest};
+use crate::manifest::{manifest, quantization_info, write_manifest};
+use crate::onnx::Precision;
 use crate::options::ExportOptions;
 use crate::staging::{Staging, check_out_dir};
 use crate::task::{TaskFacts, task_facts};
-use crate::verify::{goals, init_onnxruntime, verify};
+use crate::verify::{ReturnSpec, goals, init_onnxruntime, verify};
 
 /// What an export produced.
 #[derive(Debug, Clone)]
@@ -108,6 +110,28 @@ pub fn export_signed(
             supported: "an integer >= 1".to_string(),
         });
     }
+    let unsupported = |option: &str, value: String, supported: &str| {
+        Err(ExportError::Unsupported {
+            option: option.to_string(),
+            value,
+            supported: supported.to_string(),
+        })
+    };
+    if options.precision == Precision::Int8 && options.calibration_steps == 0 {
+        return unsupported("calibration_steps", "0".into(), "an integer >= 1");
+    }
+    if options.precision != Precision::Float32 && options.verify {
+        if options.return_episodes == 0 {
+            return unsupported("return_episodes", "0".into(), "an integer >= 1");
+        }
+        if !options.max_return_drop.is_finite() {
+            return unsupported(
+                "max_return_drop",
+                options.max_return_drop.to_string(),
+                "a finite fraction",
+            );
+        }
+    }
     let start = Instant::now();
     let ckpt = Checkpoint::load(checkpoint_dir)?;
     let facts = task_facts(&ckpt)?;
@@ -118,12 +142,30 @@ pub fn export_signed(
     }
     check_out_dir(out_dir)?;
 
-    let graphs = graphs::build_all(&ckpt, options).map_err(|e| ExportError::Serialize {
+    let calibration = match options.precision {
+        Precision::Int8 => {
+            let replay = options
+                .calibration_replay
+                .clone()
+                .unwrap_or_else(|| default_replay(checkpoint_dir));
+            Some(calibrate(
+                &ckpt,
+                options.graph_form,
+                &replay,
+                options.calibration_steps,
+                options.onnxruntime.as_deref(),
+            )?)
+        }
+        Precision::Float32 | Precision::Float16 => None,
+    };
+    let serialize = |e: protobuf::Error| ExportError::Serialize {
         graph: "bundle".to_string(),
         message: e.to_string(),
-    })?;
+    };
+    let graphs = graphs::build_all(&ckpt, options, calibration.as_ref()).map_err(serialize)?;
     let staging = Staging::create(out_dir)?;
     let mut manifest = manifest(&ckpt, &facts, options, &graphs);
+    manifest.quantization = calibration.as_ref().map(quantization_info);
     for graph in &graphs {
         let file = format!("{}.onnx", graph.role);
         let path = staging.dir.join(&file);
@@ -139,7 +181,25 @@ pub fn export_signed(
     let verify_start = Instant::now();
     if options.verify {
         init_onnxruntime(options.onnxruntime.as_deref())?;
-        manifest.verification = Some(verify(&staging.dir, &reference)?);
+        // A reduced-precision bundle is also judged by its return against the float32 one.
+        let float32 = ExportOptions {
+            precision: Precision::Float32,
+            ..options.clone()
+        };
+        let float32_policy = match options.precision {
+            Precision::Float32 => None,
+            Precision::Float16 | Precision::Int8 => graphs::build_all(&ckpt, &float32, None)
+                .map_err(serialize)?
+                .into_iter()
+                .find(|g| g.role == dreamer_bundle::POLICY_STEP),
+        };
+        let returns = float32_policy.as_ref().map(|policy| ReturnSpec {
+            ckpt: &ckpt,
+            float32_policy: policy,
+            episodes: options.return_episodes,
+            tolerance: options.max_return_drop,
+        });
+        manifest.verification = Some(verify(&staging.dir, &reference, returns)?);
         write_manifest(&staging.dir, &manifest)?;
     }
     let verify_time = verify_start.elapsed();

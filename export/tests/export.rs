@@ -141,6 +141,12 @@ fn float16_weights_halve_the_graphs_and_stay_close() {
     assert_eq!(f16_report.manifest.precision, "float16");
     let v = f16_report.manifest.verification.as_ref().unwrap();
     eprintln!("{v:#?}");
+    let r = v
+        .returns
+        .as_ref()
+        .expect("a float16 bundle's return is checked");
+    assert_eq!(r.episodes as usize, options.return_episodes);
+    assert!(r.drop <= r.tolerance);
     let size = |r: &dreamer_export::ExportReport| r.file_bytes["policy_step.onnx"] as f64;
     let ratio = size(&f16_report) / size(&f32_report);
     assert!(ratio < 0.6, "float16 policy_step is {ratio} of float32");

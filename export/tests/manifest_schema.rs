@@ -121,8 +121,31 @@ fn every_optional_part_of_the_types_matches_the_schema() {
         trajectory_step_max_abs_err: Some(1e-6),
         trajectory_final_latent_max_abs_err: Some(1e-5),
         trajectory_surprise_max_rel_err: Some(1e-6),
+        trajectory_action_max_abs_err: Some(1e-6),
         trajectory_steps: 5,
         onnxruntime_version: "1.31.1".to_string(),
+        returns: Some(dreamer_bundle::ReturnCheck {
+            episodes: 2,
+            first_seed: 1_000_000,
+            float32_returns: vec![-120.0, -130.0],
+            bundle_returns: vec![-121.0, -131.0],
+            float32_mean: -125.0,
+            bundle_mean: -126.0,
+            drop: 0.008,
+            tolerance: 0.05,
+        }),
+    });
+    full.precision = "int8".to_string();
+    full.quantization = Some(dreamer_bundle::QuantizationInfo {
+        scheme: "QDQ".to_string(),
+        layers: vec!["actor.l0".to_string()],
+        calibration: dreamer_bundle::CalibrationInfo {
+            replay: "runs/x/replay".to_string(),
+            episodes: 3,
+            steps: 600,
+            method: "min-max".to_string(),
+            ranges: BTreeMap::from([("actor.l0.input".to_string(), [-1.5, 2.0])]),
+        },
     });
     full.contract.observation_encoding.pixels = Some(contract::PixelEncoding {
         values: contract::Values::Raw,

@@ -236,7 +236,12 @@ fn an_export_with_sign_key_loads_with_the_public_key() {
     let args = BundleArgs {
         out: out.clone(),
         batch: 1,
+        precision: dreamer_export::PrecisionArg::Float32,
         fp16: false,
+        calibration_replay: None,
+        calibration_steps: 5000,
+        return_episodes: 20,
+        max_return_drop: 0.05,
         graph_form: dreamer_export::GraphFormArg::Compact,
         ort_lib: None,
         sign_key: Some(secret_file),

@@ -121,13 +121,15 @@ fn the_checks_see_what_is_there() {
 /// order; the contract crates (config, ort, bundle, wire) and the command lines' shared
 /// crate (cli) depend on no workspace crate, except that what writes files (wire's std-only
 /// reports among them) writes them through `dreamer-persist`, which depends on none.
-const ALLOWED: [(&str, &[&str]); 16] = [
+const ALLOWED: [(&str, &[&str]); 17] = [
     ("dreamer-cli", &[]),
     ("dreamer-config", &[]),
     ("dreamer-persist", &[]),
     ("dreamer-ort", &[]),
     ("dreamer-bundle", &[]),
     ("dreamer-wire", &["dreamer-persist"]),
+    // The episode file: written by the trainer's replay, read by the exporter's calibration.
+    ("dreamer-episode", &["dreamer-persist"]),
     (
         "dreamer-tasks",
         &["dreamer-config", "dreamer-cli", "dreamer-persist"],
@@ -144,6 +146,7 @@ const ALLOWED: [(&str, &[&str]); 16] = [
             "dreamer-ort",
             "dreamer-cli",
             "dreamer-persist",
+            "dreamer-episode",
         ],
     ),
     // The bridge is on the environment side: export reads its record of a bridged env.
@@ -157,6 +160,7 @@ const ALLOWED: [(&str, &[&str]); 16] = [
             "dreamer-ort",
             "dreamer-cli",
             "dreamer-persist",
+            "dreamer-episode",
         ],
     ),
     (

@@ -11,7 +11,6 @@ pub mod logging;
 pub mod losses;
 pub mod networks;
 pub mod noise;
-mod npz;
 pub mod optim;
 pub mod plot;
 pub mod reference;

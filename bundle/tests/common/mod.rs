@@ -156,6 +156,7 @@ pub fn manifest() -> Manifest {
         },
         batch: 1,
         precision: "float32".into(),
+        quantization: None,
         graph_form: dreamer_bundle::GraphForm::Decomposed,
         opset: 17,
         ir_version: 8,

@@ -47,12 +47,23 @@ impl Graph {
         let file = dir.join(&info.file);
         // The very bytes that were checked against the manifest's hash go to ONNX Runtime.
         let model = dreamer_bundle::read_graph(dir, manifest, role)?;
+        Graph::from_model(env, role, file, info, &model)
+    }
+
+    /// A graph from its bytes, `file` naming it in errors, its ports as `info` lists them.
+    pub fn from_model(
+        env: &Environment,
+        role: &str,
+        file: PathBuf,
+        info: GraphInfo,
+        model: &[u8],
+    ) -> Result<Graph, ExportError> {
         let ort_err = ort_error(&file);
         let session = Session::builder(env)
             .map_err(ort_err)?
             .with_intra_threads(1)
             .map_err(|e| ort_err(e.into()))?
-            .commit_from_memory(&model)
+            .commit_from_memory(model)
             .map_err(ort_err)?;
         Ok(Graph {
             role: role.to_string(),

@@ -16,6 +16,8 @@ pub struct TrajectoryErrors {
     pub step_max_abs_err: f64,
     pub final_latent_max_abs_err: f64,
     pub surprise_max_rel_err: f64,
+    /// The action's share of `step_max_abs_err`.
+    pub action_max_abs_err: f64,
 }
 
 /// Runs `policy_step` from the initial state over the recorded observations with zero noise,
@@ -77,6 +79,7 @@ pub fn closed_loop(
         step_max_abs_err: 0.0,
         final_latent_max_abs_err: 0.0,
         surprise_max_rel_err: 0.0,
+        action_max_abs_err: 0.0,
     };
     for (t, &recorded_surprise) in want_surprise.iter().enumerate() {
         let observation = || observations.row(t).rows(0, b);
@@ -97,9 +100,10 @@ pub fn closed_loop(
         // One step from the trainer's own previous latent: the error of a single step.
         let start = recorded_start(t);
         let forced = step(start.clone())?;
+        let forced_action_err = err(&forced, names::ACTION, want_a, d.a);
         let step_err = err(&forced, names::H_NEXT, want_h, d.d)
             .max(err(&forced, names::S_NEXT, want_s, d.s))
-            .max(err(&forced, names::ACTION, want_a, d.a));
+            .max(forced_action_err);
         errors.step_max_abs_err = errors.step_max_abs_err.max(step_err);
         errors.surprise_max_rel_err = errors.surprise_max_rel_err.max(surprise_err(&forced));
 
@@ -118,8 +122,12 @@ pub fn closed_loop(
             prepared,
             Noise::zeros(d),
         ))?;
-        let split_err =
-            err(&split, names::S_NEXT, want_s, d.s).max(err(&split, names::ACTION, want_a, d.a));
+        let split_action_err = err(&split, names::ACTION, want_a, d.a);
+        let split_err = err(&split, names::S_NEXT, want_s, d.s).max(split_action_err);
+        errors.action_max_abs_err = errors
+            .action_max_abs_err
+            .max(forced_action_err)
+            .max(split_action_err);
         errors.step_max_abs_err = errors.step_max_abs_err.max(prepare_err.max(split_err));
         errors.surprise_max_rel_err = errors.surprise_max_rel_err.max(surprise_err(&split));
 

@@ -798,6 +798,7 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
         },
         batch: 1,
         precision: "float32".into(),
+        quantization: None,
         graph_form: dreamer_bundle::GraphForm::Decomposed,
         opset: 17,
         ir_version: 8,
