@@ -21,6 +21,9 @@ fn actor_std_shift() -> f64 {
 /// The actor's mean is squashed into `[-5, 5]` before the tanh.
 const ACTOR_MEAN_SCALE: f32 = 5.0;
 const ACTOR_MIN_STD: f32 = 1e-4;
+/// Probe keys of the GRU's two inputs: the transition's features and the previous `h`.
+const GRU_INPUT: &str = "rssm.gru.ih.input";
+const GRU_HIDDEN: &str = "rssm.gru.hh.input";
 /// The state encoder's first layer, which stays float32 in an int8 bundle.
 const STATE_INPUT_LAYER: &str = "encoder.state.l0";
 
@@ -369,9 +372,47 @@ impl Net<'_> {
     fn transition(&self, g: &mut GraphBuilder, h: &str, s: &str, a: &str) -> String {
         let sa = g.concat(&[s, a]);
         let x = self.linear_elu(g, "rssm.img_in", &sa);
-        match self.form {
-            GraphForm::Compact => self.gru_operator(g, &x, h),
-            GraphForm::Decomposed => self.gru_decomposed(g, &x, h),
+        match (self.layers, self.form) {
+            // ONNX has no quantized GRU: an int8 bundle's GRU is two int8 Gemms and the
+            // gate arithmetic, which also keeps its weights (the policy step's largest) at
+            // a quarter of their size.
+            (Layers::Int8(_), _) | (_, GraphForm::Decomposed) => self.gru_decomposed(g, &x, h),
+            (Layers::Probe, GraphForm::Compact) => {
+                g.probe(&x, &probe_output(GRU_INPUT));
+                g.probe(h, &probe_output(GRU_HIDDEN));
+                self.gru_operator(g, &x, h)
+            }
+            (Layers::Float, GraphForm::Compact) => self.gru_operator(g, &x, h),
+        }
+    }
+
+    /// One of the GRU's two gate products, `x W^T + b` of checkpoint tensors `weight` and
+    /// `bias`, int8 with `x` quantized under probe `key` in an int8 bundle.
+    fn gate_gemm(
+        &self,
+        g: &mut GraphBuilder,
+        x: &str,
+        (weight, bias): (&str, &str),
+        key: &str,
+    ) -> String {
+        match self.layers {
+            Layers::Float | Layers::Probe => {
+                if matches!(self.layers, Layers::Probe) {
+                    g.probe(x, &probe_output(key));
+                }
+                let w = self.weight(g, weight);
+                let b = self.weight(g, bias);
+                g.gemm(x, &w, &b)
+            }
+            Layers::Int8(calibration) => {
+                let x = g.quantize_activation(x, calibration.quant(key));
+                let w = self.ckpt.tensor(weight);
+                let b = self.ckpt.tensor(bias);
+                // `rssm.gru.ih` / `rssm.gru.hh`, as the manifest lists the layer.
+                let layer = key.trim_end_matches(".input");
+                let (w, b) = self.int8_params(g, layer, &x, (&w.shape, &w.data), &b.data);
+                g.gemm(&x, &w, &b)
+            }
         }
     }
 
@@ -399,12 +440,9 @@ impl Net<'_> {
     /// The GRU cell in elementary operators. x [B, H], h [B, D] -> h' [B, D].
     fn gru_decomposed(&self, g: &mut GraphBuilder, x: &str, h: &str) -> String {
         let d = self.ckpt.sizes.deter as i64;
-        let w_ih = self.weight(g, "rssm.gru.weight_ih");
-        let b_ih = self.weight(g, "rssm.gru.bias_ih");
-        let w_hh = self.weight(g, "rssm.gru.weight_hh");
-        let b_hh = self.weight(g, "rssm.gru.bias_hh");
-        let gi = g.gemm(x, &w_ih, &b_ih);
-        let gh = g.gemm(h, &w_hh, &b_hh);
+        let ih = ("rssm.gru.weight_ih", "rssm.gru.bias_ih");
+        let gi = self.gate_gemm(g, x, ih, GRU_INPUT);
+        let gh = self.gate_gemm(g, h, ("rssm.gru.weight_hh", "rssm.gru.bias_hh"), GRU_HIDDEN);
         let gi = g.split(&gi, &[d, d, d]);
         let gh = g.split(&gh, &[d, d, d]);
         let r = g.binary("Add", &gi[0], &gh[0]);
