@@ -17,6 +17,7 @@ mod error;
 mod graph;
 mod options;
 pub mod provider;
+pub mod record;
 pub mod serve;
 mod step;
 

@@ -162,3 +162,72 @@ fn the_counter_sees_allocations() {
     assert!(allocations() > before);
     drop(v);
 }
+
+/// Recording on the control thread (buffers taken, steps written, episodes handed to the
+/// spool writer) does not allocate either: the writer's own allocations are on its thread.
+#[test]
+fn recording_steps_do_not_allocate() {
+    use dreamer_runtime::record::{Layout, RecordOptions, Recorder};
+    let sizes = Sizes::both();
+    let dir = tempfile::tempdir().unwrap();
+    let weights = Weights::random(sizes, 22);
+    common::write_bundle(dir.path(), &weights, Faults::default());
+    let mut agent = Agent::load(dir.path(), AgentOptions::default()).unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let mut recorder = Recorder::start(RecordOptions {
+        spool: spool.path().to_path_buf(),
+        device: "test".to_string(),
+        policy: "p".to_string(),
+        layout: Layout {
+            action: sizes.action,
+            state: sizes.obs,
+            pixels: true,
+        },
+        max_steps: 40,
+        buffers: 3,
+    })
+    .unwrap();
+    let observations = common::observations(sizes, 50, 5);
+    let mut action = vec![0.0f32; sizes.action];
+    for (state, pixels) in &observations[..3] {
+        agent
+            .step(&Observation {
+                state: Some(state),
+                pixels: Some(pixels),
+            })
+            .unwrap();
+    }
+    let before = allocations();
+    for episode in 0..6 {
+        recorder.begin();
+        agent.reset();
+        action.fill(0.0);
+        for t in 0..45 {
+            let (state, pixels) = &observations[(episode * 45 + t) % 50];
+            recorder.step(state, pixels, &action, t as f32, 1.0);
+            let a = agent
+                .step(&Observation {
+                    state: Some(state),
+                    pixels: Some(pixels),
+                })
+                .unwrap();
+            action.copy_from_slice(a);
+        }
+        recorder.end();
+        // Give the writer time to return buffers, as control periods would.
+        std::thread::sleep(std::time::Duration::from_millis(if episode % 2 == 0 {
+            0
+        } else {
+            300
+        }));
+    }
+    let made = allocations() - before;
+    let (counters, report) = recorder.finish().unwrap();
+    assert_eq!(
+        made, 0,
+        "{made} heap allocations on the control thread while recording"
+    );
+    assert_eq!(counters.recorded + counters.dropped, 6, "{counters:?}");
+    assert_eq!(counters.truncated, 6 * 5);
+    assert_eq!(report.written.len() as u64, counters.recorded);
+}

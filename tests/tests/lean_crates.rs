@@ -171,6 +171,8 @@ const ALLOWED: [(&str, &[&str]); 17] = [
             "dreamer-wire",
             "dreamer-tasks",
             "dreamer-cli",
+            "dreamer-episode",
+            "dreamer-persist",
         ],
     ),
     ("dreamer-firmware", &["dreamer-wire"]),

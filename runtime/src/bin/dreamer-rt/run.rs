@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use dreamer_bundle::Manifest;
 use dreamer_runtime::control::LatencyRecorder;
+use dreamer_runtime::record::{Layout, RecordOptions, Recorder};
 use dreamer_runtime::{Agent, GraphMode, Observation, RateDriver};
 use dreamer_tasks::{Env, EnvSpec, FRAME_BYTES};
 use dreamer_wire::report::{RunEpisode, RunSummary, write_report};
@@ -47,6 +48,13 @@ pub struct RunArgs {
     /// Also write the episodes' returns as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
+    /// Record every episode into this spool folder as episode files in the trainer's
+    /// replay format: DIR/<device>/<policy>/ep<number>-<len>.npz, numbered on across runs.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// This device's name in recorded episode ids.
+    #[arg(long, default_value = "device0", requires = "record")]
+    device: String,
     #[command(flatten)]
     realtime: RealtimeArgs,
     #[command(flatten)]
@@ -101,6 +109,10 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
             driver.period()
         );
     }
+    let mut recorder = match &args.record {
+        Some(spool) => Some(start_recorder(spool, &args, &manifest, decisions)?),
+        None => None,
+    };
     let mut latency = StepLatency::default();
     let mut episodes = Vec::new();
     for (index, seed) in args.seeds().into_iter().enumerate() {
@@ -112,6 +124,7 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
                 latency: &mut latency,
                 prime_lead,
                 decisions,
+                recorder: recorder.as_mut(),
             },
             index,
             seed,
@@ -131,6 +144,23 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         episodes.len()
     );
     print_loop_report(&agent, &driver, &latency, rate_hz);
+    if let Some(recorder) = recorder {
+        let (counters, report) = recorder.finish()?;
+        for (id, message) in &report.failed {
+            errln!("recording: episode {id} not written: {message}");
+        }
+        outln!(
+            "recorded {} episodes into the spool ({} written, {} failed, {} not recorded: no free buffer, {} steps past the episode length)",
+            counters.recorded,
+            report.written.len(),
+            report.failed.len(),
+            counters.dropped,
+            counters.truncated
+        );
+        if let Some(last) = report.written.last() {
+            outln!("  last episode id {last}");
+        }
+    }
     if let Some(path) = &args.summary {
         let summary = RunSummary {
             task,
@@ -140,6 +170,37 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         write_report(&summary, Some(path))?;
     }
     Ok(())
+}
+
+/// Recording into `spool` under `--device`, the policy named by the first 16 hex digits of
+/// the sha256 of its `manifest.json` (which lists every graph's hash).
+fn start_recorder(
+    spool: &std::path::Path,
+    args: &RunArgs,
+    manifest: &Manifest,
+    decisions: u32,
+) -> Result<Recorder> {
+    let manifest_file = args.bundle.join(dreamer_bundle::MANIFEST_FILE);
+    let hash = dreamer_bundle::sha256_file(&manifest_file)
+        .with_context(|| format!("cannot hash {}", manifest_file.display()))?;
+    let options = RecordOptions {
+        spool: spool.to_path_buf(),
+        device: args.device.clone(),
+        policy: hash.chars().take(16).collect(),
+        layout: Layout {
+            action: manifest.action.size as usize,
+            state: manifest
+                .observation
+                .state
+                .as_ref()
+                .map_or(0, |s| s.size as usize),
+            pixels: manifest.observation.pixels.is_some(),
+        },
+        // The first observation, then one per decision.
+        max_steps: decisions as usize + 1,
+        buffers: 4,
+    };
+    Recorder::start(options).context("--record")
 }
 
 /// The task in the manifest's observation mode and action repeat, checked against the policy.
@@ -224,6 +285,8 @@ struct EpisodeLoop<'a> {
     prime_lead: Duration,
     /// At most this many decisions.
     decisions: u32,
+    /// Where the episode is recorded, if it is.
+    recorder: Option<&'a mut Recorder>,
 }
 
 fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpisode> {
@@ -234,12 +297,17 @@ fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpiso
         latency,
         prime_lead,
         decisions,
+        mut recorder,
     } = run;
     let uses_state = agent.manifest().observation.state.is_some();
     let uses_pixels = agent.manifest().observation.pixels.is_some();
     let mut action = vec![0.0f32; agent.manifest().action.size as usize];
     let mut obs = env.reset(seed);
     agent.reset();
+    if let Some(recorder) = recorder.as_deref_mut() {
+        recorder.begin();
+        recorder.step(&obs.state, &obs.pixels, &action, 0.0, 1.0);
+    }
     let faults_before = agent.counters().faults();
     let mut total = 0.0;
     let mut taken = 0;
@@ -273,11 +341,19 @@ fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpiso
             .with_context(|| format!("task `{}` refused the action {action:?}", env.spec().task))?;
         total += step.reward;
         taken += 1;
+        if let Some(recorder) = recorder.as_deref_mut() {
+            let discount = if step.terminated { 0.0 } else { 1.0 };
+            let reward = step.reward as f32;
+            recorder.step(&step.obs.state, &step.obs.pixels, &action, reward, discount);
+        }
         obs = step.obs;
         driver.done();
         if step.terminated || step.truncated {
             break;
         }
+    }
+    if let Some(recorder) = recorder {
+        recorder.end();
     }
     Ok(RunEpisode {
         seed,

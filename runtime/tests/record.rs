@@ -1,0 +1,188 @@
+//! Recording on the device: episodes in the trainer's file format in a spool, with ids that
+//! stay unique across restarts, and `dreamer-rt run --record`.
+
+mod common;
+
+use std::path::Path;
+
+use dreamer_episode::{FRAME_BYTES, Layout};
+use dreamer_runtime::record::{NEXT_EPISODE_FILE, RecordError, RecordOptions, Recorder};
+
+fn options(spool: &Path, layout: Layout, max_steps: usize) -> RecordOptions {
+    RecordOptions {
+        spool: spool.to_path_buf(),
+        device: "robot-1".to_string(),
+        policy: "v7".to_string(),
+        layout,
+        max_steps,
+        buffers: 2,
+    }
+}
+
+const BOTH: Layout = Layout {
+    action: 2,
+    state: 3,
+    pixels: true,
+};
+
+/// `steps` steps whose values encode (episode, step).
+fn record_episode(recorder: &mut Recorder, episode: usize, steps: usize) {
+    recorder.begin();
+    for t in 0..steps {
+        let x = (episode * 100 + t) as f32;
+        let frame = vec![(t % 251) as u8; FRAME_BYTES];
+        let discount = if t + 1 == steps { 0.0 } else { 1.0 };
+        recorder.step(
+            &[x, x + 0.5, -x],
+            &frame,
+            &[x / 10.0, 0.0],
+            x * 2.0,
+            discount,
+        );
+    }
+    recorder.end();
+}
+
+#[test]
+fn episodes_reach_the_spool_in_the_trainers_format_numbered_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut recorder = Recorder::start(options(tmp.path(), BOTH, 10)).unwrap();
+    record_episode(&mut recorder, 0, 4);
+    record_episode(&mut recorder, 1, 12); // two steps past max_steps
+    let (counters, report) = recorder.finish().unwrap();
+    assert_eq!(
+        (counters.recorded, counters.dropped, counters.truncated),
+        (2, 0, 2)
+    );
+    assert_eq!(report.written, ["robot-1/v7/0", "robot-1/v7/1"]);
+    assert!(report.failed.is_empty());
+
+    let dir = tmp.path().join("robot-1").join("v7");
+    let first = dreamer_episode::load(&dir.join("ep000000-4.npz"), BOTH).unwrap();
+    assert_eq!(first.reward, [0.0, 2.0, 4.0, 6.0]);
+    assert_eq!(first.discount, [1.0, 1.0, 1.0, 0.0]);
+    assert_eq!(&first.state[3..6], &[1.0, 1.5, -1.0]);
+    assert_eq!(&first.action[2..4], &[0.1, 0.0]);
+    assert_eq!(first.pixels[FRAME_BYTES], 1);
+    let second = dreamer_episode::load(&dir.join("ep000001-10.npz"), BOTH).unwrap();
+    assert_eq!(second.len(), 10);
+
+    // A new recorder (a restarted device) numbers on; a new policy gets its own folder.
+    let restarted = RecordOptions {
+        policy: "v8".to_string(),
+        ..options(tmp.path(), BOTH, 10)
+    };
+    let mut recorder = Recorder::start(restarted).unwrap();
+    record_episode(&mut recorder, 2, 3);
+    let (_, report) = recorder.finish().unwrap();
+    assert_eq!(report.written, ["robot-1/v8/2"]);
+    assert!(tmp.path().join("robot-1/v8/ep000002-3.npz").is_file());
+}
+
+#[test]
+fn a_short_part_is_padded_and_an_empty_episode_is_not_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut recorder = Recorder::start(options(tmp.path(), BOTH, 5)).unwrap();
+    recorder.begin();
+    recorder.end(); // nothing recorded yet: kept for the next episode
+    recorder.begin();
+    recorder.step(&[1.0], &[9; 10], &[0.5, 0.5, 0.5], 1.0, 1.0);
+    let (counters, report) = recorder.finish().unwrap();
+    assert_eq!((counters.recorded, report.written.len()), (1, 1));
+    let episode =
+        dreamer_episode::load(&tmp.path().join("robot-1/v7/ep000000-1.npz"), BOTH).unwrap();
+    assert_eq!(episode.state, [1.0, 0.0, 0.0]);
+    assert_eq!(episode.action, [0.5, 0.5]);
+    assert_eq!(episode.pixels.len(), FRAME_BYTES);
+    assert_eq!(&episode.pixels[9..11], &[9, 0]);
+}
+
+#[test]
+fn bad_names_and_a_damaged_counter_are_refused_with_their_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    for device in ["", "..", "a/b", "robot 1"] {
+        let bad = RecordOptions {
+            device: device.to_string(),
+            ..options(tmp.path(), BOTH, 5)
+        };
+        let err = Recorder::start(bad).err().unwrap();
+        assert!(
+            matches!(err, RecordError::Name { what: "device", .. }),
+            "{err}"
+        );
+    }
+    let device_dir = tmp.path().join("robot-1");
+    std::fs::create_dir_all(&device_dir).unwrap();
+    std::fs::write(device_dir.join(NEXT_EPISODE_FILE), "seven").unwrap();
+    let err = Recorder::start(options(tmp.path(), BOTH, 5)).err().unwrap();
+    let message = err.to_string();
+    assert!(
+        message.contains(NEXT_EPISODE_FILE) && message.contains("seven"),
+        "{message}"
+    );
+}
+
+#[cfg(feature = "sim")]
+#[test]
+fn run_records_every_episode_with_its_rewards() {
+    use common::{Faults, Sizes, Weights};
+    use dreamer_wire::report::{RunSummary, read_report};
+    let bundle = tempfile::tempdir().unwrap();
+    common::write_bundle(
+        bundle.path(),
+        &Weights::random(Sizes::pendulum(), 3),
+        Faults::default(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let summary = tmp.path().join("summary.json");
+    let run = |episodes: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
+            .args(["run", bundle.path().to_str().unwrap(), "--rate-hz", "0"])
+            .args(["--episodes", episodes, "--max-decisions", "30"])
+            .args(["--record", spool.to_str().unwrap(), "--device", "sim-1"])
+            .args(["--summary", summary.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let text = run("2");
+    assert!(text.contains("recorded 2 episodes"), "{text}");
+    let summary: RunSummary = read_report(&summary, "run summary").unwrap();
+    let layout = Layout {
+        action: 1,
+        state: 3,
+        pixels: false,
+    };
+    let device_dir = spool.join("sim-1");
+    let policy_dirs: Vec<_> = std::fs::read_dir(&device_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(policy_dirs.len(), 1);
+    let files = dreamer_episode::list(&policy_dirs[0]).unwrap();
+    assert_eq!(files.len(), 2);
+    for (file, run_episode) in files.iter().zip(&summary.episodes) {
+        let episode = dreamer_episode::load(file, layout).unwrap();
+        // The first observation, then one per decision.
+        assert_eq!(episode.len(), 31);
+        assert_eq!(episode.action[..1], [0.0]);
+        let recorded = episode.total_reward();
+        assert!(
+            (recorded - run_episode.episode_return).abs() < 1e-3,
+            "{recorded}"
+        );
+    }
+    // Run again: numbered on.
+    run("1");
+    let files = dreamer_episode::list(&policy_dirs[0]).unwrap();
+    assert_eq!(files.len(), 3);
+    assert!(files[2].ends_with("ep000002-31.npz"), "{files:?}");
+}
