@@ -186,3 +186,51 @@ fn run_records_every_episode_with_its_rewards() {
     assert_eq!(files.len(), 3);
     assert!(files[2].ends_with("ep000002-31.npz"), "{files:?}");
 }
+
+/// `run --record --upload`: the recorded episodes reach the broker's episode stream and leave
+/// the spool; with a wrong password they stay in the spool for the next start.
+#[cfg(feature = "sim")]
+#[test]
+fn run_uploads_recorded_episodes_to_the_broker() {
+    use common::{Faults, Sizes, Weights};
+    use dreamer_online::testing::{NatsServer, PASSWORD, USER};
+    let bundle = tempfile::tempdir().unwrap();
+    common::write_bundle(
+        bundle.path(),
+        &Weights::random(Sizes::pendulum(), 4),
+        Faults::default(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&tmp.path().join("broker"));
+    let spool = tmp.path().join("spool");
+    let run = |password: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
+            .args(["run", bundle.path().to_str().unwrap(), "--rate-hz", "0"])
+            .args(["--episodes", "2", "--max-decisions", "20"])
+            .args(["--record", spool.to_str().unwrap(), "--device", "sim-2"])
+            .args(["--upload", &server.url(), "--nats-user", USER])
+            .args(["--upload-drain-s", "5"])
+            .env("DREAMER_NATS_PASSWORD", password)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let text = run("wrong");
+    assert!(
+        text.contains("uploaded 0 episodes") && text.contains("2 left in the spool"),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("authorization"), "{text}");
+    let text = run(PASSWORD);
+    assert!(
+        text.contains("uploaded 4 episodes") && text.contains("0 left in the spool"),
+        "{text}"
+    );
+    assert!(dreamer_online::upload::episode_files(&spool).is_empty());
+}

@@ -121,7 +121,7 @@ fn the_checks_see_what_is_there() {
 /// order; the contract crates (config, ort, bundle, wire) and the command lines' shared
 /// crate (cli) depend on no workspace crate, except that what writes files (wire's std-only
 /// reports among them) writes them through `dreamer-persist`, which depends on none.
-const ALLOWED: [(&str, &[&str]); 17] = [
+const ALLOWED: [(&str, &[&str]); 18] = [
     ("dreamer-cli", &[]),
     ("dreamer-config", &[]),
     ("dreamer-persist", &[]),
@@ -130,6 +130,8 @@ const ALLOWED: [(&str, &[&str]); 17] = [
     ("dreamer-wire", &["dreamer-persist"]),
     // The episode file: written by the trainer's replay, read by the exporter's calibration.
     ("dreamer-episode", &["dreamer-persist"]),
+    // Online learning over NATS: the stream layout both sides agree on, the device's uploader.
+    ("dreamer-online", &["dreamer-episode"]),
     (
         "dreamer-tasks",
         &["dreamer-config", "dreamer-cli", "dreamer-persist"],
@@ -173,6 +175,7 @@ const ALLOWED: [(&str, &[&str]); 17] = [
             "dreamer-cli",
             "dreamer-episode",
             "dreamer-persist",
+            "dreamer-online",
         ],
     ),
     ("dreamer-firmware", &["dreamer-wire"]),

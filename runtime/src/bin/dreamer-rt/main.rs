@@ -4,6 +4,9 @@
 
 mod agent_args;
 mod bench;
+// Uploading recorded episodes: only `run` records so far.
+#[cfg(feature = "sim")]
+mod broker_args;
 mod doctor;
 mod info;
 mod output;

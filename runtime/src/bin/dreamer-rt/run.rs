@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dreamer_bundle::Manifest;
+use dreamer_online::upload::{UploadOptions, Uploader};
 use dreamer_runtime::control::LatencyRecorder;
 use dreamer_runtime::record::{Layout, RecordOptions, Recorder};
 use dreamer_runtime::{Agent, GraphMode, Observation, RateDriver};
@@ -15,6 +16,7 @@ use dreamer_tasks::{Env, EnvSpec, FRAME_BYTES};
 use dreamer_wire::report::{RunEpisode, RunSummary, write_report};
 
 use crate::agent_args::{AgentArgs, load_agent};
+use crate::broker_args::BrokerArgs;
 use crate::output::{print_latency, print_placements};
 use crate::realtime_args::RealtimeArgs;
 use dreamer_cli::{errln, outln};
@@ -55,6 +57,8 @@ pub struct RunArgs {
     /// This device's name in recorded episode ids.
     #[arg(long, default_value = "device0", requires = "record")]
     device: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
     #[command(flatten)]
     realtime: RealtimeArgs,
     #[command(flatten)]
@@ -113,6 +117,13 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         Some(spool) => Some(start_recorder(spool, &args, &manifest, decisions)?),
         None => None,
     };
+    // Uploads what the spool holds (from earlier runs too) while the episodes run.
+    let uploader = match (args.broker.broker()?, &args.record) {
+        (Some(broker), Some(spool)) => {
+            Some(Uploader::start(UploadOptions::new(spool.clone(), broker)).context("--upload")?)
+        }
+        _ => None,
+    };
     let mut latency = StepLatency::default();
     let mut episodes = Vec::new();
     for (index, seed) in args.seeds().into_iter().enumerate() {
@@ -159,6 +170,19 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         );
         if let Some(last) = report.written.last() {
             outln!("  last episode id {last}");
+        }
+    }
+    if let (Some(uploader), Some(spool)) = (uploader, &args.record) {
+        let report = uploader.drain(spool, Duration::from_secs_f64(args.broker.upload_drain_s));
+        outln!(
+            "uploaded {} episodes ({} already in the stream), {} left in the spool, {} failed attempts",
+            report.uploaded.len(),
+            report.duplicates.len(),
+            report.left_in_spool,
+            report.failures
+        );
+        if let Some(error) = &report.last_error {
+            outln!("  last upload error: {error}");
         }
     }
     if let Some(path) = &args.summary {

@@ -1,0 +1,118 @@
+//! Online learning over NATS JetStream: devices put the episodes they record into one
+//! durable stream, learners take them from it.
+//!
+//! This crate holds what both sides must agree on, defined once (the stream, its subjects,
+//! the headers of an episode message, the episode id), how to reach the broker
+//! ([`Broker`]: URL and credentials), and the device's side: [`upload::Uploader`] moves the
+//! episode files of a local spool into the stream and deletes each one only once the broker
+//! acknowledged it, retrying across link and broker outages.
+//!
+//! Tests start their own server: see `testing` (feature `testing`).
+
+pub mod upload;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The JetStream stream every episode goes to.
+pub const EPISODE_STREAM: &str = "DREAMER_EPISODES";
+/// Subjects of episode messages: `dreamer.episodes.<device>`.
+pub const EPISODE_SUBJECTS: &str = "dreamer.episodes.>";
+/// Header carrying the episode's id; JetStream drops a second message with the same id
+/// within the stream's duplicate window.
+pub const MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
+/// Header carrying the id of the policy that produced the episode.
+pub const POLICY_HEADER: &str = "Dreamer-Policy";
+/// How long the broker remembers message ids to drop duplicates.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The subject a device publishes its episodes on.
+pub fn episode_subject(device: &str) -> String {
+    format!("dreamer.episodes.{device}")
+}
+
+/// The episode stream's configuration (created by whichever side comes first).
+pub fn episode_stream_config() -> async_nats::jetstream::stream::Config {
+    async_nats::jetstream::stream::Config {
+        name: EPISODE_STREAM.to_string(),
+        subjects: vec![EPISODE_SUBJECTS.to_string()],
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// An episode's id: which device recorded it, under which policy, its number there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EpisodeId {
+    pub device: String,
+    pub policy: String,
+    pub number: u64,
+}
+
+impl std::fmt::Display for EpisodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.device, self.policy, self.number)
+    }
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Broker {
+    /// `nats://host:port` (several separated by commas).
+    pub url: String,
+    pub credentials: Credentials,
+}
+
+/// How a client proves who it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+    /// A `.creds` file (JWT and nkey seed), as `nsc` writes it.
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineError {
+    #[error("broker {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("broker {url}: JetStream: {message}")]
+    JetStream { url: String, message: String },
+    #[error("spool {path}: {message}")]
+    Spool { path: PathBuf, message: String },
+    #[error("cannot start the {what} thread: {message}")]
+    Thread { what: &'static str, message: String },
+}
+
+impl Broker {
+    /// Connects (one attempt, `timeout` at most).
+    pub async fn connect(&self, timeout: Duration) -> Result<async_nats::Client, OnlineError> {
+        let fail = |message: String| OnlineError::Connect {
+            url: self.url.clone(),
+            message,
+        };
+        let options = match &self.credentials {
+            Credentials::None => async_nats::ConnectOptions::new(),
+            Credentials::UserPassword { user, password } => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            Credentials::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+            Credentials::File(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| fail(format!("credentials file {}: {e}", path.display())))?,
+        };
+        options
+            .connection_timeout(timeout)
+            .connect(self.url.as_str())
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+}

@@ -1,0 +1,117 @@
+//! A NATS server with JetStream for tests: the pinned binary from `scripts/fetch-deps`
+//! (`.deps/nats/bin/nats-server`, or `$DREAMER_NATS_SERVER`), on a free loopback port,
+//! storing in a temporary folder, with one user that may do everything; killed on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Broker, Credentials};
+
+pub const USER: &str = "device";
+pub const PASSWORD: &str = "device-secret";
+
+/// The nats-server binary.
+pub fn server_binary() -> PathBuf {
+    std::env::var_os("DREAMER_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/nats/bin/nats-server")
+        })
+}
+
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    pub store: PathBuf,
+    config: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a server storing under `dir` on a free port and waits until it accepts
+    /// connections.
+    pub fn start(dir: &Path) -> NatsServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        Self::start_on(dir, port)
+    }
+
+    /// Starts (or restarts, keeping the store) a server on `port`.
+    pub fn start_on(dir: &Path, port: u16) -> NatsServer {
+        let store = dir.join("jetstream");
+        let config = dir.join("nats.conf");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\n\
+                 jetstream {{ store_dir: \"{}\" }}\n\
+                 authorization {{ users: [ {{ user: \"{USER}\", password: \"{PASSWORD}\" }} ] }}\n",
+                store.display()
+            ),
+        )
+        .unwrap();
+        let binary = server_binary();
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} (run scripts/fetch-deps): {e}",
+                    binary.display()
+                )
+            });
+        let server = NatsServer {
+            child,
+            port,
+            store,
+            config,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker with the devices' credentials.
+    pub fn broker(&self) -> Broker {
+        Broker {
+            url: self.url(),
+            credentials: Credentials::UserPassword {
+                user: USER.to_string(),
+                password: PASSWORD.to_string(),
+            },
+        }
+    }
+
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Kills the server (its store stays).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
