@@ -5,10 +5,13 @@
 //! the headers of an episode message, the episode id), how to reach the broker
 //! ([`Broker`]: URL and credentials), and the device's side: [`upload::Uploader`] moves the
 //! episode files of a local spool into the stream and deletes each one only once the broker
-//! acknowledged it, retrying across link and broker outages.
+//! acknowledged it, retrying across link and broker outages; and the learner's side:
+//! [`ingest::Ingest`] takes them from the stream through a durable consumer, checks each,
+//! and stores it once by id.
 //!
 //! Tests start their own server: see `testing` (feature `testing`).
 
+pub mod ingest;
 pub mod upload;
 
 #[cfg(feature = "testing")]
