@@ -1,9 +1,10 @@
 //! The learner's side of the episode stream: a durable consumer that takes episode messages,
 //! checks each one, and keeps the good ones in an inbox folder laid out like a device's
 //! spool (`<inbox>/<device>/<policy>/ep<number>-<len>.npz`), acknowledging a message only
-//! once its file is durably written. Whoever trains takes the files from there
-//! ([`Ingest::take`]), leaving a marker behind, so an episode delivered again later (a
-//! redelivery after a learner crash, a device that sent it twice) is recognised by its id
+//! once its file is durably written. Whoever trains reads the files from there
+//! ([`Ingest::pending`]) and, once they are safe in its checkpointed replay, confirms them
+//! ([`Ingest::confirm`]), which leaves a marker behind, so an episode delivered again later
+//! (a redelivery after a learner crash, a device that sent it twice) is recognised by its id
 //! and stored once.
 //!
 //! A message that is not a valid episode of the learner's layout, or whose id is malformed,
@@ -143,27 +144,41 @@ impl Ingest {
         Ok(report)
     }
 
-    /// The episodes waiting in the inbox, oldest number first per device and policy, each
-    /// file replaced by its marker (so the id stays known). Call it after the episodes are
-    /// safely in the learner's replay.
-    pub fn take(&self) -> Result<Vec<(EpisodeId, Episode)>, OnlineError> {
-        let mut taken = Vec::new();
-        for (id, file) in crate::upload::episode_files(&self.inbox) {
-            let episode =
-                dreamer_episode::load(&file, self.layout).map_err(|e| OnlineError::Spool {
-                    path: file.clone(),
-                    message: e.to_string(),
-                })?;
-            let marker = marker_path(&self.inbox, &id);
-            let spool_err = |path: &Path, e: &dyn std::fmt::Display| OnlineError::Spool {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            };
+    /// The episodes waiting in the inbox, oldest number first per device and policy. They
+    /// stay there until [`Ingest::confirm`]: a learner adds them to its replay, saves the
+    /// checkpoint that counts them, then confirms, so a learner killed in between finds them
+    /// again (and its replay, reopened at the checkpoint, does not hold them twice).
+    pub fn pending(&self) -> Result<Vec<(EpisodeId, Episode)>, OnlineError> {
+        crate::upload::episode_files(&self.inbox)
+            .into_iter()
+            .map(|(id, file)| {
+                dreamer_episode::load(&file, self.layout)
+                    .map(|episode| (id, episode))
+                    .map_err(|e| OnlineError::Spool {
+                        path: file.clone(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Marks episodes as in the learner's keeping: each inbox file is replaced by a marker
+    /// (written first, kill-safe), so the id stays known and a later delivery of it is a
+    /// duplicate.
+    pub fn confirm(&self, ids: &[EpisodeId]) -> Result<(), OnlineError> {
+        let spool_err = |path: &Path, e: &dyn std::fmt::Display| OnlineError::Spool {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        for id in ids {
+            let marker = marker_path(&self.inbox, id);
             dreamer_persist::write_file(&marker, b"").map_err(|e| spool_err(&marker, &e))?;
-            std::fs::remove_file(&file).map_err(|e| spool_err(&file, &e))?;
-            taken.push((id, episode));
+            let dir = self.inbox.join(&id.device).join(&id.policy);
+            if let Some(file) = stored_file(&dir, id.number) {
+                std::fs::remove_file(&file).map_err(|e| spool_err(&file, &e))?;
+            }
         }
-        Ok(taken)
+        Ok(())
     }
 }
 

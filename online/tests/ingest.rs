@@ -75,12 +75,13 @@ fn every_episode_is_stored_once_and_bad_ones_are_rejected_and_counted() {
     publish_raw(&broker, "not-an-id", &good);
     publish_raw(&broker, "robot-a/p1/1", &good);
 
-    // The learner takes two, then dies before taking the rest.
+    // The learner stores two, confirms one (its checkpoint counts it), then dies.
     let mut ingest = Ingest::connect(&broker, "learner", &inbox, LAYOUT).unwrap();
     let first = ingest.poll(2, Duration::from_millis(500)).unwrap();
     assert_eq!(first.accepted.len(), 2, "{first:?}");
-    let taken = ingest.take().unwrap();
-    assert_eq!(taken.len(), 2);
+    let pending = ingest.pending().unwrap();
+    assert_eq!(pending.len(), 2);
+    ingest.confirm(&[pending[0].0.clone()]).unwrap();
     drop(ingest);
 
     // Restarted, it goes on from its acknowledged position.
@@ -104,14 +105,25 @@ fn every_episode_is_stored_once_and_bad_ones_are_rejected_and_counted() {
     let after = ingest.poll(100, Duration::from_millis(300)).unwrap();
     assert_eq!(after, Default::default());
 
-    let taken = ingest.take().unwrap();
-    assert_eq!(taken.len(), 3);
-    let (id, episode) = &taken[0];
-    assert_eq!(id.to_string(), "robot-a/p1/2");
-    assert_eq!(episode.reward, [20.0, 21.0, 22.0, 23.0]);
+    // The unconfirmed episode is still pending, with the three new ones.
+    let pending = ingest.pending().unwrap();
+    let ids: Vec<String> = pending.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(
+        ids,
+        [
+            "robot-a/p1/1",
+            "robot-a/p1/2",
+            "robot-a/p1/3",
+            "robot-b/p1/0"
+        ]
+    );
+    assert_eq!(pending[1].1.reward, [20.0, 21.0, 22.0, 23.0]);
+    let ids: Vec<_> = pending.iter().map(|(id, _)| id.clone()).collect();
+    ingest.confirm(&ids).unwrap();
+    assert!(ingest.pending().unwrap().is_empty());
 
-    // Reconciled: 5 produced = 5 taken by the learner + 0 still spooled.
-    assert_eq!(2 + taken.len() + episode_files(&spool).len(), 5);
+    // Reconciled: 5 produced = 1 + 4 confirmed by the learner + 0 still spooled.
+    assert_eq!(1 + ids.len() + episode_files(&spool).len(), 5);
 
     // Everything delivered again (a new consumer from the stream's start, as after a learner
     // that lost its position, or messages past the broker's window): each id is known, so
@@ -120,5 +132,5 @@ fn every_episode_is_stored_once_and_bad_ones_are_rejected_and_counted() {
     let replayed = again.poll(100, Duration::from_millis(500)).unwrap();
     assert!(replayed.accepted.is_empty(), "{replayed:?}");
     assert_eq!((replayed.duplicates.len(), replayed.rejected.len()), (5, 2));
-    assert!(again.take().unwrap().is_empty());
+    assert!(again.pending().unwrap().is_empty());
 }
