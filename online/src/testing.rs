@@ -7,7 +7,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dreamer_episode::{Episode, Layout};
+
 use crate::{Broker, Credentials};
+
+/// The layout of [`spool_episode`]'s episodes: 3 state values, 1 action.
+pub const SPOOL_LAYOUT: Layout = Layout {
+    action: 1,
+    state: 3,
+    pixels: false,
+};
+
+/// Writes episode `number` of `device` under policy `p1` into `spool`, as the device's
+/// recorder would: `steps` steps whose reward at step t is `10 * number + t`.
+pub fn spool_episode(spool: &Path, device: &str, number: usize, steps: usize) {
+    let dir = spool.join(device).join("p1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut episode = Episode::default();
+    for t in 0..steps {
+        let x = (number * 10 + t) as f32;
+        episode.push(&[x, 0.0, 1.0], &[], &[0.5], x, 1.0);
+    }
+    let file = dir.join(dreamer_episode::file_name(number, episode.len()));
+    dreamer_episode::save(&file, &episode, SPOOL_LAYOUT).unwrap();
+}
 
 pub const USER: &str = "device";
 pub const PASSWORD: &str = "device-secret";

@@ -5,29 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use dreamer_episode::{Episode, Layout};
 use dreamer_online::testing::NatsServer;
 use dreamer_online::upload::{UploadOptions, Uploader, episode_files};
 use dreamer_online::{Broker, Credentials, EPISODE_STREAM};
 use futures::StreamExt;
 
-const LAYOUT: Layout = Layout {
-    action: 1,
-    state: 3,
-    pixels: false,
-};
-
-/// Writes episode `number` of `device` under policy `p1` into the spool.
+/// Episode `number` of `device` in the spool.
 fn spool_episode(spool: &Path, device: &str, number: usize) {
-    let dir = spool.join(device).join("p1");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut episode = Episode::default();
-    for t in 0..5 {
-        let x = (number * 10 + t) as f32;
-        episode.push(&[x, 0.0, 1.0], &[], &[0.5], x, 1.0);
-    }
-    let file = dir.join(dreamer_episode::file_name(number, episode.len()));
-    dreamer_episode::save(&file, &episode, LAYOUT).unwrap();
+    dreamer_online::testing::spool_episode(spool, device, number, 5);
 }
 
 fn options(spool: &Path, broker: Broker) -> UploadOptions {

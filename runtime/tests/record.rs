@@ -122,35 +122,58 @@ fn bad_names_and_a_damaged_counter_are_refused_with_their_place() {
     );
 }
 
+/// A random-weight pendulum bundle.
 #[cfg(feature = "sim")]
-#[test]
-fn run_records_every_episode_with_its_rewards() {
+fn pendulum_bundle(seed: u64) -> tempfile::TempDir {
     use common::{Faults, Sizes, Weights};
-    use dreamer_wire::report::{RunSummary, read_report};
     let bundle = tempfile::tempdir().unwrap();
     common::write_bundle(
         bundle.path(),
-        &Weights::random(Sizes::pendulum(), 3),
+        &Weights::random(Sizes::pendulum(), seed),
         Faults::default(),
     );
+    bundle
+}
+
+/// `dreamer-rt run BUNDLE --rate-hz 0 ARGS...` with `env`: its stdout; fails the test when
+/// the command fails.
+#[cfg(feature = "sim")]
+fn run_ok(bundle: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
+        .args(["run", bundle.to_str().unwrap(), "--rate-hz", "0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[cfg(feature = "sim")]
+#[test]
+fn run_records_every_episode_with_its_rewards() {
+    use dreamer_wire::report::{RunSummary, read_report};
+    let bundle = pendulum_bundle(3);
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
     let summary = tmp.path().join("summary.json");
+    let (spool_arg, summary_arg) = (spool.to_str().unwrap(), summary.to_str().unwrap());
     let run = |episodes: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
-            .args(["run", bundle.path().to_str().unwrap(), "--rate-hz", "0"])
-            .args(["--episodes", episodes, "--max-decisions", "30"])
-            .args(["--record", spool.to_str().unwrap(), "--device", "sim-1"])
-            .args(["--summary", summary.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        let args = [
+            "--episodes",
+            episodes,
+            "--max-decisions",
+            "30",
+            "--record",
+            spool_arg,
+        ];
+        let args = [&args[..], &["--device", "sim-1", "--summary", summary_arg]].concat();
+        run_ok(bundle.path(), &args, &[])
     };
     let text = run("2");
     assert!(text.contains("recorded 2 episodes"), "{text}");
@@ -192,34 +215,31 @@ fn run_records_every_episode_with_its_rewards() {
 #[cfg(feature = "sim")]
 #[test]
 fn run_uploads_recorded_episodes_to_the_broker() {
-    use common::{Faults, Sizes, Weights};
     use dreamer_online::testing::{NatsServer, PASSWORD, USER};
-    let bundle = tempfile::tempdir().unwrap();
-    common::write_bundle(
-        bundle.path(),
-        &Weights::random(Sizes::pendulum(), 4),
-        Faults::default(),
-    );
+    let bundle = pendulum_bundle(4);
     let tmp = tempfile::tempdir().unwrap();
     let server = NatsServer::start(&tmp.path().join("broker"));
     let spool = tmp.path().join("spool");
+    let url = server.url();
     let run = |password: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
-            .args(["run", bundle.path().to_str().unwrap(), "--rate-hz", "0"])
-            .args(["--episodes", "2", "--max-decisions", "20"])
-            .args(["--record", spool.to_str().unwrap(), "--device", "sim-2"])
-            .args(["--upload", &server.url(), "--nats-user", USER])
-            .args(["--upload-drain-s", "5"])
-            .env("DREAMER_NATS_PASSWORD", password)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        let args = [
+            "--episodes",
+            "2",
+            "--max-decisions",
+            "20",
+            "--device",
+            "sim-2",
+        ];
+        let upload = [
+            "--upload",
+            &url,
+            "--nats-user",
+            USER,
+            "--upload-drain-s",
+            "5",
+        ];
+        let args = [&args[..], &["--record", spool.to_str().unwrap()], &upload].concat();
+        run_ok(bundle.path(), &args, &[("DREAMER_NATS_PASSWORD", password)])
     };
     let text = run("wrong");
     assert!(
