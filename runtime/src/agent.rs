@@ -165,6 +165,23 @@ impl Agent {
         }
     }
 
+    /// Makes `action` (normalised, `[A]`) the action sent for the current step in place of
+    /// the policy's: the policy's action with exploration noise, say, as the trainer collects
+    /// experience, or what an actuator's own limits made of it. The next step's transition
+    /// starts from it. Call it before [`Agent::prepare`]. A wrong length or a non-finite
+    /// value is an error and leaves the policy's action. Allocates nothing.
+    pub fn override_action(&mut self, action: &[f32]) -> Result<(), StepError> {
+        if action.len() != self.action.len() || action.iter().any(|x| !x.is_finite()) {
+            return Err(StepError::InvalidAction {
+                expected: self.action.len(),
+                got: action.len(),
+            });
+        }
+        self.action.copy_from_slice(action);
+        self.graphs.set_previous_action(&self.action);
+        Ok(())
+    }
+
     /// Puts the safe action in `action` and makes it the previous action the model sees next.
     fn apply_safe_action(&mut self) {
         match self.options.safe_action {

@@ -56,4 +56,9 @@ pub enum StepError {
     Runtime { graph: String, message: String },
     #[error("the policy produced a non-finite {output}")]
     NonFiniteOutput { output: &'static str },
+    #[error(
+        "the action to send has {got} values (the policy's has {expected}) or one is not \
+         finite; the policy's action stands"
+    )]
+    InvalidAction { expected: usize, got: usize },
 }

@@ -254,3 +254,79 @@ fn run_uploads_recorded_episodes_to_the_broker() {
     );
     assert!(dreamer_online::upload::episode_files(&spool).is_empty());
 }
+
+/// An overriding action (exploration noise, an actuator's limit) is what the model's next
+/// transition starts from; a wrong one is refused and the policy's action stands.
+#[test]
+fn an_overriding_action_is_what_the_model_sees_next() {
+    use common::{Faults, Sizes, Weights};
+    use dreamer_runtime::{Agent, AgentOptions, GraphMode, Observation, StepError};
+    let sizes = Sizes::state();
+    let dir = tempfile::tempdir().unwrap();
+    common::write_bundle(dir.path(), &Weights::random(sizes, 9), Faults::default());
+    let observations = common::observations(sizes, 3, 2);
+    let obs = |i: usize| Observation {
+        state: Some(&observations[i].0),
+        pixels: None,
+    };
+    for mode in [GraphMode::Fused, GraphMode::Separate] {
+        let options = AgentOptions {
+            mode,
+            ..AgentOptions::default()
+        };
+        let mut plain = Agent::load(dir.path(), options.clone()).unwrap();
+        let mut explored = Agent::load(dir.path(), options).unwrap();
+        let first = plain.step(&obs(0)).unwrap().to_vec();
+        assert_eq!(explored.step(&obs(0)).unwrap(), &first[..]);
+        let err = explored.override_action(&[0.5]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StepError::InvalidAction {
+                    expected: 2,
+                    got: 1
+                }
+            ),
+            "{err}"
+        );
+        assert!(explored.override_action(&[f32::NAN, 0.0]).is_err());
+        assert_eq!(explored.action(), &first[..]);
+        let sent = [-first[0], 0.25];
+        explored.override_action(&sent).unwrap();
+        assert_eq!(explored.action(), &sent[..]);
+        let _ = (plain.prepare(), explored.prepare());
+        let next_plain = plain.step(&obs(1)).unwrap().to_vec();
+        let next_explored = explored.step(&obs(1)).unwrap().to_vec();
+        assert_ne!(
+            next_plain, next_explored,
+            "{mode:?}: the override reached the model"
+        );
+    }
+}
+
+/// `run --explore`: noisy actions within [-1, 1], reproducible from --seed, recorded as sent.
+#[cfg(feature = "sim")]
+#[test]
+fn run_explores_reproducibly_and_records_the_actions_sent() {
+    let bundle = pendulum_bundle(5);
+    let tmp = tempfile::tempdir().unwrap();
+    let recorded = |name: &str, explore: &[&str]| {
+        let spool = tmp.path().join(name);
+        let args = ["--episodes", "1", "--max-decisions", "40", "--seed", "3"];
+        let record = ["--record", spool.to_str().unwrap()];
+        run_ok(bundle.path(), &[&args[..], &record, explore].concat(), &[]);
+        let files = dreamer_online::upload::episode_files(&spool);
+        let layout = Layout {
+            action: 1,
+            state: 3,
+            pixels: false,
+        };
+        dreamer_episode::load(&files[0].1, layout).unwrap().action
+    };
+    let plain = recorded("plain", &[]);
+    let noisy = recorded("noisy", &["--explore", "0.5"]);
+    let again = recorded("again", &["--explore", "0.5"]);
+    assert_eq!(noisy, again);
+    assert_ne!(noisy, plain);
+    assert!(noisy.iter().all(|a| (-1.0..=1.0).contains(a)));
+}

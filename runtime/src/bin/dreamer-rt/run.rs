@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
+
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dreamer_bundle::Manifest;
@@ -47,6 +49,11 @@ pub struct RunArgs {
     /// microseconds before each deadline; 0 = off. Needs a lead above the step time.
     #[arg(long, default_value_t = 0)]
     prime_lead_us: u64,
+    /// Explore as the trainer collects experience: add Gaussian noise of this standard
+    /// deviation to each action sent (clipped to [-1, 1]; the model sees the noisy action),
+    /// drawn from a generator seeded with --seed. With --sample-noise for the sampled policy.
+    #[arg(long, value_name = "STD")]
+    explore: Option<f64>,
     /// Also write the episodes' returns as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
@@ -124,6 +131,17 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         }
         _ => None,
     };
+    let mut exploration = match args.explore {
+        Some(std) if !(std.is_finite() && std >= 0.0) => {
+            bail!("--explore {std} is not a standard deviation")
+        }
+        Some(std) => Some(Exploration {
+            std,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(args.seed),
+            noisy: vec![0.0; manifest.action.size as usize],
+        }),
+        None => None,
+    };
     let mut latency = StepLatency::default();
     let mut episodes = Vec::new();
     for (index, seed) in args.seeds().into_iter().enumerate() {
@@ -136,6 +154,7 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
                 prime_lead,
                 decisions,
                 recorder: recorder.as_mut(),
+                exploration: exploration.as_mut(),
             },
             index,
             seed,
@@ -311,6 +330,27 @@ struct EpisodeLoop<'a> {
     decisions: u32,
     /// Where the episode is recorded, if it is.
     recorder: Option<&'a mut Recorder>,
+    /// Noise added to the actions sent, if any.
+    exploration: Option<&'a mut Exploration>,
+}
+
+/// Gaussian exploration noise on the action sent, as the trainer's collection adds it.
+struct Exploration {
+    std: f64,
+    rng: rand_chacha::ChaCha8Rng,
+    /// The noisy action (preallocated).
+    noisy: Vec<f32>,
+}
+
+impl Exploration {
+    /// `action` with noise added, clipped to [-1, 1].
+    fn apply(&mut self, action: &[f32]) -> &[f32] {
+        for (noisy, &a) in self.noisy.iter_mut().zip(action) {
+            let n: f64 = self.rng.sample(rand_distr::StandardNormal);
+            *noisy = (f64::from(a) + self.std * n).clamp(-1.0, 1.0) as f32;
+        }
+        &self.noisy
+    }
 }
 
 fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpisode> {
@@ -322,6 +362,7 @@ fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpiso
         prime_lead,
         decisions,
         mut recorder,
+        mut exploration,
     } = run;
     let uses_state = agent.manifest().observation.state.is_some();
     let uses_pixels = agent.manifest().observation.pixels.is_some();
@@ -352,6 +393,13 @@ fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpiso
                 // Best-effort: a closed stderr must not stop (or panic) the loop.
                 errln!("episode {index} decision {taken}: {error}; sent the safe action");
                 action.copy_from_slice(agent.action());
+            }
+        }
+        if let Some(exploration) = exploration.as_deref_mut() {
+            // The model's next transition starts from the action actually sent.
+            let noisy = exploration.apply(&action);
+            if agent.override_action(noisy).is_ok() {
+                action.copy_from_slice(noisy);
             }
         }
         latency.step.record(started.elapsed());
