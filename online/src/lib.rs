@@ -12,6 +12,7 @@
 //! Tests start their own server: see `testing` (feature `testing`).
 
 pub mod ingest;
+pub mod policy;
 pub mod upload;
 
 #[cfg(feature = "testing")]

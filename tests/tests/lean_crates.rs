@@ -131,7 +131,10 @@ const ALLOWED: [(&str, &[&str]); 18] = [
     // The episode file: written by the trainer's replay, read by the exporter's calibration.
     ("dreamer-episode", &["dreamer-persist"]),
     // Online learning over NATS: the stream layout both sides agree on, the device's uploader.
-    ("dreamer-online", &["dreamer-episode", "dreamer-persist"]),
+    (
+        "dreamer-online",
+        &["dreamer-episode", "dreamer-persist", "dreamer-bundle"],
+    ),
     (
         "dreamer-tasks",
         &["dreamer-config", "dreamer-cli", "dreamer-persist"],
