@@ -14,6 +14,7 @@
 //! given to two episodes, a crash may skip one).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
@@ -76,9 +77,10 @@ pub struct WriterReport {
     pub failed: Vec<(String, String)>,
 }
 
-/// An episode on its way to the spool: its number and its steps.
+/// An episode on its way to the spool: its number, the policy that acted, its steps.
 struct Recording {
     number: u64,
+    policy: Arc<str>,
     episode: Episode,
 }
 
@@ -91,6 +93,8 @@ pub struct Recorder {
     finished: Option<SyncSender<Box<Recording>>>,
     writer: Option<JoinHandle<WriterReport>>,
     next_number: u64,
+    /// The policy acting now (shared, so handing it to a recording does not allocate).
+    policy: Arc<str>,
     counters: RecordCounters,
 }
 
@@ -101,8 +105,7 @@ impl Recorder {
         check_name("device", &options.device)?;
         check_name("policy", &options.policy)?;
         let device_dir = options.spool.join(&options.device);
-        let policy_dir = device_dir.join(&options.policy);
-        std::fs::create_dir_all(&policy_dir).map_err(spool_error(&policy_dir))?;
+        std::fs::create_dir_all(&device_dir).map_err(spool_error(&device_dir))?;
         let next_number = read_next_number(&device_dir)?;
         let buffers = options.buffers.max(1);
         let (finished_tx, finished_rx) = sync_channel::<Box<Recording>>(buffers);
@@ -110,22 +113,16 @@ impl Recorder {
         for _ in 0..buffers {
             let recording = Box::new(Recording {
                 number: 0,
+                policy: Arc::from(""),
                 episode: empty_episode(options.layout, options.max_steps),
             });
             // The channel holds `buffers` items: this cannot fail.
             let _ = free_tx.try_send(recording);
         }
+        let layout = options.layout;
         let writer = std::thread::Builder::new()
             .name("episode-spool".to_string())
-            .spawn(move || {
-                write_episodes(
-                    &device_dir,
-                    &policy_dir,
-                    options.layout,
-                    finished_rx,
-                    free_tx,
-                )
-            })
+            .spawn(move || write_episodes(&device_dir, layout, finished_rx, free_tx))
             .map_err(spool_error(&options.spool))?;
         Ok(Recorder {
             layout: options.layout,
@@ -135,8 +132,17 @@ impl Recorder {
             finished: Some(finished_tx),
             writer: Some(writer),
             next_number,
+            policy: Arc::from(options.policy.as_str()),
             counters: RecordCounters::default(),
         })
+    }
+
+    /// The policy that acts from the next episode on (a new bundle): its episodes go to
+    /// their own folder of the spool. Between episodes only: this allocates.
+    pub fn set_policy(&mut self, policy: &str) -> Result<(), RecordError> {
+        check_name("policy", policy)?;
+        self.policy = Arc::from(policy);
+        Ok(())
     }
 
     /// Starts recording a new episode (an unfinished one is handed over first). Without a
@@ -150,6 +156,7 @@ impl Recorder {
         match self.free.try_recv() {
             Ok(mut recording) => {
                 recording.number = self.next_number;
+                recording.policy = Arc::clone(&self.policy);
                 self.next_number += 1;
                 self.current = Some(recording);
             }
@@ -284,29 +291,28 @@ fn pad<T: Default + Clone>(x: &mut Vec<T>, len: usize) {
 /// returns its buffer.
 fn write_episodes(
     device_dir: &Path,
-    policy_dir: &Path,
     layout: Layout,
     finished: Receiver<Box<Recording>>,
     free: SyncSender<Box<Recording>>,
 ) -> WriterReport {
     let mut report = WriterReport::default();
-    let policy = policy_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let device = device_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     while let Ok(mut recording) = finished.recv() {
-        let id = format!("{device}/{policy}/{}", recording.number);
+        let id = format!("{device}/{}/{}", recording.policy, recording.number);
+        let policy_dir = device_dir.join(&*recording.policy);
         let file = policy_dir.join(dreamer_episode::file_name(
             recording.number as usize,
             recording.episode.len(),
         ));
-        let saved = write_next_number(device_dir, recording.number + 1).and_then(|()| {
-            dreamer_episode::save(&file, &recording.episode, layout).map_err(|e| e.to_string())
-        });
+        let saved = std::fs::create_dir_all(&policy_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| write_next_number(device_dir, recording.number + 1))
+            .and_then(|()| {
+                dreamer_episode::save(&file, &recording.episode, layout).map_err(|e| e.to_string())
+            });
         match saved {
             Ok(()) => report.written.push(id),
             Err(message) => report.failed.push((id, message)),

@@ -330,3 +330,74 @@ fn run_explores_reproducibly_and_records_the_actions_sent() {
     assert_ne!(noisy, plain);
     assert!(noisy.iter().all(|a| (-1.0..=1.0).contains(a)));
 }
+
+/// `run --follow-policies`: a new signed policy published by the learner is fetched, loaded
+/// off the control thread and takes over between episodes, its episodes recorded under its
+/// own id; one signed by an unknown key is refused and the device keeps running.
+#[cfg(feature = "sim")]
+#[test]
+fn run_follows_signed_policies_between_episodes_and_refuses_foreign_ones() {
+    use dreamer_bundle::{MANIFEST_FILE, SIGNATURE_FILE, SecretKey, generate_key_pair};
+    use dreamer_online::policy::publish_bundle;
+    use dreamer_online::testing::{NatsServer, PASSWORD, USER};
+    let tmp = tempfile::tempdir().unwrap();
+    let sign = |bundle: &Path, keys: &Path| {
+        let (secret, public, _) = generate_key_pair(keys).unwrap();
+        let manifest = std::fs::read(bundle.join(MANIFEST_FILE)).unwrap();
+        let signature = SecretKey::read(&secret).unwrap().sign_manifest(&manifest);
+        std::fs::write(bundle.join(SIGNATURE_FILE), signature).unwrap();
+        public
+    };
+    let start = pendulum_bundle(6);
+    let trusted = sign(start.path(), &tmp.path().join("keys/learner"));
+    let newer = pendulum_bundle(7);
+    let secret = SecretKey::read(&tmp.path().join("keys/learner.secret")).unwrap();
+    let manifest = std::fs::read(newer.path().join(MANIFEST_FILE)).unwrap();
+    std::fs::write(
+        newer.path().join(SIGNATURE_FILE),
+        secret.sign_manifest(&manifest),
+    )
+    .unwrap();
+    let foreign = pendulum_bundle(8);
+    sign(foreign.path(), &tmp.path().join("keys/stranger"));
+
+    let server = NatsServer::start(&tmp.path().join("broker"));
+    let broker = server.broker();
+    publish_bundle(&broker, newer.path(), 1).unwrap();
+    let spool = tmp.path().join("spool");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
+        .args(["run", start.path().to_str().unwrap(), "--rate-hz", "50"])
+        .args(["--episodes", "8", "--max-decisions", "20", "--device", "d1"])
+        .args([
+            "--record",
+            spool.to_str().unwrap(),
+            "--upload",
+            &server.url(),
+        ])
+        .args(["--nats-user", USER, "--upload-drain-s", "5"])
+        .args([
+            "--follow-policies",
+            tmp.path().join("policies").to_str().unwrap(),
+        ])
+        .args(["--trusted-key", trusted.to_str().unwrap()])
+        .env("DREAMER_NATS_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    publish_bundle(&broker, foreign.path(), 2).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("now policy v1"), "{stdout}");
+    assert!(!stdout.contains("now policy v2"), "{stdout}");
+    assert!(stderr.contains("policy v2: refused"), "{stderr}");
+    assert!(stdout.contains("recorded 8 episodes"), "{stdout}");
+    assert!(!tmp.path().join("policies/v2").exists());
+    // Episodes of both policies went up, none is left.
+    assert!(stdout.contains("uploaded 8 episodes"), "{stdout}");
+}

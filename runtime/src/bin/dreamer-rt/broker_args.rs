@@ -28,6 +28,11 @@ pub struct BrokerArgs {
     /// A NATS credentials file (JWT and nkey seed, as `nsc` writes it).
     #[arg(long, value_name = "FILE", requires = "upload")]
     pub nats_creds: Option<PathBuf>,
+    /// Follow the learner's policies on the same broker: fetch each new bundle into this
+    /// folder (every hash and the signature checked: needs --trusted-key), load it off the
+    /// control thread, and switch to it between episodes.
+    #[arg(long, value_name = "DIR", requires = "upload")]
+    pub follow_policies: Option<PathBuf>,
     /// At the end of the run, keep uploading for at most this many seconds before leaving
     /// what is left in the spool for the next start.
     #[arg(long, default_value_t = 10.0, value_name = "S")]

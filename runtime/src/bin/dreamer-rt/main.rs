@@ -8,6 +8,8 @@ mod bench;
 #[cfg(feature = "sim")]
 mod broker_args;
 mod doctor;
+#[cfg(feature = "sim")]
+mod follow;
 mod info;
 mod output;
 mod realtime_args;

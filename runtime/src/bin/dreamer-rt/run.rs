@@ -19,6 +19,7 @@ use dreamer_wire::report::{RunEpisode, RunSummary, write_report};
 
 use crate::agent_args::{AgentArgs, load_agent};
 use crate::broker_args::BrokerArgs;
+use crate::follow::{Followed, PolicyFollower};
 use crate::output::{print_latency, print_placements};
 use crate::realtime_args::RealtimeArgs;
 use dreamer_cli::{errln, outln};
@@ -86,7 +87,8 @@ impl RunArgs {
 }
 
 pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
-    let mut agent = load_agent(&args.bundle, args.agent.options(ort_lib)?)?;
+    let options = args.agent.options(ort_lib)?;
+    let mut agent = load_agent(&args.bundle, options.clone())?;
     let manifest = agent.manifest().clone();
     let task = args
         .task
@@ -131,6 +133,23 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         }
         _ => None,
     };
+    let follower = match (&args.broker.follow_policies, args.broker.broker()?) {
+        (Some(root), Some(broker)) => {
+            if options.trusted_keys.is_empty() {
+                bail!(
+                    "--follow-policies needs --trusted-key: policies from the network must be signed"
+                );
+            }
+            let poll = Duration::from_millis(200);
+            Some(PolicyFollower::start(
+                broker,
+                root.clone(),
+                options.clone(),
+                poll,
+            ))
+        }
+        _ => None,
+    };
     let mut exploration = match args.explore {
         Some(std) if !(std.is_finite() && std >= 0.0) => {
             bail!("--explore {std} is not a standard deviation")
@@ -145,6 +164,9 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     let mut latency = StepLatency::default();
     let mut episodes = Vec::new();
     for (index, seed) in args.seeds().into_iter().enumerate() {
+        if let Some(followed) = follower.as_ref().and_then(PolicyFollower::try_next) {
+            switch_policy(&mut agent, followed, recorder.as_mut(), env.spec(), index)?;
+        }
         let episode = run_episode(
             EpisodeLoop {
                 agent: &mut agent,
@@ -215,6 +237,44 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Between episodes: the followed policy replaces the agent (the old one is dropped here,
+/// off any deadline) and names the episodes recorded from now on.
+fn switch_policy(
+    agent: &mut Agent,
+    followed: Followed,
+    recorder: Option<&mut Recorder>,
+    spec: &EnvSpec,
+    index: usize,
+) -> Result<()> {
+    let manifest = followed.agent.manifest().clone();
+    if let Err(e) = check_task_fits(&manifest, spec) {
+        errln!(
+            "policy v{}: refused, keeping the current policy: {e}",
+            followed.version
+        );
+        return Ok(());
+    }
+    if let Some(recorder) = recorder {
+        recorder.set_policy(&policy_id(&followed.bundle)?)?;
+    }
+    *agent = followed.agent;
+    outln!(
+        "episode {index}: now policy v{} ({})",
+        followed.version,
+        followed.bundle.display()
+    );
+    Ok(())
+}
+
+/// The policy's id in recorded episodes: the first 16 hex digits of the sha256 of its
+/// bundle's `manifest.json` (which lists every graph's hash).
+fn policy_id(bundle: &std::path::Path) -> Result<String> {
+    let manifest_file = bundle.join(dreamer_bundle::MANIFEST_FILE);
+    let hash = dreamer_bundle::sha256_file(&manifest_file)
+        .with_context(|| format!("cannot hash {}", manifest_file.display()))?;
+    Ok(hash.chars().take(16).collect())
+}
+
 /// Recording into `spool` under `--device`, the policy named by the first 16 hex digits of
 /// the sha256 of its `manifest.json` (which lists every graph's hash).
 fn start_recorder(
@@ -223,13 +283,10 @@ fn start_recorder(
     manifest: &Manifest,
     decisions: u32,
 ) -> Result<Recorder> {
-    let manifest_file = args.bundle.join(dreamer_bundle::MANIFEST_FILE);
-    let hash = dreamer_bundle::sha256_file(&manifest_file)
-        .with_context(|| format!("cannot hash {}", manifest_file.display()))?;
     let options = RecordOptions {
         spool: spool.to_path_buf(),
         device: args.device.clone(),
-        policy: hash.chars().take(16).collect(),
+        policy: policy_id(&args.bundle)?,
         layout: Layout {
             action: manifest.action.size as usize,
             state: manifest
