@@ -18,6 +18,23 @@ pub const SPOOL_LAYOUT: Layout = Layout {
     pixels: false,
 };
 
+/// Runs `work` on a JetStream context of `broker`, in a single-threaded async runtime of
+/// its own: how a test talks to the broker directly.
+pub fn with_jetstream<F, Fut, T>(broker: &Broker, work: F) -> T
+where
+    F: FnOnce(async_nats::jetstream::Context) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = broker.connect(Duration::from_secs(2)).await.unwrap();
+        work(async_nats::jetstream::new(client)).await
+    })
+}
+
 /// Writes episode `number` of `device` under policy `p1` into `spool`, as the device's
 /// recorder would: `steps` steps whose reward at step t is `10 * number + t`.
 pub fn spool_episode(spool: &Path, device: &str, number: usize, steps: usize) {

@@ -27,13 +27,7 @@ fn upload_all(spool: &Path, broker: &Broker) {
 
 /// Publishes a raw message on the episode subjects (what a broken or hostile sender does).
 fn publish_raw(broker: &Broker, id: &str, payload: &[u8]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = broker.connect(Duration::from_secs(2)).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    dreamer_online::testing::with_jetstream(broker, async |js| {
         let message = async_nats::jetstream::message::PublishMessage::build()
             .payload(payload.to_vec().into())
             .message_id(id);

@@ -26,13 +26,7 @@ fn options(spool: &Path, broker: Broker) -> UploadOptions {
 
 /// Every message of the episode stream: (message id, payload).
 fn stream_messages(broker: &Broker) -> Vec<(String, Vec<u8>)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = broker.connect(Duration::from_secs(2)).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    dreamer_online::testing::with_jetstream(broker, async |js| {
         let stream = js.get_stream(EPISODE_STREAM).await.unwrap();
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
