@@ -35,7 +35,8 @@ pub struct BundleArgs {
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// `float32`; `float16` (weights stored as float16, computation float32); `int8` (the
-    /// convolutions and hidden dense layers quantized, calibrated on the run's replay). A
+    /// convolutions, hidden dense layers and the GRU's matrix products quantized, calibrated
+    /// on the run's replay). A
     /// float16 or int8 bundle is refused when its return over noise-free episodes falls
     /// short of the float32 bundle's by more than --max-return-drop.
     #[arg(long, value_enum, default_value = "float32")]

@@ -25,8 +25,8 @@ use std::time::Duration;
 pub const EPISODE_STREAM: &str = "DREAMER_EPISODES";
 /// Subjects of episode messages: `dreamer.episodes.<device>`.
 pub const EPISODE_SUBJECTS: &str = "dreamer.episodes.>";
-/// Header carrying the episode's id; JetStream drops a second message with the same id
-/// within the stream's duplicate window.
+/// Header carrying the episode's id (set by the client's `message_id`); JetStream drops a
+/// second message with the same id within the stream's duplicate window.
 pub const MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
 /// Header carrying the id of the policy that produced the episode.
 pub const POLICY_HEADER: &str = "Dreamer-Policy";

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
 
-use crate::{Broker, EpisodeId, MESSAGE_ID_HEADER, OnlineError, POLICY_HEADER, episode_subject};
+use crate::{Broker, EpisodeId, OnlineError, POLICY_HEADER, episode_subject};
 
 /// How the uploader behaves.
 #[derive(Debug, Clone)]
@@ -262,7 +262,6 @@ async fn publish(
         .payload(bytes.into())
         .message_id(id.to_string())
         .header(POLICY_HEADER, id.policy.as_str());
-    debug_assert_eq!(MESSAGE_ID_HEADER, "Nats-Msg-Id");
     let ack = js
         .send_publish(episode_subject(&id.device), message)
         .await

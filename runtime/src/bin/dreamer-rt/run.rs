@@ -53,7 +53,7 @@ pub struct RunArgs {
     /// Explore as the trainer collects experience: add Gaussian noise of this standard
     /// deviation to each action sent (clipped to [-1, 1]; the model sees the noisy action),
     /// drawn from a generator seeded with --seed. With --sample-noise for the sampled policy.
-    #[arg(long, value_name = "STD")]
+    #[arg(long, value_name = "STD", allow_negative_numbers = true)]
     explore: Option<f64>,
     /// Also write the episodes' returns as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -122,24 +122,25 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
             driver.period()
         );
     }
+    // Every option checked before anything is started or created.
+    let broker = args.broker.broker()?;
+    if args.broker.follow_policies.is_some() && options.trusted_keys.is_empty() {
+        bail!("--follow-policies needs --trusted-key: policies from the network must be signed");
+    }
     let mut recorder = match &args.record {
         Some(spool) => Some(start_recorder(spool, &args, &manifest, decisions)?),
         None => None,
     };
     // Uploads what the spool holds (from earlier runs too) while the episodes run.
-    let uploader = match (args.broker.broker()?, &args.record) {
-        (Some(broker), Some(spool)) => {
-            Some(Uploader::start(UploadOptions::new(spool.clone(), broker)).context("--upload")?)
-        }
+    let uploader = match (&broker, &args.record) {
+        (Some(broker), Some(spool)) => Some(
+            Uploader::start(UploadOptions::new(spool.clone(), broker.clone()))
+                .context("--upload")?,
+        ),
         _ => None,
     };
-    let follower = match (&args.broker.follow_policies, args.broker.broker()?) {
+    let follower = match (&args.broker.follow_policies, broker) {
         (Some(root), Some(broker)) => {
-            if options.trusted_keys.is_empty() {
-                bail!(
-                    "--follow-policies needs --trusted-key: policies from the network must be signed"
-                );
-            }
             let poll = Duration::from_millis(200);
             Some(PolicyFollower::start(
                 broker,
