@@ -43,6 +43,6 @@ pub use cli::{BundleArgs, GraphFormArg, PrecisionArg};
 pub use error::{ExportError, TensorProblem};
 pub use onnx::{IR_VERSION, OPSET, Precision};
 pub use options::ExportOptions;
-pub use pipeline::{ExportReport, export};
+pub use pipeline::{ExportReport, export, export_signed};
 pub use task::{TaskFacts, task_facts};
 pub use verify::{Goals, goals, init_onnxruntime, verify};

@@ -52,10 +52,6 @@ impl Ingest {
         inbox: &Path,
         layout: Layout,
     ) -> Result<Ingest, OnlineError> {
-        std::fs::create_dir_all(inbox).map_err(|e| OnlineError::Spool {
-            path: inbox.to_path_buf(),
-            message: e.to_string(),
-        })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -83,6 +79,11 @@ impl Ingest {
                 .get_or_create_consumer(name, config)
                 .await
                 .map_err(|e| js_error(&e))
+        })?;
+        // Created once the broker accepted the learner: a refused one leaves nothing behind.
+        std::fs::create_dir_all(inbox).map_err(|e| OnlineError::Spool {
+            path: inbox.to_path_buf(),
+            message: e.to_string(),
         })?;
         Ok(Ingest {
             runtime,
@@ -191,10 +192,9 @@ enum Stored {
 
 /// Checks and stores one message's episode.
 fn store(inbox: &Path, layout: Layout, sent_id: &str, payload: &[u8]) -> Stored {
-    let Some(id) = parse_id(sent_id) else {
-        return Stored::Rejected(format!(
-            "message id `{sent_id}` is not <device>/<policy>/<number>"
-        ));
+    let id = match sent_id.parse::<EpisodeId>() {
+        Ok(id) => id,
+        Err(e) => return Stored::Rejected(e.to_string()),
     };
     let dir = inbox.join(&id.device).join(&id.policy);
     if marker_path(inbox, &id).exists() || stored_file(&dir, id.number).is_some() {
@@ -223,27 +223,6 @@ fn store(inbox: &Path, layout: Layout, sent_id: &str, payload: &[u8]) -> Stored 
     }
 }
 
-/// `<device>/<policy>/<number>`, each name a plain path component.
-fn parse_id(text: &str) -> Option<EpisodeId> {
-    let mut parts = text.split('/');
-    let (device, policy, number) = (parts.next()?, parts.next()?, parts.next()?);
-    let plain = |s: &str| {
-        !s.is_empty()
-            && s != "."
-            && s != ".."
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    if parts.next().is_some() || !plain(device) || !plain(policy) {
-        return None;
-    }
-    Some(EpisodeId {
-        device: device.to_string(),
-        policy: policy.to_string(),
-        number: number.parse().ok()?,
-    })
-}
-
 fn marker_path(inbox: &Path, id: &EpisodeId) -> PathBuf {
     inbox
         .join(&id.device)
@@ -265,7 +244,7 @@ mod tests {
 
     #[test]
     fn ids_are_three_plain_parts() {
-        let id = parse_id("robot-1/ab12/7").unwrap();
+        let id: EpisodeId = "robot-1/ab12/7".parse().unwrap();
         assert_eq!(
             (id.device.as_str(), id.policy.as_str(), id.number),
             ("robot-1", "ab12", 7)
@@ -273,7 +252,7 @@ mod tests {
         for bad in [
             "", "a/b", "a/b/c", "a/b/1/2", "../b/1", "a/../1", "a b/c/1", "a//1",
         ] {
-            assert!(parse_id(bad).is_none(), "{bad}");
+            assert!(bad.parse::<EpisodeId>().is_err(), "{bad}");
         }
     }
 }

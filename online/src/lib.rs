@@ -62,6 +62,40 @@ impl std::fmt::Display for EpisodeId {
     }
 }
 
+impl std::str::FromStr for EpisodeId {
+    type Err = OnlineError;
+
+    /// `<device>/<policy>/<number>`, each name a plain path component (it names folders).
+    fn from_str(text: &str) -> Result<EpisodeId, OnlineError> {
+        let malformed = || OnlineError::EpisodeId(text.to_string());
+        let mut parts = text.split('/');
+        let (device, policy, number) = (
+            parts.next().ok_or_else(malformed)?,
+            parts.next().ok_or_else(malformed)?,
+            parts.next().ok_or_else(malformed)?,
+        );
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if parts.next().is_some() || !plain(device) || !plain(policy) {
+            return Err(malformed());
+        }
+        Ok(EpisodeId {
+            device: device.to_string(),
+            policy: policy.to_string(),
+            number: number.parse().map_err(|_| malformed())?,
+        })
+    }
+}
+
+/// The environment variable holding the password of a broker user named on a command line
+/// (never on the command line itself, where other users of the machine could read it).
+pub const PASSWORD_ENV: &str = "DREAMER_NATS_PASSWORD";
+
 /// How to reach the broker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Broker {
@@ -84,8 +118,33 @@ pub enum Credentials {
     File(PathBuf),
 }
 
+impl Credentials {
+    /// The credentials a command line names: a user (password from [`PASSWORD_ENV`]), a
+    /// credentials file, or none.
+    pub fn from_args(
+        user: Option<&str>,
+        creds_file: Option<&std::path::Path>,
+    ) -> Result<Credentials, OnlineError> {
+        match (user, creds_file) {
+            (Some(user), _) => match std::env::var(PASSWORD_ENV) {
+                Ok(password) => Ok(Credentials::UserPassword {
+                    user: user.to_string(),
+                    password,
+                }),
+                Err(_) => Err(OnlineError::Password(user.to_string())),
+            },
+            (None, Some(file)) => Ok(Credentials::File(file.to_path_buf())),
+            (None, None) => Ok(Credentials::None),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OnlineError {
+    #[error("broker user {0}: set the password in ${PASSWORD_ENV}")]
+    Password(String),
+    #[error("episode id `{0}` is not <device>/<policy>/<number>")]
+    EpisodeId(String),
     #[error("broker {url}: {message}")]
     Connect { url: String, message: String },
     #[error("broker {url}: JetStream: {message}")]

@@ -139,6 +139,11 @@ pub struct RunState {
     /// built-in tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<EnvRecord>,
+    /// A learner (`dreamer learn`): ids of the episodes taken from its inbox into replay
+    /// whose inbox files were not yet confirmed when this was saved (they are confirmed
+    /// right after; a learner killed in between confirms them on restart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taken: Vec<String>,
 }
 
 impl RunState {
@@ -157,6 +162,7 @@ impl RunState {
             eval_return: None,
             best_eval: None,
             env: None,
+            taken: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod device;
 pub mod env_loop;
 pub mod envs;
 pub mod init;
+pub mod learn;
 pub mod logging;
 pub mod losses;
 pub mod networks;

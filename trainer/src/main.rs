@@ -1,13 +1,16 @@
 //! `dreamer`: train, evaluate and benchmark Dreamer agents.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use dreamer_bundle::SecretKey;
 use dreamer_cli::stdout::{closed_pipe_is_success, print_or_warn};
 use dreamer_cli::{errln, say};
 use dreamer_config::{Config, DEFAULT_PRESET};
+use dreamer_online::{Broker, Credentials};
+use dreamer_trainer::learn::{self, LearnOptions};
 use dreamer_trainer::logging::WITHOUT_STDOUT;
 use dreamer_trainer::run::{CHECKPOINT_DIR, RunOptions};
 use dreamer_trainer::{checkpoint, device, env_loop, reference, run, video};
@@ -61,6 +64,26 @@ impl ConfigArgs {
         )?)
     }
 
+    /// The configuration of a run in `logdir`: the command line's, or with `resume` the
+    /// checkpoint's as [`ConfigArgs::for_resume`] changes it.
+    fn for_run(&self, logdir: &Path, resume: bool) -> Result<Config> {
+        if !resume {
+            return self.resolve();
+        }
+        let dir = logdir.join(CHECKPOINT_DIR);
+        // A save killed midway leaves the complete checkpoint beside `dir`.
+        for repair in checkpoint::recover(&dir)? {
+            errln!("--resume: {repair}");
+        }
+        if !dir.exists() {
+            return Err(run::RunError::NothingToResume(logdir.to_path_buf()).into());
+        }
+        let (saved, _) = checkpoint::read_meta(&dir)
+            .with_context(|| format!("--resume {}", logdir.display()))?;
+        self.for_resume(&saved)
+            .with_context(|| format!("--resume {}", logdir.display()))
+    }
+
     /// The configuration a resumed run continues with: the saved one, with the keys
     /// `--preset`, `--config` and `--set` may change on resume (any other change is refused
     /// by name).
@@ -87,6 +110,52 @@ enum Command {
         /// images) and start a new one there
         #[arg(long)]
         overwrite: bool,
+        /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Learn from the episodes deployed devices send over NATS JetStream (`dreamer-rt run
+    /// --record --upload`), and publish a verified, signed bundle every --publish-every
+    /// updates for them to follow (docs/online.md)
+    Learn {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Run folder: as for train, plus inbox/ (episodes taken from the broker) and
+        /// bundles/v<N> (the published bundles)
+        #[arg(long)]
+        logdir: PathBuf,
+        /// Continue the learner's run in --logdir from its checkpoint
+        #[arg(long, conflicts_with = "overwrite")]
+        resume: bool,
+        /// Delete the run already in --logdir and start a new one there (inbox/ stays: the
+        /// episodes the broker already handed over)
+        #[arg(long)]
+        overwrite: bool,
+        /// The NATS server (JetStream), e.g. nats://127.0.0.1:4222
+        #[arg(long, value_name = "URL")]
+        broker: String,
+        /// User name for the broker; the password comes from $DREAMER_NATS_PASSWORD
+        #[arg(long, value_name = "USER", conflicts_with = "nats_creds")]
+        nats_user: Option<String>,
+        /// A NATS credentials file (JWT and nkey seed, as `nsc` writes it)
+        #[arg(long, value_name = "FILE")]
+        nats_creds: Option<PathBuf>,
+        /// The learner's durable consumer: its position in the episode stream
+        #[arg(long, default_value = "learner", value_name = "NAME")]
+        consumer: String,
+        /// Sign every published bundle with this key (`dreamer-export keygen`); devices
+        /// follow only bundles signed by a key they trust
+        #[arg(long, value_name = "FILE")]
+        sign_key: PathBuf,
+        /// Updates between two published bundles
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        publish_every: u64,
+        /// Stop once no episode arrived for this many seconds and the owed updates are done
+        /// [default: run until run.steps env steps arrived]
+        #[arg(long, value_name = "S")]
+        idle_stop_s: Option<f64>,
         /// No progress bar
         #[arg(long)]
         quiet: bool,
@@ -240,23 +309,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                 Some(dir) => dir,
                 None => default_logdir(&config.resolve()?),
             };
-            let resolved = if resume {
-                let dir = logdir.join(CHECKPOINT_DIR);
-                // A save killed midway leaves the complete checkpoint beside `dir`.
-                for repair in checkpoint::recover(&dir)? {
-                    errln!("--resume: {repair}");
-                }
-                if !dir.exists() {
-                    return Err(run::RunError::NothingToResume(logdir).into());
-                }
-                let (saved, _) = checkpoint::read_meta(&dir)
-                    .with_context(|| format!("--resume {}", logdir.display()))?;
-                config
-                    .for_resume(&saved)
-                    .with_context(|| format!("--resume {}", logdir.display()))?
-            } else {
-                config.resolve()?
-            };
+            let resolved = config.for_run(&logdir, resume)?;
             let device = device.select()?;
             let options = RunOptions {
                 logdir,
@@ -299,6 +352,81 @@ fn run_cli(cli: Cli) -> Result<()> {
                     WITHOUT_STDOUT,
                 );
             }
+        }
+        Command::Learn {
+            config,
+            logdir,
+            resume,
+            overwrite,
+            broker,
+            nats_user,
+            nats_creds,
+            consumer,
+            sign_key,
+            publish_every,
+            idle_stop_s,
+            quiet,
+            device,
+        } => {
+            if publish_every == 0 {
+                bail!("--publish-every must be at least 1 update");
+            }
+            let idle_stop = match idle_stop_s {
+                Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
+                Some(s) => bail!("--idle-stop-s {s} is not a number of seconds"),
+                None => None,
+            };
+            // Everything the command line names is checked before the run folder is touched.
+            let signing_key = SecretKey::read(&sign_key)
+                .with_context(|| format!("--sign-key {}", sign_key.display()))?;
+            let credentials = Credentials::from_args(nats_user.as_deref(), nats_creds.as_deref())?;
+            let resolved = config.for_run(&logdir, resume)?;
+            let options = LearnOptions {
+                run: RunOptions {
+                    logdir,
+                    resume,
+                    overwrite,
+                    device: device.select()?,
+                    progress: !quiet,
+                    max_updates: None,
+                },
+                broker: Broker {
+                    url: broker,
+                    credentials,
+                },
+                consumer,
+                publish_every,
+                signing_key,
+                export: dreamer_export::ExportOptions::default(),
+                idle_stop,
+            };
+            let summary = learn::learn(&resolved, &options)?;
+            print_or_warn(
+                format_args!(
+                    "done: {} episodes ({} env steps) in replay, {} updates, eval return {}, \
+                     policies published this session: {}, duplicates {}, rejected {}, wall {:.1} s",
+                    summary.episodes,
+                    summary.env_steps,
+                    summary.updates,
+                    summary
+                        .eval_return
+                        .map_or("n/a".to_string(), |r| format!("{r:.2}")),
+                    if summary.published.is_empty() {
+                        "none".to_string()
+                    } else {
+                        summary
+                            .published
+                            .iter()
+                            .map(|v| format!("v{v}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    },
+                    summary.duplicates,
+                    summary.rejected,
+                    summary.wall_s
+                ),
+                WITHOUT_STDOUT,
+            );
         }
         Command::Eval {
             checkpoint: dir,

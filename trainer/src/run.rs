@@ -14,15 +14,19 @@ use crate::checkpoint::{self, CheckpointError, RunState};
 use crate::env_loop::{self, Behaviour, Collector, layout_of};
 use crate::envs::{EnvError, Envs};
 use crate::logging::{self, LogError, Logger};
+use crate::networks::Dims;
 use crate::replay::{Replay, ReplayError};
 use crate::seeds::{STREAM_COLLECT, STREAM_REPLAY, STREAM_VIDEO, stream_seed};
 use crate::video;
+use dreamer_bridge::EnvRecord;
 
 /// Folder names inside a run's log folder.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 /// The checkpoint with the highest evaluation return of the run.
 pub const BEST_CHECKPOINT_DIR: &str = "best";
 pub const REPLAY_DIR: &str = "replay";
+/// A learner's published bundles (`dreamer learn`).
+pub const BUNDLES_DIR: &str = "bundles";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CURVE_FILE: &str = "learning-curve.png";
 pub const OPENLOOP_GIF: &str = "openloop.gif";
@@ -32,11 +36,13 @@ pub const EVENTS_PREFIX: &str = "events.out.tfevents.";
 
 /// What a run writes in its log folder (with the hidden `.<name>.tmp/.new/.old` siblings of
 /// `dreamer_persist`, and the event files): what `--overwrite` deletes. Other files in the
-/// folder are not the run's and stay.
-pub const RUN_FILES: [&str; 7] = [
+/// folder are not the run's and stay: a learner's `inbox` among them, which holds the
+/// episodes its broker consumer already took (a new run there goes on with them).
+pub const RUN_FILES: [&str; 8] = [
     CHECKPOINT_DIR,
     BEST_CHECKPOINT_DIR,
     REPLAY_DIR,
+    BUNDLES_DIR,
     METRICS_FILE,
     CURVE_FILE,
     OPENLOOP_GIF,
@@ -112,7 +118,7 @@ pub struct Summary {
     pub best_eval: Option<(u64, f64)>,
 }
 
-fn crossed(before: u64, after: u64, every: u64) -> bool {
+pub(crate) fn crossed(before: u64, after: u64, every: u64) -> bool {
     every > 0 && before / every != after / every
 }
 
@@ -128,13 +134,19 @@ pub fn train(config: &Config, options: &RunOptions) -> Result<Summary, RunError>
     // dreamer-tasks, a bridged env by starting its workers (an unknown id, a missing package
     // or Python fails here).
     let collector = Collector::new(config)?;
-    let created = missing_folders(&options.logdir);
-    let result = train_in(config, options, collector);
+    in_logdir(&options.logdir, || train_in(config, options, collector))
+}
+
+/// Runs `work`, which creates the run in `logdir`; when it fails, the folders it created
+/// and left empty are removed again.
+pub(crate) fn in_logdir<T, E>(logdir: &Path, work: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    let created = missing_folders(logdir);
+    let result = work();
     if result.is_err() {
         // A run that fails before it writes anything (a bad --resume, a task that does not
         // match the checkpoint) leaves no empty folders behind. `remove_dir` removes empty
         // folders only, so whatever a run did write stays.
-        let _ = std::fs::remove_dir(options.logdir.join(REPLAY_DIR));
+        let _ = std::fs::remove_dir(logdir.join(REPLAY_DIR));
         for dir in &created {
             if std::fs::remove_dir(dir).is_err() {
                 break;
@@ -153,17 +165,29 @@ fn missing_folders(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn train_in(
+/// A run opened in its log folder: new (after `--overwrite` removed an earlier one), or
+/// resumed from its checkpoint with its replay reopened at the checkpoint's count and its
+/// metrics log cut back to the checkpoint's step.
+pub(crate) struct OpenRun {
+    pub agent: Agent,
+    pub state: RunState,
+    pub replay: Replay,
+    pub logger: Logger,
+}
+
+/// Opens the run in `options.logdir` for a task of `dims`; `env_now` is a bridged task's
+/// env as its workers describe it now (checked against the checkpoint's record).
+pub(crate) fn open_run(
     config: &Config,
     options: &RunOptions,
-    mut collector: Collector,
-) -> Result<Summary, RunError> {
+    dims: Dims,
+    env_now: Option<EnvRecord>,
+) -> Result<OpenRun, RunError> {
     logging::check_writable(&options.logdir)?;
     let checkpoint_dir = options.logdir.join(CHECKPOINT_DIR);
-    let dims = collector.dims();
     // Said once the logger prints: what a killed session left and this one repaired.
     let mut notes = Vec::new();
-    let (mut agent, mut state) = if options.resume {
+    let (agent, state) = if options.resume {
         for dir in [&checkpoint_dir, &options.logdir.join(BEST_CHECKPOINT_DIR)] {
             for repair in checkpoint::recover(dir)? {
                 notes.push(format!("recovered an interrupted save: {repair}"));
@@ -179,7 +203,7 @@ fn train_in(
                 expected: format!("{} {:?}", config.run.task, dims),
             });
         }
-        if let Some(now) = collector.envs().record(config) {
+        if let Some(now) = env_now {
             if let Some(saved) = &state.env {
                 let differences = saved.differences(&now);
                 if !differences.is_empty() {
@@ -222,11 +246,11 @@ fn train_in(
             remove_run_files(&existing)?;
         }
         let mut state = RunState::new(&config.run.task, dims);
-        state.env = collector.envs().record(config);
+        state.env = env_now;
         (Agent::new(config, dims, options.device), state)
     };
     let replay_limit = options.resume.then_some(state.episodes as usize);
-    let mut replay = Replay::open(
+    let replay = Replay::open(
         &options.logdir.join(REPLAY_DIR),
         layout_of(dims),
         replay_limit,
@@ -261,6 +285,32 @@ fn train_in(
     for note in notes {
         logger.println(note);
     }
+    Ok(OpenRun {
+        agent,
+        state,
+        replay,
+        logger,
+    })
+}
+
+fn train_in(
+    config: &Config,
+    options: &RunOptions,
+    mut collector: Collector,
+) -> Result<Summary, RunError> {
+    let OpenRun {
+        mut agent,
+        mut state,
+        mut replay,
+        mut logger,
+    } = open_run(
+        config,
+        options,
+        collector.dims(),
+        collector.envs().record(config),
+    )?;
+    let dims = collector.dims();
+    let checkpoint_dir = options.logdir.join(CHECKPOINT_DIR);
     logger.println(format!(
         "training {} from {} on {:?}: {} env steps, logs in {}",
         config.run.task,
@@ -357,14 +407,7 @@ fn train_in(
     if options.max_updates.is_some() {
         checkpoint::save(&checkpoint_dir, &agent, &state)?;
     }
-    logger.finish();
-    if !curve.is_empty() {
-        let all = crate::plot::read_eval_curve(&options.logdir.join(METRICS_FILE));
-        let png = options.logdir.join(CURVE_FILE);
-        if let Err(e) = crate::plot::write_curve(&png, &all) {
-            logger.println(format!("warning: learning curve not written: {e}"));
-        }
-    }
+    finish_run(&logger, &options.logdir, &curve);
     Ok(Summary {
         env_steps: state.env_steps,
         updates: state.updates,
@@ -375,10 +418,27 @@ fn train_in(
     })
 }
 
+/// The end of a session: the progress display closed and, after evaluations, the learning
+/// curve of the whole run drawn.
+pub(crate) fn finish_run(logger: &Logger, logdir: &Path, curve: &[(u64, f64)]) {
+    logger.finish();
+    if !curve.is_empty() {
+        let all = crate::plot::read_eval_curve(&logdir.join(METRICS_FILE));
+        let png = logdir.join(CURVE_FILE);
+        if let Err(e) = crate::plot::write_curve(&png, &all) {
+            logger.println(format!("warning: learning curve not written: {e}"));
+        }
+    }
+}
+
 /// After an evaluation: when it beats every earlier one, the agent goes to `best/`
 /// (written atomically like the main checkpoint). Selected on the evaluation's own episodes,
 /// its return is an optimistic estimate; `dreamer eval` re-measures it on fresh episodes.
-fn save_if_best(agent: &Agent, state: &mut RunState, logdir: &Path) -> Result<(), RunError> {
+pub(crate) fn save_if_best(
+    agent: &Agent,
+    state: &mut RunState,
+    logdir: &Path,
+) -> Result<(), RunError> {
     let Some(latest) = state.eval_return else {
         return Ok(());
     };
@@ -392,7 +452,7 @@ fn save_if_best(agent: &Agent, state: &mut RunState, logdir: &Path) -> Result<()
 
 /// Noise-free evaluation at the current env step: logged, printed, and added to the curve.
 /// `envs` holds the evaluation envs (made here the first time).
-fn evaluate_and_log(
+pub(crate) fn evaluate_and_log(
     agent: &Agent,
     envs: &mut Option<Envs>,
     state: &mut RunState,

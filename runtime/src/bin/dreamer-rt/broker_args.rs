@@ -6,10 +6,6 @@ use anyhow::{Result, bail};
 use clap::Args;
 use dreamer_online::{Broker, Credentials};
 
-/// The environment variable holding the password of `--nats-user` (never on the command
-/// line, where other users of the machine could read it).
-pub const PASSWORD_ENV: &str = "DREAMER_NATS_PASSWORD";
-
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     /// Upload the recorded episodes to this NATS server (JetStream), e.g.
@@ -45,17 +41,8 @@ impl BrokerArgs {
         let Some(url) = &self.upload else {
             return Ok(None);
         };
-        let credentials = match (&self.nats_user, &self.nats_creds) {
-            (Some(user), _) => match std::env::var(PASSWORD_ENV) {
-                Ok(password) => Credentials::UserPassword {
-                    user: user.clone(),
-                    password,
-                },
-                Err(_) => bail!("--nats-user {user}: set the password in ${PASSWORD_ENV}"),
-            },
-            (None, Some(file)) => Credentials::File(file.clone()),
-            (None, None) => Credentials::None,
-        };
+        let credentials =
+            Credentials::from_args(self.nats_user.as_deref(), self.nats_creds.as_deref())?;
         if !(self.upload_drain_s.is_finite() && self.upload_drain_s >= 0.0) {
             bail!(
                 "--upload-drain-s {} is not a number of seconds",
