@@ -10,6 +10,7 @@
 //! A message that is not a valid episode of the learner's layout, or whose id is malformed,
 //! is rejected, counted, and acknowledged as terminal so the broker does not send it again.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -149,9 +150,14 @@ impl Ingest {
     /// stay there until [`Ingest::confirm`]: a learner adds them to its replay, saves the
     /// checkpoint that counts them, then confirms, so a learner killed in between finds them
     /// again (and its replay, reopened at the checkpoint, does not hold them twice).
-    pub fn pending(&self) -> Result<Vec<(EpisodeId, Episode)>, OnlineError> {
+    /// Episodes in `known` (already handed over, not yet confirmed) are not read again.
+    pub fn pending(
+        &self,
+        known: &BTreeSet<EpisodeId>,
+    ) -> Result<Vec<(EpisodeId, Episode)>, OnlineError> {
         crate::upload::episode_files(&self.inbox)
             .into_iter()
+            .filter(|(id, _)| !known.contains(id))
             .map(|(id, file)| {
                 dreamer_episode::load(&file, self.layout)
                     .map(|episode| (id, episode))

@@ -62,7 +62,7 @@ fn every_episode_is_stored_once_and_bad_ones_are_rejected_and_counted() {
     let mut ingest = Ingest::connect(&broker, "learner", &inbox, LAYOUT).unwrap();
     let first = ingest.poll(2, Duration::from_millis(500)).unwrap();
     assert_eq!(first.accepted.len(), 2, "{first:?}");
-    let pending = ingest.pending().unwrap();
+    let pending = ingest.pending(&Default::default()).unwrap();
     assert_eq!(pending.len(), 2);
     ingest.confirm(&[pending[0].0.clone()]).unwrap();
     drop(ingest);
@@ -89,7 +89,7 @@ fn every_episode_is_stored_once_and_bad_ones_are_rejected_and_counted() {
     assert_eq!(after, Default::default());
 
     // The unconfirmed episode is still pending, with the three new ones.
-    let pending = ingest.pending().unwrap();
+    let pending = ingest.pending(&Default::default()).unwrap();
     let ids: Vec<String> = pending.iter().map(|(id, _)| id.to_string()).collect();
     assert_eq!(
         ids,
@@ -103,7 +103,7 @@ fn every_episode_is_stored_once_and_bad_ones_are_rejected_and_counted() {
     assert_eq!(pending[1].1.reward, [20.0, 21.0, 22.0, 23.0]);
     let ids: Vec<_> = pending.iter().map(|(id, _)| id.clone()).collect();
     ingest.confirm(&ids).unwrap();
-    assert!(ingest.pending().unwrap().is_empty());
+    assert!(ingest.pending(&Default::default()).unwrap().is_empty());
 
     // Reconciled: 5 produced = 1 + 4 confirmed by the learner + 0 still spooled.
     assert_eq!(1 + ids.len() + episode_files(&spool).len(), 5);
@@ -115,5 +115,5 @@ fn every_episode_is_stored_once_and_bad_ones_are_rejected_and_counted() {
     let replayed = again.poll(100, Duration::from_millis(500)).unwrap();
     assert!(replayed.accepted.is_empty(), "{replayed:?}");
     assert_eq!((replayed.duplicates.len(), replayed.rejected.len()), (5, 2));
-    assert!(again.pending().unwrap().is_empty());
+    assert!(again.pending(&Default::default()).unwrap().is_empty());
 }

@@ -16,12 +16,13 @@
 //! yet, so a learner killed between the save and the confirmation confirms them on restart
 //! instead of adding them again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dreamer_bundle::SecretKey;
 use dreamer_config::Config;
+use dreamer_episode::Episode;
 use dreamer_export::{ExportError, ExportOptions};
 use dreamer_online::ingest::Ingest;
 use dreamer_online::{Broker, EpisodeId, OnlineError, policy};
@@ -40,8 +41,9 @@ use crate::run::{
 /// Where a learner's run folder keeps what its consumer took from the stream.
 pub const INBOX_DIR: &str = "inbox";
 
-/// Episodes taken from the stream per poll at most.
-const POLL_BATCH: usize = 64;
+/// Episodes taken from the stream per poll at most: the inbox holds little more than the
+/// learner is about to train on, the rest waits in the stream.
+const POLL_BATCH: usize = 8;
 /// Updates run between two polls at most, so the broker hears from the learner often
 /// (messages it delivered stay unacknowledged until the next poll).
 const UPDATES_PER_ROUND: u64 = 5;
@@ -160,6 +162,8 @@ struct Learner<'a> {
     /// Ids in replay this session (and in `state.taken`): not added again while their
     /// inbox files wait for confirmation.
     in_replay: BTreeSet<EpisodeId>,
+    /// Read from the inbox, not in replay yet.
+    waiting: VecDeque<(EpisodeId, Episode)>,
     /// The update count of this session's last published bundle.
     published_at: Option<u64>,
     summary: LearnSummary,
@@ -176,6 +180,7 @@ impl<'a> Learner<'a> {
             logger: open.logger,
             ingest,
             in_replay: BTreeSet::new(),
+            waiting: VecDeque::new(),
             published_at: None,
             summary: LearnSummary::default(),
         }
@@ -237,9 +242,7 @@ impl<'a> Learner<'a> {
             if done || idle {
                 break;
             }
-            // Backpressure: take episodes only while at most one round of updates is owed.
-            if owed <= config.collect.train_steps.max(1) && self.state.env_steps < config.run.steps
-            {
+            if self.wants_episodes() {
                 let wait = if owed > 0 {
                     Duration::from_millis(1)
                 } else {
@@ -308,33 +311,38 @@ impl<'a> Learner<'a> {
         Ok(self.summary)
     }
 
-    /// Polls the stream once and moves what the inbox holds into replay; returns the
-    /// episodes added.
+    /// Moves episodes into replay while at most one round of updates is owed and the run
+    /// wants more env steps, polling the stream when the inbox has none waiting; returns the
+    /// episodes added. What is not taken waits in the inbox or in the stream.
     fn take(&mut self, wait: Duration) -> Result<usize, LearnError> {
-        let report = self.ingest.poll(POLL_BATCH, wait)?;
-        self.summary.duplicates += report.duplicates.len() as u64;
-        self.summary.rejected += report.rejected.len() as u64;
-        for (id, why) in &report.rejected {
-            self.logger
-                .println(format!("rejected episode message `{id}`: {why}"));
-        }
-        if !report.rejected.is_empty() || !report.duplicates.is_empty() {
-            self.logger.record(
-                "ingest",
-                self.state.env_steps,
-                self.state.updates,
-                &[
-                    ("duplicates", self.summary.duplicates as f64),
-                    ("rejected", self.summary.rejected as f64),
-                ],
-            )?;
+        if self.waiting.is_empty() {
+            let report = self.ingest.poll(POLL_BATCH, wait)?;
+            self.summary.duplicates += report.duplicates.len() as u64;
+            self.summary.rejected += report.rejected.len() as u64;
+            for (id, why) in &report.rejected {
+                self.logger
+                    .println(format!("rejected episode message `{id}`: {why}"));
+            }
+            if !report.rejected.is_empty() || !report.duplicates.is_empty() {
+                self.logger.record(
+                    "ingest",
+                    self.state.env_steps,
+                    self.state.updates,
+                    &[
+                        ("duplicates", self.summary.duplicates as f64),
+                        ("rejected", self.summary.rejected as f64),
+                    ],
+                )?;
+            }
+            // Also what an earlier session stored and did not take.
+            self.waiting = self.ingest.pending(&self.in_replay)?.into();
         }
         let repeat = self.config.run.action_repeat as u64;
         let mut added = 0;
-        for (id, episode) in self.ingest.pending()? {
-            if self.in_replay.contains(&id) {
-                continue;
-            }
+        while self.wants_episodes() {
+            let Some((id, episode)) = self.waiting.pop_front() else {
+                break;
+            };
             let total = episode.total_reward();
             self.state.env_steps += (episode.len().saturating_sub(1)) as u64 * repeat;
             self.replay.add(episode)?;
@@ -351,6 +359,13 @@ impl<'a> Learner<'a> {
         }
         self.logger.set_position(self.state.env_steps);
         Ok(added)
+    }
+
+    /// Backpressure: more experience only while at most one round of updates is owed.
+    fn wants_episodes(&self) -> bool {
+        let c = &self.config.collect;
+        let owed = updates_due(self.config, self.state.env_steps).saturating_sub(self.state.updates);
+        owed <= c.train_steps.max(1) && self.state.env_steps < self.config.run.steps
     }
 
     fn evaluate(&mut self) -> Result<(), LearnError> {
