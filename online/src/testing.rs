@@ -1,6 +1,7 @@
 //! A NATS server with JetStream for tests: the pinned binary from `scripts/fetch-deps`
 //! (`.deps/nats/bin/nats-server`, or `$DREAMER_NATS_SERVER`), on a free loopback port,
-//! storing in a temporary folder, with one user that may do everything; killed on drop.
+//! storing in a temporary folder, configured by the project's `online/nats-server.conf` (the
+//! learner's user and the devices' user with their permissions); killed on drop.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -49,8 +50,14 @@ pub fn spool_episode(spool: &Path, device: &str, number: usize, steps: usize) {
     dreamer_episode::save(&file, &episode, SPOOL_LAYOUT).unwrap();
 }
 
+/// The broker configuration of the project (users, the devices' permissions).
+pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/nats-server.conf");
+/// The devices' user.
 pub const USER: &str = "device";
 pub const PASSWORD: &str = "device-secret";
+/// The learner's user.
+pub const LEARNER_USER: &str = "learner";
+pub const LEARNER_PASSWORD: &str = "learner-secret";
 
 /// The nats-server binary.
 pub fn server_binary() -> PathBuf {
@@ -65,7 +72,6 @@ pub struct NatsServer {
     child: Child,
     pub port: u16,
     pub store: PathBuf,
-    config: PathBuf,
 }
 
 impl NatsServer {
@@ -79,25 +85,19 @@ impl NatsServer {
         Self::start_on(dir, port)
     }
 
-    /// Starts (or restarts, keeping the store) a server on `port`.
+    /// Starts (or restarts, keeping the store) a server on `port`, configured by the
+    /// project's broker configuration ([`CONFIG`]).
     pub fn start_on(dir: &Path, port: u16) -> NatsServer {
         let store = dir.join("jetstream");
-        let config = dir.join("nats.conf");
         std::fs::create_dir_all(&store).unwrap();
-        std::fs::write(
-            &config,
-            format!(
-                "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\n\
-                 jetstream {{ store_dir: \"{}\" }}\n\
-                 authorization {{ users: [ {{ user: \"{USER}\", password: \"{PASSWORD}\" }} ] }}\n",
-                store.display()
-            ),
-        )
-        .unwrap();
         let binary = server_binary();
         let child = Command::new(&binary)
             .arg("-c")
-            .arg(&config)
+            .arg(CONFIG)
+            .env("DREAMER_NATS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DREAMER_NATS_STORE", &store)
+            .env("DREAMER_NATS_LEARNER_PASSWORD", LEARNER_PASSWORD)
+            .env("DREAMER_NATS_DEVICE_PASSWORD", PASSWORD)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -107,12 +107,7 @@ impl NatsServer {
                     binary.display()
                 )
             });
-        let server = NatsServer {
-            child,
-            port,
-            store,
-            config,
-        };
+        let server = NatsServer { child, port, store };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -139,8 +134,15 @@ impl NatsServer {
         }
     }
 
-    pub fn config(&self) -> &Path {
-        &self.config
+    /// The broker with the learner's credentials.
+    pub fn learner_broker(&self) -> Broker {
+        Broker {
+            url: self.url(),
+            credentials: Credentials::UserPassword {
+                user: LEARNER_USER.to_string(),
+                password: LEARNER_PASSWORD.to_string(),
+            },
+        }
     }
 
     /// Kills the server (its store stays).

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use dreamer_bundle::{MANIFEST_FILE, PublicKey, SIGNATURE_FILE, SecretKey, generate_key_pair};
 use dreamer_online::policy::{PolicyRecord, current_policy, fetch_bundle, publish_bundle};
-use dreamer_online::testing::NatsServer;
+use dreamer_online::testing::{LEARNER_USER, NatsServer};
+use dreamer_online::{Broker, Credentials};
 
 /// A valid bundle in `dir`, signed with the key pair in `keys` (created); returns the public
 /// key.
@@ -39,7 +40,7 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn a_published_bundle_arrives_checked_and_a_bad_one_never_becomes_loadable() {
     let tmp = tempfile::tempdir().unwrap();
     let server = NatsServer::start(&tmp.path().join("broker"));
-    let broker = server.broker();
+    let broker = server.learner_broker();
     assert_eq!(current_policy(&broker).unwrap(), None);
 
     let learner = tmp.path().join("learner");
@@ -48,9 +49,10 @@ fn a_published_bundle_arrives_checked_and_a_bad_one_never_becomes_loadable() {
     assert!(record.files.contains_key(MANIFEST_FILE) && record.files.contains_key(SIGNATURE_FILE));
     assert_eq!(current_policy(&broker).unwrap(), Some(record.clone()));
 
+    // A device reads policies with its own credentials.
     let device = tmp.path().join("device");
     let trusted = [trusted];
-    let fetched = fetch_bundle(&broker, &record, &device, &trusted).unwrap();
+    let fetched = fetch_bundle(&server.broker(), &record, &device, &trusted).unwrap();
     assert_eq!(fetched, device.join("v1"));
     assert_eq!(listing(&fetched), listing(&learner.join("v1")));
 
@@ -87,4 +89,48 @@ fn a_published_bundle_arrives_checked_and_a_bad_one_never_becomes_loadable() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["v1"]);
+}
+
+#[test]
+fn only_the_learner_may_publish_a_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&tmp.path().join("broker"));
+    let learner = tmp.path().join("learner");
+    signed_bundle(&learner.join("v1"), &learner.join("keys/learner"));
+    let record = publish_bundle(&server.learner_broker(), &learner.join("v1"), 1).unwrap();
+
+    // The devices' user may not write the bundle store or the version record; a client
+    // without credentials is not let in at all. Either way the learner's record stands.
+    let stranger = Broker {
+        url: server.url(),
+        credentials: Credentials::None,
+    };
+    let wrong = Broker {
+        url: server.url(),
+        credentials: Credentials::UserPassword {
+            user: LEARNER_USER.to_string(),
+            password: "guess".to_string(),
+        },
+    };
+    for (who, broker) in [
+        ("device", server.broker()),
+        ("stranger", stranger),
+        ("wrong password", wrong),
+    ] {
+        let err = publish_bundle(&broker, &learner.join("v1"), 7).unwrap_err();
+        let text = err.to_string();
+        // The server drops a device's writes to the store (the client's wait for their
+        // acknowledgement ends) and closes the door on a stranger.
+        let refused = if who == "device" {
+            text.contains("ermission") || text.contains("ack")
+        } else {
+            text.contains("authorization violation")
+        };
+        assert!(refused, "{who}: {text}");
+        assert_eq!(
+            current_policy(&server.learner_broker()).unwrap(),
+            Some(record.clone()),
+            "{who}"
+        );
+    }
 }

@@ -362,7 +362,7 @@ fn run_follows_signed_policies_between_episodes_and_refuses_foreign_ones() {
     sign(foreign.path(), &tmp.path().join("keys/stranger"));
 
     let server = NatsServer::start(&tmp.path().join("broker"));
-    let broker = server.broker();
+    let broker = server.learner_broker();
     publish_bundle(&broker, newer.path(), 1).unwrap();
     let spool = tmp.path().join("spool");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))

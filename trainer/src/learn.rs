@@ -364,7 +364,8 @@ impl<'a> Learner<'a> {
     /// Backpressure: more experience only while at most one round of updates is owed.
     fn wants_episodes(&self) -> bool {
         let c = &self.config.collect;
-        let owed = updates_due(self.config, self.state.env_steps).saturating_sub(self.state.updates);
+        let owed =
+            updates_due(self.config, self.state.env_steps).saturating_sub(self.state.updates);
         owed <= c.train_steps.max(1) && self.state.env_steps < self.config.run.steps
     }
 

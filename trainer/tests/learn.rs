@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::TINY_SETS;
 use dreamer_bundle::PublicKey;
-use dreamer_online::testing::{NatsServer, PASSWORD, USER, spool_episode};
+use dreamer_online::testing::{LEARNER_PASSWORD, LEARNER_USER, NatsServer, spool_episode};
 use dreamer_online::upload::{UploadOptions, Uploader, episode_files};
 use dreamer_online::{PASSWORD_ENV, policy};
 use dreamer_persist::FAULT_ENV;
@@ -68,10 +68,10 @@ impl Setup {
         command
             .env_remove("RUST_BACKTRACE")
             .env_remove(FAULT_ENV)
-            .env(PASSWORD_ENV, PASSWORD);
+            .env(PASSWORD_ENV, LEARNER_PASSWORD);
         command.args(["learn", "--quiet", "--device", "cpu", "--logdir"]);
         command.arg(self.logdir());
-        command.args(["--broker", &self.server.url(), "--nats-user", USER]);
+        command.args(["--broker", &self.server.url(), "--nats-user", LEARNER_USER]);
         command.arg("--sign-key").arg(&self.secret);
         command.args(["--publish-every", "10", "--idle-stop-s", "1.5"]);
         for set in TINY_SETS
