@@ -401,3 +401,48 @@ fn run_follows_signed_policies_between_episodes_and_refuses_foreign_ones() {
     // Episodes of both policies went up, none is left.
     assert!(stdout.contains("uploaded 8 episodes"), "{stdout}");
 }
+
+/// SIGTERM to `run --record`: the episode in progress ends where it was (recorded as a cut
+/// episode), the run writes its episodes and reports as at its normal end, and exits 0.
+#[cfg(feature = "sim")]
+#[test]
+fn a_signal_ends_the_run_with_its_episodes_written_and_reported() {
+    let bundle = pendulum_bundle(4);
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    // 50 decisions per second: an episode of 100 decisions takes 2 s.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dreamer-rt"))
+        .args(["run", bundle.path().to_str().unwrap(), "--rate-hz", "50"])
+        .args(["--episodes", "1000", "--device", "d1", "--record"])
+        .arg(&spool)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    // SAFETY: signalling a child this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("stopped by a signal after"), "{text}");
+    let finished = text.matches("over 100 decisions").count();
+    assert!(finished >= 1, "{text}");
+    let recorded = format!("recorded {} episodes", finished + 1);
+    assert!(text.contains(&recorded), "{recorded}: {text}");
+    let files: Vec<_> = upload_files(&spool);
+    assert_eq!(files.len(), finished + 1, "{files:?}");
+}
+
+/// The episode files under a spool.
+#[cfg(feature = "sim")]
+fn upload_files(spool: &Path) -> Vec<std::path::PathBuf> {
+    dreamer_online::upload::episode_files(spool)
+        .into_iter()
+        .map(|(_, file)| file)
+        .collect()
+}

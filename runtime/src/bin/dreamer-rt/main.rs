@@ -16,6 +16,7 @@ mod realtime_args;
 #[cfg_attr(not(feature = "sim"), path = "run_without_sim.rs")]
 mod run;
 mod serve;
+mod stop;
 
 use std::path::PathBuf;
 

@@ -87,6 +87,9 @@ impl RunArgs {
 }
 
 pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
+    // SIGINT / SIGTERM end the episode in progress (recorded as far as it got) and the run,
+    // which then writes, uploads and reports as at its normal end.
+    crate::stop::on_signals();
     let options = args.agent.options(ort_lib)?;
     let mut agent = load_agent(&args.bundle, options.clone())?;
     let manifest = agent.manifest().clone();
@@ -165,6 +168,9 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     let mut latency = StepLatency::default();
     let mut episodes = Vec::new();
     for (index, seed) in args.seeds().into_iter().enumerate() {
+        if crate::stop::requested() {
+            break;
+        }
         if let Some(followed) = follower.as_ref().and_then(PolicyFollower::try_next) {
             switch_policy(&mut agent, followed, recorder.as_mut(), env.spec(), index)?;
         }
@@ -189,6 +195,9 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
             episode.faults
         );
         episodes.push(episode);
+    }
+    if crate::stop::requested() {
+        outln!("stopped by a signal after {} episodes", episodes.len());
     }
     let mean_return =
         episodes.iter().map(|e| e.episode_return).sum::<f64>() / episodes.len().max(1) as f64;
@@ -434,7 +443,7 @@ fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpiso
     let faults_before = agent.counters().faults();
     let mut total = 0.0;
     let mut taken = 0;
-    while taken < decisions {
+    while taken < decisions && !crate::stop::requested() {
         if prime_lead > Duration::ZERO {
             driver.sleep_until_before_next(prime_lead);
             agent.prime().context("priming the policy failed")?;

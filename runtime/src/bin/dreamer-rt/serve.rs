@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -59,20 +58,9 @@ pub struct ServeArgs {
     agent: AgentArgs,
 }
 
-/// Set by SIGINT and SIGTERM: serving drains the port and returns its summary.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_signal: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 pub fn serve(args: ServeArgs, ort_lib: Option<PathBuf>) -> Result<()> {
-    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
+    // SIGINT and SIGTERM: serving drains the port and returns its summary.
+    crate::stop::on_signals();
     // Every way serving ends leaves a summary (`end` says which); a failure is reported
     // after it.
     let (summary, failure) = match session(&args, ort_lib) {
@@ -172,8 +160,10 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
         args.bundle.display(),
         agent.manifest().task.name,
     );
-    dreamer_runtime::serve::serve(&mut agent, &options, &STOP).map_err(|failure| Failed {
-        summary: failure.summary,
-        error: anyhow::Error::new(failure.error).context(format!("serving {link} failed")),
+    dreamer_runtime::serve::serve(&mut agent, &options, &crate::stop::STOP).map_err(|failure| {
+        Failed {
+            summary: failure.summary,
+            error: anyhow::Error::new(failure.error).context(format!("serving {link} failed")),
+        }
     })
 }
