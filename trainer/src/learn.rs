@@ -151,6 +151,15 @@ pub fn learn(config: &Config, options: &LearnOptions) -> Result<LearnSummary, Le
     })
 }
 
+/// Work that waits until the learner has done every update its env steps call for: the
+/// agent evaluated, saved and published is the one the single-process run would have then.
+#[derive(Debug, Default)]
+struct Due {
+    eval: bool,
+    checkpoint: bool,
+    publish: bool,
+}
+
 struct Learner<'a> {
     config: &'a Config,
     options: &'a LearnOptions,
@@ -164,6 +173,8 @@ struct Learner<'a> {
     in_replay: BTreeSet<EpisodeId>,
     /// Read from the inbox, not in replay yet.
     waiting: VecDeque<(EpisodeId, Episode)>,
+    /// What waits for the learner to catch up with its updates.
+    due: Due,
     /// The update count of this session's last published bundle.
     published_at: Option<u64>,
     summary: LearnSummary,
@@ -182,6 +193,7 @@ impl<'a> Learner<'a> {
             in_replay: BTreeSet::new(),
             waiting: VecDeque::new(),
             published_at: None,
+            due: Due::default(),
             summary: LearnSummary::default(),
         }
     }
@@ -224,9 +236,6 @@ impl<'a> Learner<'a> {
         }
         let mut session_updates = 0u64;
         let mut last_arrival = Instant::now();
-        let mut eval_due = false;
-        let mut checkpoint_due = false;
-        let mut publish_due = false;
         // Updates owed but impossible: no episode is long enough for a training window.
         let mut stalled = false;
         loop {
@@ -253,8 +262,8 @@ impl<'a> Learner<'a> {
                     last_arrival = Instant::now();
                 }
                 let after = self.state.env_steps;
-                eval_due |= crossed(before, after, config.eval.every);
-                checkpoint_due |= crossed(before, after, config.log.checkpoint_every);
+                self.due.eval |= crossed(before, after, config.eval.every);
+                self.due.checkpoint |= crossed(before, after, config.log.checkpoint_every);
             }
             let owed = updates_due(config, self.state.env_steps).saturating_sub(self.state.updates);
             let round = owed.min(UPDATES_PER_ROUND);
@@ -277,23 +286,23 @@ impl<'a> Learner<'a> {
                         self.state.updates,
                         &metrics,
                     )?;
-                    publish_due |= crossed(before, self.state.updates, options.publish_every);
+                    self.due.publish |= crossed(before, self.state.updates, options.publish_every);
                 }
             }
             // Evaluations and bundles are of the agent that has done the updates its env
             // steps call for, as the single-process run's are.
             let caught_up =
                 updates_due(config, self.state.env_steps) <= self.state.updates || stalled;
-            if caught_up && eval_due {
-                eval_due = false;
+            if caught_up && self.due.eval {
+                self.due.eval = false;
                 self.evaluate()?;
             }
-            if caught_up && (checkpoint_due || publish_due) {
-                checkpoint_due = false;
+            if caught_up && (self.due.checkpoint || self.due.publish) {
+                self.due.checkpoint = false;
                 self.save_checkpoint()?;
             }
-            if caught_up && publish_due {
-                publish_due = false;
+            if caught_up && self.due.publish {
+                self.due.publish = false;
                 self.publish()?;
             }
         }

@@ -148,6 +148,11 @@ fn a_learner_trains_on_uploaded_episodes_and_publishes_signed_bundles() {
         "{stdout}"
     );
     assert!(stdout.contains("done: 16 episodes"), "{stdout}");
+    // Every 10 updates a bundle, after the untrained v1: 30 updates, v2 to v4.
+    assert!(
+        stdout.contains("policies published this session: v1 v2 v3 v4,"),
+        "{stdout}"
+    );
 
     // The broker's version record names the newest bundle; a device trusting the learner's
     // key fetches and verifies it.
