@@ -141,6 +141,8 @@ const ALLOWED: [(&str, &[&str]); 18] = [
     ),
     // Gymnasium / DeepMind Control envs in Python workers, behind dreamer-tasks' types.
     ("dreamer-bridge", &["dreamer-tasks"]),
+    // The learner (`dreamer learn`) takes episodes from the stream and publishes signed
+    // bundles: the loop closes through the broker, never through the runtime.
     (
         "dreamer-trainer",
         &[
@@ -152,6 +154,8 @@ const ALLOWED: [(&str, &[&str]); 18] = [
             "dreamer-cli",
             "dreamer-persist",
             "dreamer-episode",
+            "dreamer-online",
+            "dreamer-bundle",
         ],
     ),
     // The bridge is on the environment side: export reads its record of a bridged env.
