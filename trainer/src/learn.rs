@@ -257,13 +257,9 @@ impl<'a> Learner<'a> {
                 } else {
                     Duration::from_millis(200)
                 };
-                let before = self.state.env_steps;
                 if self.take(wait)? > 0 {
                     last_arrival = Instant::now();
                 }
-                let after = self.state.env_steps;
-                self.due.eval |= crossed(before, after, config.eval.every);
-                self.due.checkpoint |= crossed(before, after, config.log.checkpoint_every);
             }
             let owed = updates_due(config, self.state.env_steps).saturating_sub(self.state.updates);
             let round = owed.min(UPDATES_PER_ROUND);
@@ -353,7 +349,12 @@ impl<'a> Learner<'a> {
                 break;
             };
             let total = episode.total_reward();
+            let before = self.state.env_steps;
             self.state.env_steps += (episode.len().saturating_sub(1)) as u64 * repeat;
+            let after = self.state.env_steps;
+            let log = &self.config.log;
+            self.due.eval |= crossed(before, after, self.config.eval.every);
+            self.due.checkpoint |= crossed(before, after, log.checkpoint_every);
             self.replay.add(episode)?;
             self.state.episodes += 1;
             self.state.taken.push(id.to_string());
@@ -370,12 +371,14 @@ impl<'a> Learner<'a> {
         Ok(added)
     }
 
-    /// Backpressure: more experience only while at most one round of updates is owed.
+    /// Backpressure: more experience only while at most one round of updates is owed, and
+    /// none while an evaluation, checkpoint or bundle waits for the updates owed to be done.
     fn wants_episodes(&self) -> bool {
         let c = &self.config.collect;
         let owed =
             updates_due(self.config, self.state.env_steps).saturating_sub(self.state.updates);
-        owed <= c.train_steps.max(1) && self.state.env_steps < self.config.run.steps
+        let due = self.due.eval || self.due.checkpoint || self.due.publish;
+        owed <= c.train_steps.max(1) && !due && self.state.env_steps < self.config.run.steps
     }
 
     fn evaluate(&mut self) -> Result<(), LearnError> {

@@ -73,10 +73,10 @@ impl Setup {
         command.arg(self.logdir());
         command.args(["--broker", &self.server.url(), "--nats-user", LEARNER_USER]);
         command.arg("--sign-key").arg(&self.secret);
-        command.args(["--publish-every", "10", "--idle-stop-s", "1.5"]);
+        command.args(["--idle-stop-s", "1.5"]);
         for set in TINY_SETS
             .iter()
-            .chain(&["eval.every=0", "log.checkpoint_every=400"])
+            .chain(&["eval.every=400", "log.checkpoint_every=400"])
         {
             command.args(["--set", set]);
         }
@@ -130,7 +130,10 @@ fn replay_contents(logdir: &Path) -> Vec<Vec<f32>> {
 fn a_learner_trains_on_uploaded_episodes_and_publishes_signed_bundles() {
     let setup = Setup::new();
     setup.upload(&["d1", "d2"], 0..8);
-    let output = setup.learn(&[], None);
+    // 8 updates per 100 env steps: more than one round between two polls, so an evaluation
+    // or a bundle waits for the intake to pause.
+    let ratio = ["--set", "collect.train_steps=8", "--publish-every", "40"];
+    let output = setup.learn(&ratio, None);
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{}", text(&output.stderr));
     // 16 episodes of 50 decisions at pendulum's action repeat.
@@ -141,18 +144,50 @@ fn a_learner_trains_on_uploaded_episodes_and_publishes_signed_bundles() {
     let env_steps = state["env_steps"].as_u64().unwrap();
     let repeat = env_steps / (16 * 50);
     assert_eq!(env_steps, 16 * 50 * repeat);
-    // The replay ratio of TINY_SETS: 2 after the 200-step prefill, 2 per 100 env steps.
+    // The replay ratio: 2 after the 200-step prefill, then 8 per 100 env steps.
+    let due = |env_steps: u64| 2 + 8 * (env_steps / 100 - 2);
     assert_eq!(
         state["updates"].as_u64().unwrap(),
-        2 + 2 * (env_steps / 100 - 2),
+        due(env_steps),
         "{stdout}"
     );
     assert!(stdout.contains("done: 16 episodes"), "{stdout}");
-    // Every 10 updates a bundle, after the untrained v1: 30 updates, v2 to v4.
+    // An evaluation at the start and every 400 env steps, each after the updates due then.
+    let evaluations: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("env steps"))
+        .collect();
+    let wanted: Vec<String> = [0, 400, 800, 1200, 1600]
+        .iter()
+        .map(|&s| {
+            let updates = if s == 0 { 0 } else { due(s) };
+            format!("env steps {s:>8}  updates {updates:>6}  eval return")
+        })
+        .collect();
+    assert_eq!(evaluations.len(), wanted.len(), "{stdout}");
+    for (line, want) in evaluations.iter().zip(&wanted) {
+        assert!(line.starts_with(want.as_str()), "{line} / {want}");
+    }
+    // A bundle every 40 updates after the untrained v1 (v2, v3), and the last one (v4).
     assert!(
         stdout.contains("policies published this session: v1 v2 v3 v4,"),
         "{stdout}"
     );
+    // Each once the updates its env steps call for are done, after 40 and 80 updates.
+    let published: Vec<(u64, u64)> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("published policy v"))
+        .map(|l| {
+            let words: Vec<&str> = l.split(' ').collect();
+            let env_steps = words[4].trim_start_matches('(');
+            (words[2].parse().unwrap(), env_steps.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(published.len(), 4, "{stdout}");
+    for ((updates, env_steps), range) in published[1..3].iter().zip([40..80, 80..120]) {
+        assert!(range.contains(updates), "{stdout}");
+        assert_eq!(*updates, due(*env_steps), "{stdout}");
+    }
 
     // The broker's version record names the newest bundle; a device trusting the learner's
     // key fetches and verifies it.
@@ -177,7 +212,7 @@ fn a_learner_trains_on_uploaded_episodes_and_publishes_signed_bundles() {
 
     // More episodes later: the learner resumes and takes only the new ones.
     setup.upload(&["d1"], 8..12);
-    let resumed = setup.learn(&["--resume"], None);
+    let resumed = setup.learn(&[&["--resume"], &ratio[..]].concat(), None);
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
     assert_eq!(setup.state()["episodes"], 20);
     assert_eq!(setup.replay_files(), 20);
@@ -218,10 +253,10 @@ fn a_learner_killed_while_saving_or_confirming_resumes_with_every_episode_once()
     for point in ["ep000003.taken:1", "checkpoint:10"] {
         let setup = Setup::new();
         setup.upload(&["d1"], 0..12);
-        let killed = setup.learn(&[], Some(point));
+        let killed = setup.learn(&["--publish-every", "10"], Some(point));
         let stderr = text(&killed.stderr);
         assert_eq!(killed.status.signal(), Some(6), "{point}: {stderr}");
-        let resumed = setup.learn(&["--resume"], None);
+        let resumed = setup.learn(&["--resume", "--publish-every", "10"], None);
         assert!(
             resumed.status.success(),
             "{point}: {}",
