@@ -24,7 +24,8 @@ pub fn on_signals() {
     }
 }
 
-/// Whether a stop was asked for.
+/// Whether a stop was asked for (`run` polls it; `serve` hands the flag to the library).
+#[cfg(feature = "sim")]
 pub fn requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
