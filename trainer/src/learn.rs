@@ -50,6 +50,8 @@ const UPDATES_PER_ROUND: u64 = 5;
 /// Closed-loop steps of the reference the exporter verifies each bundle against.
 const REFERENCE_STEPS: usize = 500;
 const REFERENCE_CASES: i64 = 16;
+/// Pause between two tries to reach a broker that did not answer.
+const BROKER_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LearnError {
@@ -175,6 +177,8 @@ struct Learner<'a> {
     waiting: VecDeque<(EpisodeId, Episode)>,
     /// What waits for the learner to catch up with its updates.
     due: Due,
+    /// The broker did not answer the last poll (said once per outage).
+    broker_down: bool,
     /// The update count of this session's last published bundle.
     published_at: Option<u64>,
     summary: LearnSummary,
@@ -193,6 +197,7 @@ impl<'a> Learner<'a> {
             in_replay: BTreeSet::new(),
             waiting: VecDeque::new(),
             published_at: None,
+            broker_down: false,
             due: Due::default(),
             summary: LearnSummary::default(),
         }
@@ -299,13 +304,13 @@ impl<'a> Learner<'a> {
             }
             if caught_up && self.due.publish {
                 self.due.publish = false;
-                self.publish()?;
+                self.publish_or_warn()?;
             }
         }
         self.save_checkpoint()?;
         // The session's last updates reach the devices too.
         if self.published_at != Some(self.state.updates) && session_updates > 0 {
-            self.publish()?;
+            self.publish_or_warn()?;
         }
         run::finish_run(&self.logger, &options.run.logdir, &self.summary.curve);
         self.summary.env_steps = self.state.env_steps;
@@ -321,7 +326,24 @@ impl<'a> Learner<'a> {
     /// episodes added. What is not taken waits in the inbox or in the stream.
     fn take(&mut self, wait: Duration) -> Result<usize, LearnError> {
         if self.waiting.is_empty() {
-            let report = self.ingest.poll(POLL_BATCH, wait)?;
+            // The broker down or restarting: training goes on with what replay holds and the
+            // intake retries (the client reconnects; what was not acknowledged comes again).
+            let report = match self.ingest.poll(POLL_BATCH, wait) {
+                Ok(report) => {
+                    if std::mem::take(&mut self.broker_down) {
+                        self.logger.println("broker reachable again".to_string());
+                    }
+                    report
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut self.broker_down, true) {
+                        self.logger
+                            .println(format!("warning: taking episodes failed: {e}; retrying"));
+                    }
+                    std::thread::sleep(BROKER_RETRY);
+                    return Ok(0);
+                }
+            };
             self.summary.duplicates += report.duplicates.len() as u64;
             self.summary.rejected += report.rejected.len() as u64;
             for (id, why) in &report.rejected {
@@ -407,6 +429,22 @@ impl<'a> Learner<'a> {
             self.in_replay.remove(id);
         }
         Ok(())
+    }
+
+    /// [`Learner::publish`], where a broker that cannot take the bundle now is reported and
+    /// the next bundle tried after `--publish-every` more updates (the exported bundle stays
+    /// in `bundles/`); an export that fails is an error.
+    fn publish_or_warn(&mut self) -> Result<(), LearnError> {
+        match self.publish() {
+            Err(LearnError::Online(e)) => {
+                self.logger.println(format!(
+                    "warning: publishing failed: {e}; the next bundle follows after {} more updates",
+                    self.options.publish_every
+                ));
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Exports the saved checkpoint, verified and signed, into `bundles/v<version>` and

@@ -64,6 +64,13 @@ impl Setup {
     }
 
     fn learn(&self, extra: &[&str], fault: Option<&str>) -> Output {
+        let mut command = self.command(extra, fault);
+        command.args(["--idle-stop-s", "1.5"]);
+        command.output().unwrap()
+    }
+
+    /// `dreamer learn` on the tiny configuration with the learner's credentials.
+    fn command(&self, extra: &[&str], fault: Option<&str>) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dreamer"));
         command
             .env_remove("RUST_BACKTRACE")
@@ -73,7 +80,6 @@ impl Setup {
         command.arg(self.logdir());
         command.args(["--broker", &self.server.url(), "--nats-user", LEARNER_USER]);
         command.arg("--sign-key").arg(&self.secret);
-        command.args(["--idle-stop-s", "1.5"]);
         for set in TINY_SETS
             .iter()
             .chain(&["eval.every=400", "log.checkpoint_every=400"])
@@ -84,7 +90,7 @@ impl Setup {
         if let Some(point) = fault {
             command.env(FAULT_ENV, point);
         }
-        command.output().unwrap()
+        command
     }
 
     fn state(&self) -> serde_json::Value {
@@ -271,4 +277,29 @@ fn a_learner_killed_while_saving_or_confirming_resumes_with_every_episode_once()
             "{point}: an episode lost or twice"
         );
     }
+}
+
+#[test]
+fn a_learner_rides_out_a_broker_restart() {
+    let mut setup = Setup::new();
+    setup.upload(&["d1"], 0..6);
+    let child = setup
+        .command(&["--idle-stop-s", "8"], None)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    // The broker goes away for 2 s and comes back on its port with its store.
+    let port = setup.server.port;
+    setup.server.kill();
+    std::thread::sleep(Duration::from_millis(2000));
+    setup.server = NatsServer::start_on(&setup.dir.path().join("broker"), port);
+    setup.upload(&["d1"], 6..12);
+    let output = child.wait_with_output().unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    // The client reconnects by itself: the outage only delays the second half.
+    assert_eq!(setup.state()["episodes"], 12, "{stdout}");
+    assert_eq!(replay_contents(&setup.logdir()), expected(0..12));
 }
