@@ -9,7 +9,7 @@ mod udp;
 mod world;
 
 pub use dreamer_firmware::{DatagramLink, Link, StreamLink};
-pub use peripherals::{HostClock, SharedWorld, SimDirection, SimI2c, SimPwm, SimSpi};
+pub use peripherals::{HostClock, SharedWorld, SimDirection, SimI2c, SimPwm, SimRewards, SimSpi};
 pub use serial::PtySerial;
 pub use udp::{HostUdp, HostUdpSocket};
 pub use world::{MAX_DUTY, SimWorld};
@@ -179,7 +179,7 @@ impl embedded_hal::delay::DelayNs for InputWait {
 
 /// The firmware core wired to simulated peripherals and a link (serial port or UDP).
 pub struct HostFirmware<L> {
-    firmware: Firmware<SimI2c, SimSpi, SimPwm, SimDirection, L>,
+    firmware: Firmware<SimI2c, SimSpi, SimPwm, SimDirection, L, SimRewards>,
     world: SharedWorld,
     clock: HostClock,
     input_wait: InputWait,
@@ -212,7 +212,13 @@ impl<L: Link> HostFirmware<L> {
         );
         let motor = Motor::new(SimPwm::new(world.clone()), SimDirection::new(world.clone()));
         Ok(Self {
-            firmware: Firmware::new(config, sensors, motor, link),
+            firmware: Firmware::with_rewards(
+                config,
+                sensors,
+                motor,
+                link,
+                SimRewards::new(world.clone()),
+            ),
             world,
             clock: HostClock::new(start),
             input_wait: InputWait::default(),
@@ -227,7 +233,7 @@ impl<L: Link> HostFirmware<L> {
         self.world.clone()
     }
 
-    pub fn firmware(&self) -> &Firmware<SimI2c, SimSpi, SimPwm, SimDirection, L> {
+    pub fn firmware(&self) -> &Firmware<SimI2c, SimSpi, SimPwm, SimDirection, L, SimRewards> {
         &self.firmware
     }
 

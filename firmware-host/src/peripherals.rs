@@ -10,7 +10,10 @@ use embedded_hal::i2c::{self, I2c, NoAcknowledgeSource};
 use embedded_hal::pwm::{self, SetDutyCycle};
 use embedded_hal::spi::{self, Operation, SpiDevice};
 
-use dreamer_firmware::{COUNTER_READ, Clock, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS};
+use dreamer_firmware::{
+    COUNTER_READ, Clock, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, Rewards,
+};
+use dreamer_wire::EpisodeStep;
 
 use crate::world::{MAX_DUTY, SimWorld};
 
@@ -22,6 +25,25 @@ fn lock(world: &SharedWorld) -> MutexGuard<'_, SimWorld> {
     world
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The task's reward and episode boundaries, straight from the simulated plant: the reward
+/// sensor of a robot whose reward is its task's.
+#[derive(Clone)]
+pub struct SimRewards {
+    world: SharedWorld,
+}
+
+impl SimRewards {
+    pub fn new(world: SharedWorld) -> Self {
+        Self { world }
+    }
+}
+
+impl Rewards for SimRewards {
+    fn since_last_sample(&mut self) -> EpisodeStep {
+        lock(&self.world).take_episode_step()
+    }
 }
 
 /// The wall clock, from the same origin as the world's physics time.

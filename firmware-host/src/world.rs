@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use dreamer_firmware::{ENCODER_COUNTS, TaskLayout};
 use dreamer_tasks::{Env, EnvOptions, ObsMode};
-use dreamer_wire::plant_state;
+use dreamer_wire::{EpisodeStep, plant_state};
 
 use crate::HostError;
 
@@ -42,6 +42,8 @@ pub struct SimWorld {
     command_log: VecDeque<(u64, f32)>,
     /// Where the physical state is published after every physics step, for a camera.
     state_file: Option<StateFile>,
+    /// What the firmware's reward source has not yet reported.
+    unreported: EpisodeStep,
 }
 
 /// A plant state record file, rewritten in place (one `pwrite` per publication).
@@ -120,6 +122,7 @@ impl SimWorld {
             physics_steps: 0,
             command_log: VecDeque::from([(0, 0.0)]),
             state_file: None,
+            unreported: EpisodeStep::default(),
         })
     }
 
@@ -138,6 +141,7 @@ impl SimWorld {
         self.episodes_started = 1;
         self.episode_return = 0.0;
         self.completed_returns.clear();
+        self.unreported = new_episode();
         self.publish_state();
     }
 
@@ -172,7 +176,11 @@ impl SimWorld {
                 .step(&command)
                 .expect("motor command is a valid action");
             self.episode_return += step.reward;
+            self.unreported.reward += step.reward as f32;
+            // The plant resets at once, so its terminal state is never sampled: the firmware
+            // reports the next observation as the start of a new episode.
             if step.terminated || step.truncated {
+                self.unreported = new_episode();
                 self.completed_returns.push(self.episode_return);
                 self.episode_return = 0.0;
                 self.env
@@ -183,6 +191,12 @@ impl SimWorld {
         if self.physics_steps != steps_before {
             self.publish_state();
         }
+    }
+
+    /// The reward accrued and whether a new episode started since the previous call (the
+    /// simulated robot's reward source; the plant is not advanced, the sensors just did).
+    pub fn take_episode_step(&mut self) -> EpisodeStep {
+        std::mem::take(&mut self.unreported)
     }
 
     /// The normalised command the driver applies: duty fraction, signed by the direction pin.
@@ -269,6 +283,15 @@ impl SimWorld {
     }
 }
 
+/// What a new episode has accrued before any physics step.
+fn new_episode() -> EpisodeStep {
+    EpisodeStep {
+        reward: 0.0,
+        first: true,
+        terminal: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -303,6 +326,26 @@ mod tests {
         let restarted = plant_state::decode(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(&restarted.values[..], &initial[..]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_reward_source_reports_rewards_since_its_last_read_and_each_new_episode() {
+        let start = Instant::now() + Duration::from_secs(3600);
+        // Pendulum: 200 steps of 50 ms, so an episode lasts 10 s.
+        let mut world = SimWorld::new("pendulum", 1, 20_000.0, start).unwrap();
+        world.advance_to(4.0);
+        let step = world.take_episode_step();
+        assert!(!step.first && !step.terminal);
+        assert!((f64::from(step.reward) - world.episode_return()).abs() < 1e-3);
+        assert!(step.reward < 0.0);
+        assert_eq!(world.take_episode_step(), EpisodeStep::default());
+        world.advance_to(11.0);
+        let step = world.take_episode_step();
+        assert_eq!(world.completed_returns().len(), 1);
+        assert!(step.first, "the episode ended at 10 s");
+        assert!((f64::from(step.reward) - world.episode_return()).abs() < 1e-3);
+        world.restart_episodes();
+        assert_eq!(world.take_episode_step(), new_episode());
     }
 
     /// The sensor pipeline (quantised counts over the simulated buses) reproduces the task's

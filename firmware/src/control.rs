@@ -7,8 +7,9 @@
 //! (safe mode); the first on-time valid action afterwards clears the fault and drives again.
 
 use dreamer_wire::{
-    Action, FaultKind, FaultReport, FirmwareStats, HandshakeResult, Heartbeat, Hello, HelloAck,
-    LinkCounters, MAX_ACTION, MAX_TASK_NAME, Message, Mode, Observation, PROTOCOL_VERSION,
+    Action, EpisodeStep, FaultKind, FaultReport, FirmwareStats, HandshakeResult, Heartbeat, Hello,
+    HelloAck, LinkCounters, MAX_ACTION, MAX_TASK_NAME, Message, Mode, Observation,
+    PROTOCOL_VERSION,
 };
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
@@ -20,6 +21,7 @@ use heapless::{String, Vec};
 use crate::latency::LatencyHistogram;
 use crate::link::Link;
 use crate::motor::Motor;
+use crate::rewards::{NoRewards, Rewards};
 use crate::sensors::Sensors;
 
 /// A monotonic microsecond clock (a hardware timer on a microcontroller).
@@ -44,12 +46,15 @@ pub struct Config {
     pub poll_interval_us: u32,
 }
 
-/// The firmware: sensors, motor and link of one task.
-pub struct Firmware<I2C, SPI, PWM, DIR, L> {
+/// The firmware: sensors, motor, link and reward source of one task.
+pub struct Firmware<I2C, SPI, PWM, DIR, L, R = NoRewards> {
     config: Config,
     sensors: Sensors<I2C, SPI>,
     motor: Motor<PWM, DIR>,
     link: L,
+    rewards: R,
+    /// Measured since the last observation sent (a sensor failure sends none).
+    unsent_step: EpisodeStep,
     mode: Mode,
     /// Sequence number of the latest observation.
     seq: u32,
@@ -79,7 +84,7 @@ pub struct Firmware<I2C, SPI, PWM, DIR, L> {
     period_jitter: LatencyHistogram,
 }
 
-impl<I2C, SPI, PWM, DIR, L> Firmware<I2C, SPI, PWM, DIR, L>
+impl<I2C, SPI, PWM, DIR, L> Firmware<I2C, SPI, PWM, DIR, L, NoRewards>
 where
     I2C: I2c,
     SPI: SpiDevice,
@@ -87,18 +92,42 @@ where
     DIR: OutputPin,
     L: Link,
 {
-    /// Starts with the motor off, waiting for a handshake.
+    /// Starts with the motor off, waiting for a handshake; measures no reward.
     pub fn new(
         config: Config,
         sensors: Sensors<I2C, SPI>,
         motor: Motor<PWM, DIR>,
         link: L,
     ) -> Self {
+        Firmware::with_rewards(config, sensors, motor, link, NoRewards)
+    }
+}
+
+impl<I2C, SPI, PWM, DIR, L, R> Firmware<I2C, SPI, PWM, DIR, L, R>
+where
+    I2C: I2c,
+    SPI: SpiDevice,
+    PWM: SetDutyCycle,
+    DIR: OutputPin,
+    L: Link,
+    R: Rewards,
+{
+    /// Starts with the motor off, waiting for a handshake; each observation carries what
+    /// `rewards` measured since the previous one.
+    pub fn with_rewards(
+        config: Config,
+        sensors: Sensors<I2C, SPI>,
+        motor: Motor<PWM, DIR>,
+        link: L,
+        rewards: R,
+    ) -> Self {
         let mut firmware = Self {
             config,
             sensors,
             motor,
             link,
+            rewards,
+            unsent_step: EpisodeStep::default(),
             mode: Mode::AwaitingHandshake,
             seq: 0,
             deadline_us: 0,
@@ -227,16 +256,27 @@ where
         bump(&mut self.stats.ticks);
         // Sampled in every mode so velocity estimates are valid right after a handshake.
         let sample = self.sensors.sample(now);
+        // Read every tick, so that a session's first observation carries only what happened
+        // since the tick before it; what a tick without an observation measured goes with
+        // the next one.
+        let step = self.rewards.since_last_sample();
+        if self.mode == Mode::AwaitingHandshake {
+            self.unsent_step = EpisodeStep::default();
+        } else {
+            self.unsent_step = self.unsent_step.followed_by(step);
+        }
         if self.mode != Mode::AwaitingHandshake {
             self.seq = self.seq.wrapping_add(1);
             // A tick without an observation cannot be answered: it counts as a miss.
             self.awaiting_action = true;
             match sample {
                 Ok(values) => {
+                    let step = core::mem::take(&mut self.unsent_step);
                     self.send(&Message::Observation(Observation {
                         seq: self.seq,
                         timestamp_us: now,
                         values,
+                        step,
                     }));
                     bump(&mut self.stats.observations_sent);
                 }
@@ -354,6 +394,7 @@ where
             protocol_version: PROTOCOL_VERSION,
             task: self.config.task.clone(),
             layout,
+            rewards: R::MEASURED,
         }));
     }
 

@@ -7,12 +7,12 @@ use std::rc::Rc;
 use std::vec::Vec as StdVec;
 
 use dreamer_firmware::{
-    Clock, Config, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, Firmware, Motor, Sensors,
+    Clock, Config, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, Firmware, Motor, Rewards, Sensors,
     StreamLink, TaskLayout,
 };
 use dreamer_wire::{
-    Action, FaultKind, FaultReport, FrameDecoder, HandshakeResult, Hello, Layout, MAX_FRAME,
-    Message, Mode, PROTOCOL_VERSION, encode_frame,
+    Action, EpisodeStep, FaultKind, FaultReport, FrameDecoder, HandshakeResult, Hello, Layout,
+    MAX_FRAME, Message, Mode, PROTOCOL_VERSION, encode_frame,
 };
 use embedded_hal::delay::DelayNs;
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, State, Transaction as PinTx};
@@ -244,7 +244,9 @@ fn actions_hold_then_safe_state_then_recovery() {
     serial.send_at(11_000, &action(1, &[0.5]));
     fw.tick(&mut clock.clone(), &mut clock);
     let sent = serial.sent(&mut peer);
-    assert!(matches!(&sent[0], Message::HelloAck(a) if a.result == HandshakeResult::Accepted));
+    assert!(
+        matches!(&sent[0], Message::HelloAck(a) if a.result == HandshakeResult::Accepted && !a.rewards)
+    );
     assert_eq!(observation_seqs(&sent), [1]);
     assert_eq!(fw.command(), [0.5]);
 
@@ -418,6 +420,95 @@ fn sensor_failures_are_reported_and_lead_to_the_safe_state() {
     assert_eq!(fw.stats().sensor_errors, 2);
     assert_eq!(fw.mode(), Mode::Safe);
     finish(fw);
+}
+
+/// A reward source that reports a scripted step per tick.
+struct ScriptedRewards(VecDeque<EpisodeStep>);
+
+impl Rewards for ScriptedRewards {
+    fn since_last_sample(&mut self) -> EpisodeStep {
+        self.0.pop_front().expect("a step scripted for every tick")
+    }
+}
+
+fn step(reward: f32, first: bool) -> EpisodeStep {
+    EpisodeStep {
+        reward,
+        first,
+        terminal: false,
+    }
+}
+
+#[test]
+fn observations_carry_what_the_reward_source_measured_since_the_last_one_sent() {
+    let failing = I2cTx::write_read(
+        ENCODER_BASE_ADDRESS,
+        vec![ENCODER_ANGLE_REGISTER],
+        vec![0, 0],
+    )
+    .with_error(embedded_hal::i2c::ErrorKind::Bus);
+    let mut i2c = encoder_reads(2);
+    i2c.push(failing);
+    i2c.extend(encoder_reads(1));
+    let mut clock = SimClock::default();
+    let serial = ScriptedSerial {
+        clock: clock.clone(),
+        rx: Rc::default(),
+        tx: Rc::default(),
+    };
+    let sensors = Sensors::new(
+        TaskLayout::Pendulum,
+        I2cMock::new(&i2c),
+        SpiMock::new(&[]),
+        1.0,
+    );
+    let off = [PwmTx::set_duty_cycle(0), PwmTx::set_duty_cycle(0)];
+    let motor = Motor::new(PwmMock::new(&off), PinMock::new(&[]));
+    let script = [
+        step(5.0, true),   // before the session: not sent
+        step(1.0, false),  // observation 1
+        step(0.5, true),   // a new episode on a tick whose sensors failed ...
+        step(0.25, false), // ... goes out with observation 2
+    ];
+    let mut fw = Firmware::with_rewards(
+        config(10),
+        sensors,
+        motor,
+        StreamLink::new(serial.clone()),
+        ScriptedRewards(script.into()),
+    );
+    let mut peer = FrameDecoder::new();
+    serial.send_at(
+        0,
+        &hello(
+            "pendulum",
+            TaskLayout::Pendulum.wire_layout(),
+            PROTOCOL_VERSION,
+        ),
+    );
+    for _ in 0..4 {
+        fw.tick(&mut clock.clone(), &mut clock);
+    }
+    let sent = serial.sent(&mut peer);
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::HelloAck(a) if a.rewards))
+    );
+    let steps: StdVec<(u32, EpisodeStep)> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Observation(o) => Some((o.seq, o.step)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, [(1, step(1.0, false)), (3, step(0.75, true))]);
+    let (sensors, motor, _) = fw.shutdown();
+    let (mut i2c, mut spi) = sensors.release();
+    let (mut pwm, mut pin) = motor.release();
+    i2c.done();
+    spi.done();
+    pwm.done();
+    pin.done();
 }
 
 #[test]

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use dreamer_hil::pty::Pty;
 use dreamer_hil::{Direction, FaultRates, Injected, Ledger, Proxy, Reconciliation};
 use dreamer_wire::{
-    Action, FrameDecoder, Hello, Layout, LinkCounters, MAX_FRAME, MAX_RAW, Message, Observation,
-    PROTOCOL_VERSION, encode_datagram, encode_frame,
+    Action, EpisodeStep, FrameDecoder, Hello, Layout, LinkCounters, MAX_FRAME, MAX_RAW, Message,
+    Observation, PROTOCOL_VERSION, encode_datagram, encode_frame,
 };
 
 fn open_slave(pty: &Pty) -> File {
@@ -35,6 +35,7 @@ fn observation(seq: u32) -> Message {
         seq,
         timestamp_us: u64::from(seq) * 20_000,
         values: heapless::Vec::from_slice(&[0.1, -0.2, 0.3, 0.4, seq as f32]).unwrap(),
+        step: EpisodeStep::default(),
     })
 }
 

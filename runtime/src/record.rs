@@ -145,6 +145,14 @@ impl Recorder {
         Ok(())
     }
 
+    /// Whether the episode being recorded holds `max_steps` steps (a further step would be
+    /// counted as truncated, not stored).
+    pub fn full(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|r| r.episode.len() >= self.max_steps)
+    }
+
     /// Starts recording a new episode (an unfinished one is handed over first). Without a
     /// free buffer the episode is not recorded and counted as dropped.
     pub fn begin(&mut self) {

@@ -9,7 +9,10 @@
 //! Every frame error is counted by the [`FrameDecoder`]; heartbeats and fault reports are
 //! logged. For a pixel policy, a [`Camera`] renders the plant's published state; it is part
 //! of the simulation (`sim` feature), so a build without it serves state policies only.
+//! A firmware that measures rewards reports its episodes; serving follows them, records
+//! them and switches policies between them ([`Experience`]).
 
+mod episodes;
 mod link;
 mod sim;
 
@@ -23,12 +26,14 @@ use dreamer_bundle::Manifest;
 use dreamer_cli::errln;
 pub use dreamer_wire::report::{ServeEnd, ServeSummary};
 use dreamer_wire::{
-    Action, FaultReport, FrameDecoder, HandshakeResult, Hello, HelloAck, Layout, MAX_ACTION,
-    MAX_TASK_NAME, Message, PROTOCOL_VERSION,
+    Action, EpisodeStep, FaultReport, FrameDecoder, HandshakeResult, Hello, HelloAck, Layout,
+    MAX_ACTION, MAX_TASK_NAME, Message, PROTOCOL_VERSION,
 };
 
 use crate::agent::{Agent, Observation};
 use crate::control::LatencyRecorder;
+use episodes::EpisodeTracker;
+pub use episodes::{Experience, NextPolicy};
 pub use link::LinkSpec;
 use link::ServeLink;
 pub use sim::Camera;
@@ -124,6 +129,10 @@ pub enum ServeError {
     Layout(String),
     #[error("camera: {0}")]
     Camera(String),
+    #[error(
+        "the firmware measures no rewards or episodes (its handshake answer says so): recording experience and following policies need them"
+    )]
+    NoRewards,
 }
 
 /// The handshake this policy sends: the task and the state layout the firmware must
@@ -186,7 +195,8 @@ impl ServeError {
             | ServeError::Bind { .. }
             | ServeError::Udp { .. }
             | ServeError::Layout(_)
-            | ServeError::Camera(_) => ServeEnd::Error,
+            | ServeError::Camera(_)
+            | ServeError::NoRewards => ServeEnd::Error,
         }
     }
 }
@@ -203,11 +213,13 @@ struct Meters {
 
 /// Serves the firmware on `options.link` until `stop` is set; returns what happened. On
 /// failure (hang-up, refused handshake, handshake timeout, I/O error) the summary up to the
-/// failure comes with the error.
+/// failure comes with the error. The episode in progress at the end is recorded as far as it
+/// got.
 pub fn serve(
     agent: &mut Agent,
     options: &ServeOptions,
     stop: &AtomicBool,
+    experience: Experience<'_>,
 ) -> Result<ServeSummary, ServeFailure> {
     let started = Instant::now();
     let mut summary = ServeSummary {
@@ -216,7 +228,17 @@ pub fn serve(
         ..ServeSummary::default()
     };
     let mut meters = Meters::default();
-    let outcome = run_session(agent, options, stop, started, &mut summary, &mut meters);
+    let mut episodes = EpisodeTracker::new(experience, agent.manifest().action.size as usize);
+    let outcome = run_session(
+        agent,
+        options,
+        stop,
+        started,
+        &mut summary,
+        &mut meters,
+        &mut episodes,
+    );
+    episodes.close(None);
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.frame_errors = *meters.decoder.counters();
     summary.inference = meters.inference.summary();
@@ -250,6 +272,7 @@ fn run_session(
     started: Instant,
     summary: &mut ServeSummary,
     meters: &mut Meters,
+    episodes: &mut EpisodeTracker<'_>,
 ) -> Result<(), ServeError> {
     let manifest = agent.manifest().clone();
     meters.camera = Camera::open_for(&manifest, options)?;
@@ -284,6 +307,8 @@ fn run_session(
 
         // Everything waiting, so that only the newest observation is answered.
         let mut newest = None;
+        // The episode steps of every observation in the batch, the skipped ones included.
+        let mut batch_step: Option<EpisodeStep> = None;
         let mut batch_observations = 0u64;
         let mut received_at = None;
         let mut hung_up = false;
@@ -304,12 +329,21 @@ fn run_session(
             match message {
                 Message::Observation(o) if accepted => {
                     batch_observations += 1;
+                    batch_step = Some(match batch_step {
+                        Some(earlier) => earlier.followed_by(o.step),
+                        None => o.step,
+                    });
                     newest = Some(o);
                 }
                 Message::Observation(_) => summary.observations_before_session += 1,
                 Message::HelloAck(ack) => {
                     // A repeated acknowledgement (of a repeated hello) keeps the episode.
                     if handle_ack(&ack, &hello, &mut accepted, summary, started)? {
+                        if episodes.needs_rewards() && !ack.rewards {
+                            return Err(ServeError::NoRewards);
+                        }
+                        summary.firmware_rewards = ack.rewards;
+                        episodes.session_opened(ack.rewards);
                         agent.reset();
                     }
                 }
@@ -358,6 +392,14 @@ fn run_session(
         state.clear();
         state.extend_from_slice(&observation.values);
         let pixels = meters.camera.as_mut().map(|c| c.capture());
+        episodes.observe(
+            agent,
+            batch_step.unwrap_or_default(),
+            if uses_state { &state } else { &[] },
+            pixels.unwrap_or_default(),
+            &hello,
+            summary,
+        );
         let step_started = Instant::now();
         let outcome = agent.step(&Observation {
             state: uses_state.then_some(&state[..]),
@@ -367,6 +409,7 @@ fn run_session(
         if outcome.is_err() {
             summary.agent_faults += 1;
         }
+        episodes.answered(agent.action());
         action_values.clear();
         for &value in agent.action().iter().take(MAX_ACTION) {
             // Cannot fail: at most MAX_ACTION values are taken.

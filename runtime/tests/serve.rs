@@ -14,7 +14,8 @@ use dreamer_export::{ExportOptions, export};
 #[cfg(feature = "sim")]
 use dreamer_runtime::serve::Camera;
 use dreamer_runtime::serve::{
-    LinkSpec, ServeEnd, ServeError, ServeFailure, ServeOptions, ServeSummary, serve,
+    Experience, LinkSpec, NextPolicy, ServeEnd, ServeError, ServeFailure, ServeOptions,
+    ServeSummary, serve,
 };
 use dreamer_runtime::{Agent, AgentOptions};
 use dreamer_wire::HandshakeResult;
@@ -129,7 +130,12 @@ fn against_firmware(
             )
         }
     };
-    let outcome = serve(&mut agent, &ServeOptions::on(link), &stop);
+    let outcome = serve(
+        &mut agent,
+        &ServeOptions::on(link),
+        &stop,
+        Experience::default(),
+    );
     stop.store(true, Ordering::Relaxed);
     let summary = firmware.join().unwrap();
     (outcome, summary)
@@ -246,7 +252,13 @@ fn a_pixel_policy_needs_a_readable_camera_state() {
     let bundle = pixel_bundle(tmp.path());
     let mut agent = Agent::load(&bundle, AgentOptions::default()).unwrap();
     let stop = AtomicBool::new(true);
-    let failure = serve(&mut agent, &ServeOptions::new("/dev/null".into()), &stop).unwrap_err();
+    let failure = serve(
+        &mut agent,
+        &ServeOptions::new("/dev/null".into()),
+        &stop,
+        Experience::default(),
+    )
+    .unwrap_err();
     assert_eq!(failure.summary.end, ServeEnd::Error);
     let error = failure.error;
     assert!(error.to_string().contains("--camera-state"), "{error}");
@@ -267,7 +279,9 @@ fn without_the_simulation_a_pixel_policy_is_refused_naming_the_feature() {
     let stop = AtomicBool::new(true);
     let mut options = ServeOptions::new("/dev/null".into());
     options.camera_state = Some(tmp.path().join("plant.state"));
-    let error = serve(&mut agent, &options, &stop).unwrap_err().error;
+    let error = serve(&mut agent, &options, &stop, Experience::default())
+        .unwrap_err()
+        .error;
     assert!(
         matches!(error, ServeError::Camera(_)) && error.to_string().contains("`sim`"),
         "{error}"
@@ -294,8 +308,11 @@ fn the_summary_keeps_its_json_field_names() {
             "elapsed_s",
             // Added later: how serving ended, and the error when it failed.
             "end",
+            // Added with protocol 2: the firmware's episodes.
+            "episode_returns",
             "error",
             "fault_reports",
+            "firmware_rewards",
             "frame_errors",
             "heartbeats",
             "hello_sent",
@@ -303,6 +320,7 @@ fn the_summary_keeps_its_json_field_names() {
             "last_mode",
             "observations",
             "observations_before_session",
+            "policy_switches",
             "port",
             "service",
             "session_opened_s",
@@ -390,6 +408,7 @@ fn a_hang_up_ends_serving_with_its_summary() {
         &mut agent,
         &ServeOptions::new(port),
         &AtomicBool::new(false),
+        Experience::default(),
     );
     let firmware = firmware.join().unwrap();
     let ServeFailure { error, summary } = outcome.unwrap_err();
@@ -675,4 +694,158 @@ mod binary {
             "{summary:?}"
         );
     }
+}
+
+/// A recorder into `spool` for the pendulum fixture's policy.
+fn pendulum_recorder(spool: &Path) -> dreamer_runtime::record::Recorder {
+    dreamer_runtime::record::Recorder::start(dreamer_runtime::record::RecordOptions {
+        spool: spool.to_path_buf(),
+        device: "bench".into(),
+        policy: "p0".into(),
+        layout: pendulum_layout(),
+        max_steps: 1001,
+        buffers: 2,
+    })
+    .unwrap()
+}
+
+fn pendulum_layout() -> dreamer_episode::Layout {
+    dreamer_episode::Layout {
+        action: 1,
+        state: 3,
+        pixels: false,
+    }
+}
+
+#[test]
+fn the_episodes_a_firmware_reports_are_followed_returned_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle(tmp.path(), &Spec::state());
+    let mut agent = Agent::load(&bundle, AgentOptions::default()).unwrap();
+    let spool = tmp.path().join("spool");
+    let mut recorder = pendulum_recorder(&spool);
+    // Pendulum episodes last 10 s of plant time (200 steps of 50 ms): one ends, the next is
+    // cut when serving stops.
+    let options = SimOptions {
+        rate_hz: 20.0,
+        episode_at_handshake: true,
+        ..SimOptions::new("pendulum")
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (robot, runtime, firmware_addr) = udp_robot(options);
+    let firmware = in_thread(robot, 11.5, &stop);
+    let link = LinkSpec::Udp {
+        bind: runtime,
+        peer: firmware_addr,
+    };
+    // A followed policy that arrives during the first episode: the agent switches at the
+    // next episode start, whose episodes are recorded under its id.
+    let mut asked = 0;
+    let mut next_policy = || {
+        asked += 1;
+        (asked == 2).then(|| NextPolicy {
+            agent: Agent::load(&bundle, AgentOptions::default()).unwrap(),
+            policy_id: "p1".into(),
+            label: "v1".into(),
+        })
+    };
+    let experience = Experience {
+        recorder: Some(&mut recorder),
+        next_policy: Some(&mut next_policy),
+    };
+    let served = serve(&mut agent, &ServeOptions::on(link), &stop, experience).unwrap();
+    let firmware = firmware.join().unwrap();
+    let (counters, written) = recorder.finish().unwrap();
+
+    assert!(served.firmware_rewards);
+    assert_eq!(firmware.completed_episode_returns.len(), 1, "{firmware:?}");
+    assert_eq!(served.episode_returns.len(), 1, "{served:?}");
+    // The plant's own return, less what no observation carried: the reward accrued between
+    // the last observation and the reset, and before the new episode's first observation
+    // (a physics step each, at most 16.3 in magnitude on pendulum).
+    let (ours, plant) = (
+        served.episode_returns[0],
+        firmware.completed_episode_returns[0],
+    );
+    assert!(
+        ours < 0.0 && (ours - plant).abs() <= 33.0,
+        "{ours} vs {plant}"
+    );
+    assert_eq!((counters.recorded, written.written.len()), (2, 2));
+    assert_eq!((asked, served.policy_switches), (2, 1));
+
+    let files = |policy: &str| dreamer_episode::list(&spool.join("bench").join(policy)).unwrap();
+    let (before, after) = (files("p0"), files("p1"));
+    assert_eq!((before.len(), after.len()), (1, 1));
+    assert_eq!(dreamer_episode::file_index(&before[0]), Some(0));
+    assert_eq!(dreamer_episode::file_index(&after[0]), Some(1));
+    let first = dreamer_episode::load(&before[0], pendulum_layout()).unwrap();
+    // One observation per tick of the episode's 10 s at 20 Hz, give or take a stale one.
+    assert!((180..=202).contains(&first.len()), "{}", first.len());
+    assert_eq!(first.action[0], 0.0);
+    assert_eq!(first.reward[0], 0.0);
+    assert!(first.discount.iter().all(|&d| d == 1.0));
+    assert!(first.action.iter().all(|a| a.abs() <= 1.0));
+    assert!((first.total_reward() - ours).abs() < 1e-2);
+}
+
+#[test]
+fn recording_refuses_a_firmware_that_measures_no_rewards() {
+    use dreamer_wire::{
+        HelloAck, MAX_RAW, Message, PROTOCOL_VERSION, decode_datagram, encode_datagram,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle(tmp.path(), &Spec::state());
+    let mut agent = Agent::load(&bundle, AgentOptions::default()).unwrap();
+    let mut recorder = pendulum_recorder(&tmp.path().join("spool"));
+    // A firmware that accepts any hello and says it measures no rewards.
+    let firmware = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    firmware
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let firmware_addr = firmware.local_addr().unwrap();
+    let runtime = free_udp_address();
+    let answering = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (len, from) = firmware.recv_from(&mut buf).unwrap();
+        let Ok(Message::Hello(hello)) = decode_datagram(&buf[..len]) else {
+            panic!("expected a hello");
+        };
+        let ack = Message::HelloAck(HelloAck {
+            result: dreamer_wire::HandshakeResult::Accepted,
+            protocol_version: PROTOCOL_VERSION,
+            task: hello.task,
+            layout: hello.layout,
+            rewards: false,
+        });
+        let mut out = [0u8; MAX_RAW];
+        firmware
+            .send_to(encode_datagram(&ack, &mut out), from)
+            .unwrap();
+    });
+    let link = LinkSpec::Udp {
+        bind: runtime,
+        peer: firmware_addr,
+    };
+    let experience = Experience {
+        recorder: Some(&mut recorder),
+        next_policy: None,
+    };
+    let failure = serve(
+        &mut agent,
+        &ServeOptions::on(link),
+        &AtomicBool::new(false),
+        experience,
+    )
+    .unwrap_err();
+    answering.join().unwrap();
+    assert!(
+        matches!(failure.error, ServeError::NoRewards),
+        "{}",
+        failure.error
+    );
+    assert!(failure.error.to_string().contains("measures no rewards"));
+    assert_eq!(failure.summary.end, ServeEnd::Error);
+    let (counters, _) = recorder.finish().unwrap();
+    assert_eq!(counters.recorded, 0);
 }

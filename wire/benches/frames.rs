@@ -3,13 +3,20 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dreamer_wire::{Action, FrameDecoder, MAX_FRAME, Message, Observation, encode_frame};
+use dreamer_wire::{
+    Action, EpisodeStep, FrameDecoder, MAX_FRAME, Message, Observation, encode_frame,
+};
 
 fn observation() -> Message {
     Message::Observation(Observation {
         seq: 123_456,
         timestamp_us: 9_876_543_210,
         values: heapless::Vec::from_slice(&[0.1, 0.99, -0.12, 0.5, -3.25]).unwrap(),
+        step: EpisodeStep {
+            reward: 0.25,
+            first: false,
+            terminal: false,
+        },
     })
 }
 

@@ -368,6 +368,11 @@ mod tests {
             seq,
             timestamp_us: 1_234_567,
             values: heapless::Vec::from_slice(&[0.5, -1.0, 0.0, 3.25, -0.125]).unwrap(),
+            step: EpisodeStep {
+                reward: 0.75,
+                first: seq == 1,
+                terminal: false,
+            },
         })
     }
 
@@ -389,6 +394,11 @@ mod tests {
             seq: u32::MAX,
             timestamp_us: u64::MAX,
             values: heapless::Vec::from_slice(&[f32::MAX; MAX_OBSERVATION]).unwrap(),
+            step: EpisodeStep {
+                reward: f32::MAX,
+                first: true,
+                terminal: true,
+            },
         });
         let mut buf = [0u8; 256];
         assert!(postcard::to_slice(&largest, &mut buf).unwrap().len() <= MAX_PAYLOAD);
@@ -412,7 +422,7 @@ mod tests {
 
     #[test]
     fn sizes_match_docs_firmware_md() {
-        assert_eq!((MAX_PAYLOAD, MAX_RAW, MAX_FRAME), (81, 85, 87));
+        assert_eq!((MAX_PAYLOAD, MAX_RAW, MAX_FRAME), (87, 91, 93));
     }
 
     /// The worked example in docs/firmware.md.
@@ -510,6 +520,7 @@ mod tests {
                 protocol_version: PROTOCOL_VERSION,
                 task: heapless::String::try_from("cartpole-swingup").unwrap(),
                 layout,
+                rewards: true,
             }),
             observation(u32::MAX),
             Message::Action(Action {

@@ -34,9 +34,9 @@ pub use frame::{
     SequenceTracker, decode_datagram, decode_frame, encode_datagram, encode_frame, same_peer,
 };
 pub use message::{
-    Action, DEFAULT_MAX_MISSED, FaultKind, FaultReport, HandshakeResult, Heartbeat, Hello,
-    HelloAck, Layout, MAX_ACTION, MAX_OBSERVATION, MAX_TASK_NAME, MESSAGE_KINDS, Message, Mode,
-    Observation, PROTOCOL_VERSION, fields_fingerprint,
+    Action, DEFAULT_MAX_MISSED, EpisodeStep, FaultKind, FaultReport, HandshakeResult, Heartbeat,
+    Hello, HelloAck, Layout, MAX_ACTION, MAX_OBSERVATION, MAX_TASK_NAME, MESSAGE_KINDS, Message,
+    Mode, Observation, PROTOCOL_VERSION, fields_fingerprint,
 };
 pub use postcard::experimental::max_size::MaxSize;
 #[cfg(feature = "std")]

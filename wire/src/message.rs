@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_MISSED: u16 = 20;
 
 /// Bumped on any change to the messages or the frame format.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: observations carry the reward and episode flags ([`EpisodeStep`]), the
+/// handshake answer says whether the firmware measures them.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest observation vector a frame can carry.
 pub const MAX_OBSERVATION: usize = 16;
 /// Largest action vector a frame can carry.
@@ -77,6 +79,43 @@ pub struct HelloAck {
     pub protocol_version: u16,
     pub task: String<MAX_TASK_NAME>,
     pub layout: Layout,
+    /// Whether the firmware measures the task's reward and episode boundaries; without them
+    /// every [`Observation::step`] is the default (no reward, one endless episode).
+    pub rewards: bool,
+}
+
+/// What happened on the robot between the previous observation and this one, as the firmware
+/// measures it (its reward sensor, its limit switches, its reset procedure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, MaxSize)]
+pub struct EpisodeStep {
+    /// Reward accrued since the previous observation of the same episode (the transition the
+    /// previous action caused).
+    pub reward: f32,
+    /// This observation starts a new episode: the plant was reset since the previous one,
+    /// which ended the episode before it (cut at its last observation); `reward` is what the
+    /// new episode accrued so far.
+    pub first: bool,
+    /// This observation is a terminal state: the episode ends here, and the answer to it no
+    /// longer matters to the task.
+    pub terminal: bool,
+}
+
+impl EpisodeStep {
+    /// This step followed by `later`, as one step (what a receiver that skipped an
+    /// observation, or a sender that could not send one, reports): rewards add up within an
+    /// episode, a new episode starts from its own reward, and neither a boundary nor a
+    /// terminal state is lost.
+    pub fn followed_by(self, later: EpisodeStep) -> EpisodeStep {
+        EpisodeStep {
+            reward: if later.first {
+                later.reward
+            } else {
+                self.reward + later.reward
+            },
+            first: self.first || later.first,
+            terminal: later.terminal || (self.terminal && !later.first),
+        }
+    }
 }
 
 /// Firmware -> runtime: one sample of the sensors, in the task's state vector layout.
@@ -87,6 +126,8 @@ pub struct Observation {
     /// When the sensors were read, microseconds since firmware start.
     pub timestamp_us: u64,
     pub values: Vec<f32, MAX_OBSERVATION>,
+    /// Reward and episode boundary since the previous observation.
+    pub step: EpisodeStep,
 }
 
 /// Runtime -> firmware: the policy's answer to observation `seq`, normalised to `[-1, 1]`.

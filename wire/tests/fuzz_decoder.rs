@@ -2,7 +2,7 @@
 //! corrupted frames never decode to a different message.
 
 use dreamer_wire::{
-    Action, FaultKind, FaultReport, FrameDecoder, Heartbeat, MAX_ACTION, MAX_FRAME,
+    Action, EpisodeStep, FaultKind, FaultReport, FrameDecoder, Heartbeat, MAX_ACTION, MAX_FRAME,
     MAX_OBSERVATION, Message, Mode, Observation, decode_frame, encode_frame,
 };
 use proptest::prelude::*;
@@ -12,13 +12,21 @@ fn message() -> impl Strategy<Value = Message> {
         (
             any::<u32>(),
             any::<u64>(),
-            prop::collection::vec(any::<f32>(), 0..=MAX_OBSERVATION)
+            prop::collection::vec(any::<f32>(), 0..=MAX_OBSERVATION),
+            (any::<f32>(), any::<bool>(), any::<bool>())
         )
-            .prop_map(|(seq, timestamp_us, v)| Message::Observation(Observation {
-                seq,
-                timestamp_us,
-                values: heapless::Vec::from_slice(&v).unwrap(),
-            })),
+            .prop_map(|(seq, timestamp_us, v, (reward, first, terminal))| {
+                Message::Observation(Observation {
+                    seq,
+                    timestamp_us,
+                    values: heapless::Vec::from_slice(&v).unwrap(),
+                    step: EpisodeStep {
+                        reward,
+                        first,
+                        terminal,
+                    },
+                })
+            }),
         (
             any::<u32>(),
             prop::collection::vec(any::<f32>(), 0..=MAX_ACTION)

@@ -14,10 +14,10 @@ use std::time::Duration;
 use dreamer_fuzz::bounded;
 use dreamer_wire::plant_state::{self, MAX_RECORD, MAX_STATE};
 use dreamer_wire::{
-    Action, FaultKind, FaultReport, Frame, FrameDecoder, FrameError, HandshakeResult, Heartbeat,
-    Hello, HelloAck, Layout, MAX_ACTION, MAX_FRAME, MAX_OBSERVATION, MAX_PAYLOAD, MAX_TASK_NAME,
-    MESSAGE_KINDS, Message, Mode, Observation, cobs_encode, cobs_max_encoded_len, decode_frame,
-    encode_frame,
+    Action, EpisodeStep, FaultKind, FaultReport, Frame, FrameDecoder, FrameError, HandshakeResult,
+    Heartbeat, Hello, HelloAck, Layout, MAX_ACTION, MAX_FRAME, MAX_OBSERVATION, MAX_PAYLOAD,
+    MAX_TASK_NAME, MESSAGE_KINDS, Message, Mode, Observation, cobs_encode, cobs_max_encoded_len,
+    decode_frame, encode_frame,
 };
 use proptest::prelude::*;
 
@@ -62,26 +62,36 @@ fn message() -> impl Strategy<Value = Message> {
             ]),
             any::<u16>(),
             task(),
-            layout()
+            layout(),
+            any::<bool>()
         )
-            .prop_map(|(result, protocol_version, task, layout)| {
+            .prop_map(|(result, protocol_version, task, layout, rewards)| {
                 Message::HelloAck(HelloAck {
                     result,
                     protocol_version,
                     task,
                     layout,
+                    rewards,
                 })
             }),
         (
             any::<u32>(),
             any::<u64>(),
-            prop::collection::vec(any::<f32>(), 0..=MAX_OBSERVATION)
+            prop::collection::vec(any::<f32>(), 0..=MAX_OBSERVATION),
+            (any::<f32>(), any::<bool>(), any::<bool>())
         )
-            .prop_map(|(seq, timestamp_us, v)| Message::Observation(Observation {
-                seq,
-                timestamp_us,
-                values: heapless::Vec::from_slice(&v).unwrap(),
-            })),
+            .prop_map(|(seq, timestamp_us, v, (reward, first, terminal))| {
+                Message::Observation(Observation {
+                    seq,
+                    timestamp_us,
+                    values: heapless::Vec::from_slice(&v).unwrap(),
+                    step: EpisodeStep {
+                        reward,
+                        first,
+                        terminal,
+                    },
+                })
+            }),
         (
             any::<u32>(),
             prop::collection::vec(any::<f32>(), 0..=MAX_ACTION)

@@ -68,6 +68,16 @@ pub struct ServeSummary {
     pub camera_frames: Option<u64>,
     /// Camera reads that found no valid plant state (the previous frame was used again).
     pub camera_errors: Option<u64>,
+    /// Whether the firmware measures rewards and episodes (its handshake answer).
+    #[serde(default)]
+    pub firmware_rewards: bool,
+    /// Returns of the episodes that ended in the session, by the firmware's rewards (the
+    /// episode in progress at the end is not among them).
+    #[serde(default)]
+    pub episode_returns: Vec<f64>,
+    /// Policies switched to between episodes (`--follow-policies`).
+    #[serde(default)]
+    pub policy_switches: u64,
     /// How serving ended. Absent from summaries written before it existed, which were only
     /// written after a stop request.
     #[serde(default)]

@@ -4,15 +4,13 @@
 
 mod agent_args;
 mod bench;
-// Uploading recorded episodes: only `run` records so far.
-#[cfg(feature = "sim")]
 mod broker_args;
 mod doctor;
-#[cfg(feature = "sim")]
 mod follow;
 mod info;
 mod output;
 mod realtime_args;
+mod recording;
 #[cfg_attr(not(feature = "sim"), path = "run_without_sim.rs")]
 mod run;
 mod serve;
@@ -48,14 +46,15 @@ enum Command {
         not(feature = "sim"),
         doc = "Absent from this build: the closed loop against a built-in task needs the `sim` feature."
     )]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Latency percentiles per graph, for the agent's step, and for a bare session.run.
     Bench(bench::BenchArgs),
     /// The bundle's manifest in human terms (checks file hashes too).
     Info(info::InfoArgs),
-    /// Serves a microcontroller over a serial port or pty: handshake, then one action per
-    /// observation until SIGINT/SIGTERM; prints a JSON summary however it ends.
-    Serve(serve::ServeArgs),
+    /// Serves a microcontroller over a serial port, a pty or UDP: handshake, then one action
+    /// per observation until SIGINT/SIGTERM; prints a JSON summary however it ends. Records
+    /// and uploads the episodes a firmware that measures rewards reports (--record, --upload).
+    Serve(Box<serve::ServeArgs>),
     /// Checks the ONNX Runtime library, providers, CPUs and optionally a bundle.
     Doctor(doctor::DoctorArgs),
 }
@@ -74,10 +73,10 @@ fn main() -> Result<()> {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let outcome = match cli.command {
-        Command::Run(args) => run::run(args, cli.ort_lib),
+        Command::Run(args) => run::run(*args, cli.ort_lib),
         Command::Bench(args) => bench::bench(args, cli.ort_lib),
         Command::Info(args) => info::info(&args.bundle),
-        Command::Serve(args) => serve::serve(args, cli.ort_lib),
+        Command::Serve(args) => serve::serve(*args, cli.ort_lib),
         Command::Doctor(args) => doctor::doctor(args.bundle.as_deref(), cli.ort_lib),
     };
     // The command's own error first; a lost output is reported when nothing else failed.

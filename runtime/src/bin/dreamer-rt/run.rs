@@ -12,7 +12,7 @@ use clap::Args;
 use dreamer_bundle::Manifest;
 use dreamer_online::upload::{UploadOptions, Uploader};
 use dreamer_runtime::control::LatencyRecorder;
-use dreamer_runtime::record::{Layout, RecordOptions, Recorder};
+use dreamer_runtime::record::Recorder;
 use dreamer_runtime::{Agent, GraphMode, Observation, RateDriver};
 use dreamer_tasks::{Env, EnvSpec, FRAME_BYTES};
 use dreamer_wire::report::{RunEpisode, RunSummary, write_report};
@@ -22,6 +22,7 @@ use crate::broker_args::BrokerArgs;
 use crate::follow::{Followed, PolicyFollower};
 use crate::output::{print_latency, print_placements};
 use crate::realtime_args::RealtimeArgs;
+use crate::recording::{RecordArgs, finish_recording, finish_upload, policy_id};
 use dreamer_cli::{errln, outln};
 
 #[derive(Debug, Args)]
@@ -58,13 +59,8 @@ pub struct RunArgs {
     /// Also write the episodes' returns as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
-    /// Record every episode into this spool folder as episode files in the trainer's
-    /// replay format: DIR/<device>/<policy>/ep<number>-<len>.npz, numbered on across runs.
-    #[arg(long, value_name = "DIR")]
-    record: Option<PathBuf>,
-    /// This device's name in recorded episode ids.
-    #[arg(long, default_value = "device0", requires = "record")]
-    device: String,
+    #[command(flatten)]
+    record: RecordArgs,
     #[command(flatten)]
     broker: BrokerArgs,
     #[command(flatten)]
@@ -130,12 +126,12 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     if args.broker.follow_policies.is_some() && options.trusted_keys.is_empty() {
         bail!("--follow-policies needs --trusted-key: policies from the network must be signed");
     }
-    let mut recorder = match &args.record {
-        Some(spool) => Some(start_recorder(spool, &args, &manifest, decisions)?),
-        None => None,
-    };
+    // The first observation, then one per decision.
+    let mut recorder = args
+        .record
+        .start(&args.bundle, &manifest, decisions as usize + 1)?;
     // Uploads what the spool holds (from earlier runs too) while the episodes run.
-    let uploader = match (&broker, &args.record) {
+    let uploader = match (&broker, &args.record.record) {
         (Some(broker), Some(spool)) => Some(
             Uploader::start(UploadOptions::new(spool.clone(), broker.clone()))
                 .context("--upload")?,
@@ -207,34 +203,11 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
     );
     print_loop_report(&agent, &driver, &latency, rate_hz);
     if let Some(recorder) = recorder {
-        let (counters, report) = recorder.finish()?;
-        for (id, message) in &report.failed {
-            errln!("recording: episode {id} not written: {message}");
-        }
-        outln!(
-            "recorded {} episodes into the spool ({} written, {} failed, {} not recorded: no free buffer, {} steps past the episode length)",
-            counters.recorded,
-            report.written.len(),
-            report.failed.len(),
-            counters.dropped,
-            counters.truncated
-        );
-        if let Some(last) = report.written.last() {
-            outln!("  last episode id {last}");
-        }
+        finish_recording(recorder, |line| outln!("{line}"))?;
     }
-    if let (Some(uploader), Some(spool)) = (uploader, &args.record) {
-        let report = uploader.drain(spool, Duration::from_secs_f64(args.broker.upload_drain_s));
-        outln!(
-            "uploaded {} episodes ({} already in the stream), {} left in the spool, {} failed attempts",
-            report.uploaded.len(),
-            report.duplicates.len(),
-            report.left_in_spool,
-            report.failures
-        );
-        if let Some(error) = &report.last_error {
-            outln!("  last upload error: {error}");
-        }
+    if let (Some(uploader), Some(spool)) = (uploader, &args.record.record) {
+        let drain = Duration::from_secs_f64(args.broker.upload_drain_s);
+        finish_upload(uploader, spool, drain, |line| outln!("{line}"));
     }
     if let Some(path) = &args.summary {
         let summary = RunSummary {
@@ -274,43 +247,6 @@ fn switch_policy(
         followed.bundle.display()
     );
     Ok(())
-}
-
-/// The policy's id in recorded episodes: the first 16 hex digits of the sha256 of its
-/// bundle's `manifest.json` (which lists every graph's hash).
-fn policy_id(bundle: &std::path::Path) -> Result<String> {
-    let manifest_file = bundle.join(dreamer_bundle::MANIFEST_FILE);
-    let hash = dreamer_bundle::sha256_file(&manifest_file)
-        .with_context(|| format!("cannot hash {}", manifest_file.display()))?;
-    Ok(hash.chars().take(16).collect())
-}
-
-/// Recording into `spool` under `--device`, the policy named by the first 16 hex digits of
-/// the sha256 of its `manifest.json` (which lists every graph's hash).
-fn start_recorder(
-    spool: &std::path::Path,
-    args: &RunArgs,
-    manifest: &Manifest,
-    decisions: u32,
-) -> Result<Recorder> {
-    let options = RecordOptions {
-        spool: spool.to_path_buf(),
-        device: args.device.clone(),
-        policy: policy_id(&args.bundle)?,
-        layout: Layout {
-            action: manifest.action.size as usize,
-            state: manifest
-                .observation
-                .state
-                .as_ref()
-                .map_or(0, |s| s.size as usize),
-            pixels: manifest.observation.pixels.is_some(),
-        },
-        // The first observation, then one per decision.
-        max_steps: decisions as usize + 1,
-        buffers: 4,
-    };
-    Recorder::start(options).context("--record")
 }
 
 /// The task in the manifest's observation mode and action repeat, checked against the policy.

@@ -3,18 +3,27 @@
 //! The summary is written however serving ends (stop request, the firmware hung up or
 //! refused the handshake, handshake timeout, an I/O error, a bundle that did not load); its
 //! `end` and `error` fields say how, and the exit status is non-zero for all but a stop.
+//! With a firmware that measures rewards, `--record` keeps the episodes it reports (and
+//! `--upload` sends them to a learner; `--follow-policies` switches between them); what
+//! recording and upload did goes to stderr, after the summary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
-use dreamer_runtime::serve::{LinkSpec, ServeEnd, ServeOptions, ServeSummary};
+use dreamer_online::upload::{UploadOptions, Uploader};
+use dreamer_runtime::serve::{
+    Experience, LinkSpec, NextPolicy, ServeEnd, ServeOptions, ServeSummary,
+};
 use dreamer_wire::report::write_report;
 
 use crate::agent_args::{AgentArgs, load_agent};
+use crate::broker_args::BrokerArgs;
+use crate::follow::PolicyFollower;
 use crate::realtime_args::RealtimeArgs;
+use crate::recording::{RecordArgs, finish_recording, finish_upload, policy_id};
 use dreamer_cli::{errln, outln};
 
 #[derive(Debug, Args)]
@@ -52,6 +61,14 @@ pub struct ServeArgs {
     /// --pin-cpu: no wake-up latency, warm caches; the core stays 100 % busy).
     #[arg(long)]
     busy_poll: bool,
+    #[command(flatten)]
+    record: RecordArgs,
+    /// With --record: the longest episode kept as one, in decisions; a longer one goes on as
+    /// a new recorded episode.
+    #[arg(long, default_value_t = 1000, value_name = "N", requires = "record")]
+    record_max_decisions: u32,
+    #[command(flatten)]
+    broker: BrokerArgs,
     #[command(flatten)]
     realtime: RealtimeArgs,
     #[command(flatten)]
@@ -130,7 +147,39 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
         .agent
         .options(ort_lib)
         .map_err(|e| Failed::early(args, e))?;
-    let mut agent = load_agent(&args.bundle, agent_options).map_err(|e| Failed::early(args, e))?;
+    let mut agent =
+        load_agent(&args.bundle, agent_options.clone()).map_err(|e| Failed::early(args, e))?;
+    let broker = args.broker.broker().map_err(|e| Failed::early(args, e))?;
+    if args.broker.follow_policies.is_some() && agent_options.trusted_keys.is_empty() {
+        let error = anyhow!(
+            "--follow-policies needs --trusted-key: policies from the network must be signed"
+        );
+        return Err(Failed::early(args, error));
+    }
+    // The first observation, then one per decision.
+    let max_steps = args.record_max_decisions as usize + 1;
+    let mut recorder = args
+        .record
+        .start(&args.bundle, agent.manifest(), max_steps)
+        .map_err(|e| Failed::early(args, e))?;
+    // Uploads what the spool holds (from earlier sessions too) while serving.
+    let uploader = match (&broker, &args.record.record) {
+        (Some(broker), Some(spool)) => Some(
+            Uploader::start(UploadOptions::new(spool.clone(), broker.clone()))
+                .context("--upload")
+                .map_err(|e| Failed::early(args, e))?,
+        ),
+        _ => None,
+    };
+    let follower = match (&args.broker.follow_policies, broker) {
+        (Some(root), Some(broker)) => Some(PolicyFollower::start(
+            broker,
+            root.clone(),
+            agent_options.clone(),
+            Duration::from_millis(200),
+        )),
+        _ => None,
+    };
     let realtime = args.realtime.apply();
     for note_text in &realtime.notes {
         errln!("serve: note: {note_text}");
@@ -160,10 +209,42 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
         args.bundle.display(),
         agent.manifest().task.name,
     );
-    dreamer_runtime::serve::serve(&mut agent, &options, &crate::stop::STOP).map_err(|failure| {
-        Failed {
-            summary: failure.summary,
-            error: anyhow::Error::new(failure.error).context(format!("serving {link} failed")),
+    let mut next_policy = follower.as_ref().map(|follower| {
+        move || {
+            let followed = follower.try_next()?;
+            match policy_id(&followed.bundle) {
+                Ok(policy_id) => Some(NextPolicy {
+                    agent: followed.agent,
+                    policy_id,
+                    label: format!("v{} ({})", followed.version, followed.bundle.display()),
+                }),
+                Err(e) => {
+                    errln!("serve: policy v{}: refused: {e:#}", followed.version);
+                    None
+                }
+            }
         }
+    });
+    let experience = Experience {
+        recorder: recorder.as_mut(),
+        next_policy: next_policy
+            .as_mut()
+            .map(|f| f as &mut dyn FnMut() -> Option<NextPolicy>),
+    };
+    let outcome =
+        dreamer_runtime::serve::serve(&mut agent, &options, &crate::stop::STOP, experience);
+    // Whatever the end, what was recorded is written and uploaded as far as it goes.
+    if let Some(recorder) = recorder
+        && let Err(e) = finish_recording(recorder, |line| errln!("serve: {line}"))
+    {
+        errln!("serve: recording: {e:#}");
+    }
+    if let (Some(uploader), Some(spool)) = (uploader, &args.record.record) {
+        let drain = Duration::from_secs_f64(args.broker.upload_drain_s);
+        finish_upload(uploader, spool, drain, |line| errln!("serve: {line}"));
+    }
+    outcome.map_err(|failure| Failed {
+        summary: failure.summary,
+        error: anyhow::Error::new(failure.error).context(format!("serving {link} failed")),
     })
 }
