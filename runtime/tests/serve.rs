@@ -614,6 +614,51 @@ mod binary {
     }
 
     #[test]
+    fn a_serve_process_records_the_firmwares_episodes_into_its_spool() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = bundle(tmp.path(), &Spec::state());
+        let spool = tmp.path().join("spool");
+        let firmware = Firmware::start_over("pendulum", Over::Udp);
+        let summary_path = tmp.path().join("recorded.json");
+        let spool_arg = spool.to_string_lossy().into_owned();
+        let extra = ["--record", spool_arg.as_str(), "--device", "arm-1"];
+        let mut served = Served::start(
+            &bundle,
+            &firmware.port,
+            &summary_path,
+            &extra,
+            Stdio::null(),
+        );
+        let opened = served.wait_for("session open");
+        std::thread::sleep(Duration::from_secs(1));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(served.child.id() as libc::pid_t, libc::SIGTERM) };
+        let (status, stderr) = served.finish();
+        firmware.stop();
+        assert!(opened && status.success(), "{stderr}");
+        assert!(
+            stderr.contains("serve: recorded 1 episodes into the spool (1 written"),
+            "{stderr}"
+        );
+        let summary = summary_of(&summary_path, &stderr);
+        assert!(summary.firmware_rewards, "{summary:?}");
+        let policies: Vec<_> = std::fs::read_dir(spool.join("arm-1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(policies.len(), 1, "{policies:?}");
+        let files = dreamer_episode::list(&policies[0]).unwrap();
+        assert_eq!(files.len(), 1);
+        // The episode in progress at the stop, cut there: about a second at 50 Hz.
+        let episode = dreamer_episode::load(&files[0], pendulum_layout()).unwrap();
+        assert!(episode.len() >= 20, "{}", episode.len());
+        // Pendulum's rewards are never positive; a 50 ms physics step comes every 2-3 ticks.
+        assert!(episode.reward.iter().all(|&r| r <= 0.0));
+        assert!(episode.total_reward() < 0.0);
+    }
+
+    #[test]
     fn a_stop_request_writes_the_summary_whatever_happens_to_stdout() {
         let tmp = tempfile::tempdir().unwrap();
         let bundle = bundle(tmp.path(), &cartpole_state());
