@@ -33,6 +33,26 @@ pub const POLICY_HEADER: &str = "Dreamer-Policy";
 /// How long the broker remembers message ids to drop duplicates.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
 
+/// An episode file too large for one message (the server's `max_payload`) goes as chunks,
+/// each a message on the same subject with [`chunk_message_id`] as its message id (so a
+/// chunk sent again after a device restart is dropped by the broker like a whole episode)
+/// and these headers. This one carries the episode's id.
+pub const CHUNK_EPISODE_HEADER: &str = "Dreamer-Chunk-Episode";
+/// The chunk's index, from 0.
+pub const CHUNK_INDEX_HEADER: &str = "Dreamer-Chunk-Index";
+/// How many chunks the episode file was cut into.
+pub const CHUNK_COUNT_HEADER: &str = "Dreamer-Chunk-Count";
+/// The sha256 of the whole episode file (lowercase hex), checked once it is put together.
+pub const CHUNK_SHA256_HEADER: &str = "Dreamer-Chunk-Sha256";
+/// Room kept in every message for its subject and headers: a file goes as one message only
+/// if it fits in `max_payload` with this to spare, and chunks are this much smaller.
+pub const CHUNK_HEADER_MARGIN: usize = 4096;
+
+/// The message id of chunk `index` of `count` of an episode: `<episode id>#<index>/<count>`.
+pub fn chunk_message_id(id: &EpisodeId, index: u32, count: u32) -> String {
+    format!("{id}#{index}/{count}")
+}
+
 /// The subject a device publishes its episodes on.
 pub fn episode_subject(device: &str) -> String {
     format!("dreamer.episodes.{device}")
@@ -74,14 +94,7 @@ impl std::str::FromStr for EpisodeId {
             parts.next().ok_or_else(malformed)?,
             parts.next().ok_or_else(malformed)?,
         );
-        let plain = |s: &str| {
-            !s.is_empty()
-                && s != "."
-                && s != ".."
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
-        if parts.next().is_some() || !plain(device) || !plain(policy) {
+        if parts.next().is_some() || !plain_name(device) || !plain_name(policy) {
             return Err(malformed());
         }
         Ok(EpisodeId {
@@ -90,6 +103,17 @@ impl std::str::FromStr for EpisodeId {
             number: number.parse().map_err(|_| malformed())?,
         })
     }
+}
+
+/// Whether `name` can be a device or policy name in an episode id: a plain path component
+/// (letters, digits, `-`, `_`, `.`; not `.` or `..`), as it names a folder.
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// The environment variable holding the password of a broker user named on a command line
@@ -151,6 +175,11 @@ pub enum OnlineError {
     JetStream { url: String, message: String },
     #[error("spool {path}: {message}")]
     Spool { path: PathBuf, message: String },
+    #[error(
+        "the broker's max_payload of {0} bytes leaves no room for episode data \
+         ({CHUNK_HEADER_MARGIN} bytes of each message are kept for headers)"
+    )]
+    MaxPayload(usize),
     #[error("cannot start the {what} thread: {message}")]
     Thread { what: &'static str, message: String },
 }

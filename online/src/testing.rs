@@ -1,7 +1,8 @@
 //! A NATS server with JetStream for tests: the pinned binary from `scripts/fetch-deps`
 //! (`.deps/nats/bin/nats-server`, or `$DREAMER_NATS_SERVER`), on a free loopback port,
 //! storing in a temporary folder, configured by the project's `online/nats-server.conf` (the
-//! learner's user and the devices' user with their permissions); killed on drop.
+//! learner's user and the devices' user with their permissions), optionally with a smaller
+//! `max_payload`; killed on drop.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,13 @@ pub const PASSWORD: &str = "device-secret";
 pub const LEARNER_USER: &str = "learner";
 pub const LEARNER_PASSWORD: &str = "learner-secret";
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// The nats-server binary.
 pub fn server_binary() -> PathBuf {
     std::env::var_os("DREAMER_NATS_SERVER")
@@ -78,22 +86,41 @@ impl NatsServer {
     /// Starts a server storing under `dir` on a free port and waits until it accepts
     /// connections.
     pub fn start(dir: &Path) -> NatsServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
-        Self::start_on(dir, port)
+        Self::start_on(dir, free_port())
     }
 
     /// Starts (or restarts, keeping the store) a server on `port`, configured by the
     /// project's broker configuration ([`CONFIG`]).
     pub fn start_on(dir: &Path, port: u16) -> NatsServer {
+        Self::launch(dir, port, None)
+    }
+
+    /// Starts a server as [`NatsServer::start`] does, but taking messages of at most
+    /// `max_payload` bytes (headers included): how a test meets a broker with NATS's default
+    /// 1 MB, or smaller, without episodes of that size.
+    pub fn start_with_max_payload(dir: &Path, max_payload: usize) -> NatsServer {
+        Self::launch(dir, free_port(), Some(max_payload))
+    }
+
+    fn launch(dir: &Path, port: u16, max_payload: Option<usize>) -> NatsServer {
         let store = dir.join("jetstream");
         std::fs::create_dir_all(&store).unwrap();
+        // The project's configuration with the limit appended: a later key overrides an
+        // earlier one in nats-server's configuration, and the project's file stays the one
+        // every test runs.
+        let config = match max_payload {
+            None => PathBuf::from(CONFIG),
+            Some(bytes) => {
+                let config = dir.join("nats-server.conf");
+                let text = std::fs::read_to_string(CONFIG).unwrap();
+                std::fs::write(&config, format!("{text}\nmax_payload: {bytes}\n")).unwrap();
+                config
+            }
+        };
         let binary = server_binary();
         let child = Command::new(&binary)
             .arg("-c")
-            .arg(CONFIG)
+            .arg(&config)
             .env("DREAMER_NATS_LISTEN", format!("127.0.0.1:{port}"))
             .env("DREAMER_NATS_STORE", &store)
             .env("DREAMER_NATS_LEARNER_PASSWORD", LEARNER_PASSWORD)
