@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod control;
 mod error;
+pub mod explore;
 mod graph;
 mod options;
 pub mod provider;

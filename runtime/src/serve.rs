@@ -406,8 +406,10 @@ fn run_session(
             pixels,
         });
         meters.inference.record(step_started.elapsed());
-        if outcome.is_err() {
-            summary.agent_faults += 1;
+        match outcome {
+            Ok(_) => episodes.explore(agent),
+            // The safe action goes out as it is.
+            Err(_) => summary.agent_faults += 1,
         }
         episodes.answered(agent.action());
         action_values.clear();

@@ -614,14 +614,22 @@ mod binary {
     }
 
     #[test]
-    fn a_serve_process_records_the_firmwares_episodes_into_its_spool() {
+    fn a_serve_process_explores_and_records_the_firmwares_episodes_into_its_spool() {
         let tmp = tempfile::tempdir().unwrap();
         let bundle = bundle(tmp.path(), &Spec::state());
         let spool = tmp.path().join("spool");
         let firmware = Firmware::start_over("pendulum", Over::Udp);
         let summary_path = tmp.path().join("recorded.json");
         let spool_arg = spool.to_string_lossy().into_owned();
-        let extra = ["--record", spool_arg.as_str(), "--device", "arm-1"];
+        // Noise far wider than the action range: nearly every action sent is clipped to +-1.
+        let extra = [
+            "--record",
+            spool_arg.as_str(),
+            "--device",
+            "arm-1",
+            "--explore",
+            "100",
+        ];
         let mut served = Served::start(
             &bundle,
             &firmware.port,
@@ -656,6 +664,16 @@ mod binary {
         // Pendulum's rewards are never positive; a 50 ms physics step comes every 2-3 ticks.
         assert!(episode.reward.iter().all(|&r| r <= 0.0));
         assert!(episode.total_reward() < 0.0);
+        // The recorded actions are the noisy ones sent.
+        let clipped = episode.action[1..]
+            .iter()
+            .filter(|a| a.abs() == 1.0)
+            .count();
+        assert!(
+            clipped * 10 >= (episode.len() - 1) * 9,
+            "{:?}",
+            episode.action
+        );
     }
 
     #[test]
@@ -797,6 +815,7 @@ fn the_episodes_a_firmware_reports_are_followed_returned_and_recorded() {
     let experience = Experience {
         recorder: Some(&mut recorder),
         next_policy: Some(&mut next_policy),
+        exploration: None,
     };
     let served = serve(&mut agent, &ServeOptions::on(link), &stop, experience).unwrap();
     let firmware = firmware.join().unwrap();
@@ -875,6 +894,7 @@ fn recording_refuses_a_firmware_that_measures_no_rewards() {
     let experience = Experience {
         recorder: Some(&mut recorder),
         next_policy: None,
+        exploration: None,
     };
     let failure = serve(
         &mut agent,

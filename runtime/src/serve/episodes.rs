@@ -7,6 +7,7 @@ use dreamer_cli::errln;
 use dreamer_wire::{EpisodeStep, Hello};
 
 use crate::agent::Agent;
+use crate::explore::Exploration;
 use crate::record::Recorder;
 
 use super::{ServeSummary, hello_for};
@@ -27,6 +28,9 @@ pub struct Experience<'a> {
     pub recorder: Option<&'a mut Recorder>,
     /// Asked at each episode start for a policy to switch to.
     pub next_policy: Option<&'a mut dyn FnMut() -> Option<NextPolicy>>,
+    /// Noise on each action sent, as the trainer's collection explores (the model's next
+    /// transition and the recorded episode see the action actually sent).
+    pub exploration: Option<&'a mut Exploration>,
 }
 
 impl Experience<'_> {
@@ -115,6 +119,16 @@ impl<'a> EpisodeTracker<'a> {
         }
         if step.terminal {
             self.close(Some(summary));
+        }
+    }
+
+    /// After the agent's step: the exploration noise, if any, goes on its action, which the
+    /// agent then takes as its own.
+    pub(super) fn explore(&mut self, agent: &mut Agent) {
+        if let Some(exploration) = self.experience.exploration.as_deref_mut() {
+            let noisy = exploration.apply(agent.action());
+            // Cannot fail: the noisy action has the action's size and is finite.
+            let _ = agent.override_action(noisy);
         }
     }
 

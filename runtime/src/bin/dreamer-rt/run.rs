@@ -5,13 +5,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dreamer_bundle::Manifest;
 use dreamer_online::upload::{UploadOptions, Uploader};
 use dreamer_runtime::control::LatencyRecorder;
+use dreamer_runtime::explore::Exploration;
 use dreamer_runtime::record::Recorder;
 use dreamer_runtime::{Agent, GraphMode, Observation, RateDriver};
 use dreamer_tasks::{Env, EnvSpec, FRAME_BYTES};
@@ -150,17 +149,11 @@ pub fn run(args: RunArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         }
         _ => None,
     };
-    let mut exploration = match args.explore {
-        Some(std) if !(std.is_finite() && std >= 0.0) => {
-            bail!("--explore {std} is not a standard deviation")
-        }
-        Some(std) => Some(Exploration {
-            std,
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(args.seed),
-            noisy: vec![0.0; manifest.action.size as usize],
-        }),
-        None => None,
-    };
+    let mut exploration = args
+        .explore
+        .map(|std| Exploration::new(std, args.seed, manifest.action.size as usize))
+        .transpose()
+        .context("--explore")?;
     let mut latency = StepLatency::default();
     let mut episodes = Vec::new();
     for (index, seed) in args.seeds().into_iter().enumerate() {
@@ -335,25 +328,6 @@ struct EpisodeLoop<'a> {
     recorder: Option<&'a mut Recorder>,
     /// Noise added to the actions sent, if any.
     exploration: Option<&'a mut Exploration>,
-}
-
-/// Gaussian exploration noise on the action sent, as the trainer's collection adds it.
-struct Exploration {
-    std: f64,
-    rng: rand_chacha::ChaCha8Rng,
-    /// The noisy action (preallocated).
-    noisy: Vec<f32>,
-}
-
-impl Exploration {
-    /// `action` with noise added, clipped to [-1, 1].
-    fn apply(&mut self, action: &[f32]) -> &[f32] {
-        for (noisy, &a) in self.noisy.iter_mut().zip(action) {
-            let n: f64 = self.rng.sample(rand_distr::StandardNormal);
-            *noisy = (f64::from(a) + self.std * n).clamp(-1.0, 1.0) as f32;
-        }
-        &self.noisy
-    }
 }
 
 fn run_episode(run: EpisodeLoop<'_>, index: usize, seed: u64) -> Result<RunEpisode> {

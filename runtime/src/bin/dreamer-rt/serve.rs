@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use dreamer_online::upload::{UploadOptions, Uploader};
+use dreamer_runtime::explore::Exploration;
 use dreamer_runtime::serve::{
     Experience, LinkSpec, NextPolicy, ServeEnd, ServeOptions, ServeSummary,
 };
@@ -61,6 +62,13 @@ pub struct ServeArgs {
     /// --pin-cpu: no wake-up latency, warm caches; the core stays 100 % busy).
     #[arg(long)]
     busy_poll: bool,
+    /// Explore as the trainer collects experience: add Gaussian noise of this standard
+    /// deviation to each action sent (clipped to [-1, 1]; the model and the recorded episodes
+    /// see the noisy action), drawn from a generator seeded with --explore-seed.
+    #[arg(long, value_name = "STD", allow_negative_numbers = true)]
+    explore: Option<f64>,
+    #[arg(long, default_value_t = 0, value_name = "SEED", requires = "explore")]
+    explore_seed: u64,
     #[command(flatten)]
     record: RecordArgs,
     /// With --record: the longest episode kept as one, in decisions; a longer one goes on as
@@ -156,6 +164,18 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
         );
         return Err(Failed::early(args, error));
     }
+    let mut exploration = args
+        .explore
+        .map(|std| {
+            Exploration::new(
+                std,
+                args.explore_seed,
+                agent.manifest().action.size as usize,
+            )
+        })
+        .transpose()
+        .context("--explore")
+        .map_err(|e| Failed::early(args, e))?;
     // The first observation, then one per decision.
     let max_steps = args.record_max_decisions as usize + 1;
     let mut recorder = args
@@ -230,6 +250,7 @@ fn session(args: &ServeArgs, ort_lib: Option<PathBuf>) -> Result<ServeSummary, F
         next_policy: next_policy
             .as_mut()
             .map(|f| f as &mut dyn FnMut() -> Option<NextPolicy>),
+        exploration: exploration.as_mut(),
     };
     let outcome =
         dreamer_runtime::serve::serve(&mut agent, &options, &crate::stop::STOP, experience);
