@@ -7,8 +7,8 @@ use std::rc::Rc;
 use std::vec::Vec as StdVec;
 
 use dreamer_firmware::{
-    Clock, Config, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, Firmware, Motor, Rewards, Sensors,
-    StreamLink, TaskLayout,
+    Clock, Config, ENCODER_ANGLE_REGISTER, ENCODER_BASE_ADDRESS, Firmware, Motor, NoRewards,
+    Rewards, Sensors, StreamLink, TaskLayout,
 };
 use dreamer_wire::{
     Action, EpisodeStep, FaultKind, FaultReport, FrameDecoder, HandshakeResult, Hello, Layout,
@@ -158,6 +158,21 @@ fn build_with(
     pwm: &[PwmTx],
     pin: &[PinTx],
 ) -> (TestFirmware, SimClock, ScriptedSerial) {
+    build_measuring(config, i2c, pwm, pin, NoRewards)
+}
+
+/// A pendulum firmware with `config`, the expected bus transactions and a reward source.
+fn build_measuring<R: Rewards>(
+    config: Config,
+    i2c: &[I2cTx],
+    pwm: &[PwmTx],
+    pin: &[PinTx],
+    rewards: R,
+) -> (
+    Firmware<I2cMock, SpiMock<u8>, PwmMock, PinMock, StreamLink<ScriptedSerial>, R>,
+    SimClock,
+    ScriptedSerial,
+) {
     let clock = SimClock::default();
     let serial = ScriptedSerial {
         clock: clock.clone(),
@@ -171,11 +186,14 @@ fn build_with(
         1.0,
     );
     let motor = Motor::new(PwmMock::new(pwm), PinMock::new(pin));
-    let firmware = Firmware::new(config, sensors, motor, StreamLink::new(serial.clone()));
+    let link = StreamLink::new(serial.clone());
+    let firmware = Firmware::with_rewards(config, sensors, motor, link, rewards);
     (firmware, clock, serial)
 }
 
-fn finish(firmware: TestFirmware) {
+fn finish<R: Rewards>(
+    firmware: Firmware<I2cMock, SpiMock<u8>, PwmMock, PinMock, StreamLink<ScriptedSerial>, R>,
+) {
     let (sensors, motor, _) = firmware.shutdown();
     let (mut i2c, mut spi) = sensors.release();
     let (mut pwm, mut pin) = motor.release();
@@ -450,33 +468,15 @@ fn observations_carry_what_the_reward_source_measured_since_the_last_one_sent() 
     let mut i2c = encoder_reads(2);
     i2c.push(failing);
     i2c.extend(encoder_reads(1));
-    let mut clock = SimClock::default();
-    let serial = ScriptedSerial {
-        clock: clock.clone(),
-        rx: Rc::default(),
-        tx: Rc::default(),
-    };
-    let sensors = Sensors::new(
-        TaskLayout::Pendulum,
-        I2cMock::new(&i2c),
-        SpiMock::new(&[]),
-        1.0,
-    );
     let off = [PwmTx::set_duty_cycle(0), PwmTx::set_duty_cycle(0)];
-    let motor = Motor::new(PwmMock::new(&off), PinMock::new(&[]));
     let script = [
         step(5.0, true),   // before the session: not sent
         step(1.0, false),  // observation 1
         step(0.5, true),   // a new episode on a tick whose sensors failed ...
         step(0.25, false), // ... goes out with observation 2
     ];
-    let mut fw = Firmware::with_rewards(
-        config(10),
-        sensors,
-        motor,
-        StreamLink::new(serial.clone()),
-        ScriptedRewards(script.into()),
-    );
+    let rewards = ScriptedRewards(script.into());
+    let (mut fw, mut clock, serial) = build_measuring(config(10), &i2c, &off, &[], rewards);
     let mut peer = FrameDecoder::new();
     serial.send_at(
         0,
@@ -502,13 +502,7 @@ fn observations_carry_what_the_reward_source_measured_since_the_last_one_sent() 
         })
         .collect();
     assert_eq!(steps, [(1, step(1.0, false)), (3, step(0.75, true))]);
-    let (sensors, motor, _) = fw.shutdown();
-    let (mut i2c, mut spi) = sensors.release();
-    let (mut pwm, mut pin) = motor.release();
-    i2c.done();
-    spi.done();
-    pwm.done();
-    pin.done();
+    finish(fw);
 }
 
 #[test]

@@ -37,6 +37,53 @@ where
     })
 }
 
+/// A message of the episode stream, as a test looks at it.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Its `Nats-Msg-Id`.
+    pub id: String,
+    /// The names of its headers, sorted.
+    pub header_names: Vec<String>,
+    pub payload: Vec<u8>,
+}
+
+/// Every message of the episode stream (up to 1000), oldest first, read by a consumer of
+/// its own that leaves the others where they are.
+pub fn stream_messages(broker: &Broker) -> Vec<StoredMessage> {
+    use futures::StreamExt;
+    with_jetstream(broker, async |js| {
+        let stream = js.get_stream(crate::EPISODE_STREAM).await.unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+            .await
+            .unwrap();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(Ok(message)) = batch.next().await {
+            let headers = message.headers.clone().unwrap_or_default();
+            let id = headers
+                .get(crate::MESSAGE_ID_HEADER)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let mut header_names: Vec<String> =
+                headers.iter().map(|(n, _)| n.to_string()).collect();
+            header_names.sort();
+            out.push(StoredMessage {
+                id,
+                header_names,
+                payload: message.payload.to_vec(),
+            });
+        }
+        out
+    })
+}
+
 /// Writes episode `number` of `device` under policy `p1` into `spool`, as the device's
 /// recorder would: `steps` steps whose reward at step t is `10 * number + t`.
 pub fn spool_episode(spool: &Path, device: &str, number: usize, steps: usize) {

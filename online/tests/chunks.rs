@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use dreamer_episode::Episode;
 use dreamer_online::ingest::Ingest;
-use dreamer_online::testing::{NatsServer, SPOOL_LAYOUT, with_jetstream};
+use dreamer_online::testing::{NatsServer, SPOOL_LAYOUT, stream_messages, with_jetstream};
 use dreamer_online::upload::{UploadOptions, Uploader, episode_files, episode_messages};
 use dreamer_online::{
     Broker, CHUNK_COUNT_HEADER, CHUNK_EPISODE_HEADER, CHUNK_HEADER_MARGIN, CHUNK_INDEX_HEADER,
     CHUNK_SHA256_HEADER, EPISODE_STREAM, EpisodeId, episode_subject,
 };
-use futures::StreamExt;
 
 /// Episode data per chunk under the test broker's limit.
 const CHUNK: usize = 4096;
@@ -68,36 +67,6 @@ fn inbox_bytes(inbox: &Path, id: &EpisodeId) -> Vec<u8> {
         .find(|f| dreamer_episode::file_index(f) == Some(id.number as usize))
         .unwrap_or_else(|| panic!("episode {id} is not in the inbox: {files:?}"));
     std::fs::read(file).unwrap()
-}
-
-/// Every message of the episode stream: (message id, header names).
-fn stream_messages(broker: &Broker) -> Vec<(String, Vec<String>)> {
-    with_jetstream(broker, async |js| {
-        let stream = js.get_stream(EPISODE_STREAM).await.unwrap();
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-            .await
-            .unwrap();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        while let Some(Ok(message)) = batch.next().await {
-            let headers = message.headers.clone().unwrap_or_default();
-            let id = headers
-                .get("Nats-Msg-Id")
-                .map(|v| v.to_string())
-                .unwrap_or_default();
-            let mut names: Vec<String> = headers.iter().map(|(n, _)| n.to_string()).collect();
-            names.sort();
-            out.push((id, names));
-        }
-        out
-    })
 }
 
 fn stream_len(broker: &Broker) -> u64 {
@@ -194,14 +163,14 @@ fn a_large_episode_goes_in_chunks_arrives_whole_and_does_not_block_the_next() {
     // The large one as chunks, each with its own id; the small one exactly as before: one
     // message with the episode's id and policy, no chunk headers.
     let messages = stream_messages(&broker);
-    let ids: Vec<&str> = messages.iter().map(|(id, _)| id.as_str()).collect();
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
     let mut expected: Vec<String> = (0..chunks)
         .map(|i| format!("robot-a/p1/0#{i}/{chunks}"))
         .collect();
     expected.push("robot-a/p1/1".to_string());
     assert_eq!(ids, expected);
     assert_eq!(
-        messages[0].1,
+        messages[0].header_names,
         [
             CHUNK_COUNT_HEADER,
             CHUNK_EPISODE_HEADER,
@@ -211,7 +180,10 @@ fn a_large_episode_goes_in_chunks_arrives_whole_and_does_not_block_the_next() {
             "Nats-Msg-Id"
         ]
     );
-    assert_eq!(messages[chunks].1, ["Dreamer-Policy", "Nats-Msg-Id"]);
+    assert_eq!(
+        messages[chunks].header_names,
+        ["Dreamer-Policy", "Nats-Msg-Id"]
+    );
 
     let mut ingest = Ingest::connect(&broker, "learner", &inbox, SPOOL_LAYOUT).unwrap();
     let taken = ingest.poll(1000, Duration::from_millis(500)).unwrap();
@@ -301,7 +273,7 @@ fn a_device_stopped_or_killed_between_chunks_sends_again_and_the_episode_arrives
     // The chunks sent twice were dropped by the broker: the stream holds each once.
     let episode_1_chunks = stream_messages(&broker)
         .iter()
-        .filter(|(id, _)| id.starts_with("robot-a/p1/1#"))
+        .filter(|m| m.id.starts_with("robot-a/p1/1#"))
         .count();
     assert_eq!(stream_len(&broker), (count + episode_1_chunks) as u64);
 

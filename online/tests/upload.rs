@@ -5,10 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use dreamer_online::testing::NatsServer;
+use dreamer_online::testing::{NatsServer, stream_messages};
 use dreamer_online::upload::{UploadOptions, Uploader, episode_files};
-use dreamer_online::{Broker, Credentials, EPISODE_STREAM};
-use futures::StreamExt;
+use dreamer_online::{Broker, Credentials};
 
 /// Episode `number` of `device` in the spool.
 fn spool_episode(spool: &Path, device: &str, number: usize) {
@@ -22,35 +21,6 @@ fn options(spool: &Path, broker: Broker) -> UploadOptions {
         timeout: Duration::from_secs(2),
         ..UploadOptions::new(spool.to_path_buf(), broker)
     }
-}
-
-/// Every message of the episode stream: (message id, payload).
-fn stream_messages(broker: &Broker) -> Vec<(String, Vec<u8>)> {
-    dreamer_online::testing::with_jetstream(broker, async |js| {
-        let stream = js.get_stream(EPISODE_STREAM).await.unwrap();
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-            .await
-            .unwrap();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(100)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        while let Some(Ok(message)) = batch.next().await {
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.to_string())
-                .unwrap_or_default();
-            out.push((id, message.payload.to_vec()));
-        }
-        out
-    })
 }
 
 #[test]
@@ -95,7 +65,7 @@ fn episodes_reach_the_stream_once_and_leave_the_spool_only_when_acknowledged() {
     );
 
     let messages = stream_messages(&server.broker());
-    let ids: Vec<&str> = messages.iter().map(|(id, _)| id.as_str()).collect();
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(
         ids,
         [
@@ -106,7 +76,7 @@ fn episodes_reach_the_stream_once_and_leave_the_spool_only_when_acknowledged() {
             "robot-b/p1/0"
         ]
     );
-    assert_eq!(messages[0].1, bytes_of_0);
+    assert_eq!(messages[0].payload, bytes_of_0);
 }
 
 #[test]

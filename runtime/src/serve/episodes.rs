@@ -48,6 +48,8 @@ pub(super) struct EpisodeTracker<'a> {
     /// An episode is in progress: its first observation was answered.
     open: bool,
     episode_return: f64,
+    /// Decisions taken in the episode in progress.
+    decisions: u64,
     /// The action sent for the previous observation, which the next reward is for; zero
     /// before an episode's first action, as the trainer's episodes store it.
     last_action: Vec<f32>,
@@ -60,6 +62,7 @@ impl<'a> EpisodeTracker<'a> {
             measured: false,
             open: false,
             episode_return: 0.0,
+            decisions: 0,
             last_action: vec![0.0; action_size],
         }
     }
@@ -97,6 +100,7 @@ impl<'a> EpisodeTracker<'a> {
             agent.reset();
             self.open = true;
             self.episode_return = 0.0;
+            self.decisions = 0;
             self.last_action.fill(0.0);
             if let Some(recorder) = self.experience.recorder.as_deref_mut() {
                 recorder.begin();
@@ -104,6 +108,7 @@ impl<'a> EpisodeTracker<'a> {
             }
         } else {
             self.episode_return += f64::from(step.reward);
+            self.decisions += 1;
             if let Some(recorder) = self.experience.recorder.as_deref_mut() {
                 if recorder.full() {
                     // Longer than an episode may be: the rest is recorded as a new episode
@@ -149,6 +154,12 @@ impl<'a> EpisodeTracker<'a> {
             recorder.end();
         }
         if let Some(summary) = summary {
+            errln!(
+                "serve: episode {}: return {:.3} over {} decisions",
+                summary.episode_returns.len(),
+                self.episode_return,
+                self.decisions
+            );
             summary.episode_returns.push(self.episode_return);
         }
     }
