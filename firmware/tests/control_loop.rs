@@ -102,7 +102,9 @@ impl ScriptedSerial {
     }
 }
 
-type TestFirmware = Firmware<I2cMock, SpiMock<u8>, PwmMock, PinMock, StreamLink<ScriptedSerial>>;
+/// The firmware under test, measuring rewards with `R`.
+type TestFirmware<R = NoRewards> =
+    Firmware<I2cMock, SpiMock<u8>, PwmMock, PinMock, StreamLink<ScriptedSerial>, R>;
 
 fn config(max_missed: u16) -> Config {
     Config {
@@ -168,11 +170,7 @@ fn build_measuring<R: Rewards>(
     pwm: &[PwmTx],
     pin: &[PinTx],
     rewards: R,
-) -> (
-    Firmware<I2cMock, SpiMock<u8>, PwmMock, PinMock, StreamLink<ScriptedSerial>, R>,
-    SimClock,
-    ScriptedSerial,
-) {
+) -> (TestFirmware<R>, SimClock, ScriptedSerial) {
     let clock = SimClock::default();
     let serial = ScriptedSerial {
         clock: clock.clone(),
@@ -191,9 +189,7 @@ fn build_measuring<R: Rewards>(
     (firmware, clock, serial)
 }
 
-fn finish<R: Rewards>(
-    firmware: Firmware<I2cMock, SpiMock<u8>, PwmMock, PinMock, StreamLink<ScriptedSerial>, R>,
-) {
+fn finish<R: Rewards>(firmware: TestFirmware<R>) {
     let (sensors, motor, _) = firmware.shutdown();
     let (mut i2c, mut spi) = sensors.release();
     let (mut pwm, mut pin) = motor.release();
