@@ -366,14 +366,8 @@ fn spool_error(path: &Path) -> impl Fn(std::io::Error) -> RecordError + use<> {
 
 /// Names in episode ids are path components: letters, digits, `-`, `_`, `.`, not `.` or `..`.
 fn check_name(what: &'static str, value: &str) -> Result<(), RecordError> {
-    let ok = !value.is_empty()
-        && value != "."
-        && value != ".."
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    // The names the learner's intake accepts in an episode id, at most 64 bytes.
+    if dreamer_online::plain_name(value) && value.len() <= 64 {
         Ok(())
     } else {
         Err(RecordError::Name {

@@ -67,13 +67,20 @@ pub struct ServeArgs {
     /// see the noisy action), drawn from a generator seeded with --explore-seed.
     #[arg(long, value_name = "STD", allow_negative_numbers = true)]
     explore: Option<f64>,
+    /// Seed of the exploration noise (--explore).
     #[arg(long, default_value_t = 0, value_name = "SEED", requires = "explore")]
     explore_seed: u64,
     #[command(flatten)]
     record: RecordArgs,
     /// With --record: the longest episode kept as one, in decisions; a longer one goes on as
     /// a new recorded episode.
-    #[arg(long, default_value_t = 1000, value_name = "N", requires = "record")]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_name = "N",
+        requires = "record",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     record_max_decisions: u32,
     #[command(flatten)]
     broker: BrokerArgs,
