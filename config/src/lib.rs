@@ -190,6 +190,12 @@ pub struct TrainConfig {
     /// update as an EMA with this rate (0: off, DreamerV1's actor loss; DreamerV3: 0.01).
     #[serde(default)]
     pub return_norm_rate: f64,
+    /// A slow value network (DreamerV2's target critic as an EMA): the lambda-returns that
+    /// train the actor and the value bootstrap from a copy of the value network that moves
+    /// this fraction of the way towards it after every update (0: off, DreamerV1's returns
+    /// from the value being trained).
+    #[serde(default)]
+    pub slow_value_rate: f64,
     /// Adam epsilon, added to sqrt(v) as in TensorFlow's Adam.
     pub adam_eps: f64,
     /// Global gradient-norm clip, per optimiser.
@@ -205,6 +211,12 @@ pub struct EvalConfig {
     /// Environment steps between evaluations (0: only at the end).
     pub every: u64,
     pub episodes: usize,
+    /// Every evaluation of a run starts its episodes from the same states (the reset seeds of
+    /// the run's first evaluation draw), so two evaluations differ only by the policy; false:
+    /// each evaluation draws new start states, and on a task whose return depends on the
+    /// start (pendulum) two evaluations of one policy differ by tens of percent.
+    #[serde(default)]
+    pub same_starts: bool,
 }
 
 /// Logging and checkpoints.
@@ -383,6 +395,15 @@ impl Config {
                 &format!(
                     "must be in [0, 1] (0: off), got {}",
                     self.train.return_norm_rate
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.train.slow_value_rate) {
+            return invalid(
+                "train.slow_value_rate",
+                &format!(
+                    "must be in [0, 1] (0: off), got {}",
+                    self.train.slow_value_rate
                 ),
             );
         }

@@ -8,15 +8,16 @@ use crate::{
     same_env_kwargs,
 };
 
-/// Keys a resumed run takes from the command line: the length of the run, the cadence of
-/// evaluations, open-loop videos and checkpoints, and where the Python of a bridged task's
+/// Keys a resumed run takes from the command line: the length of the run, the cadence (and
+/// start states) of evaluations, open-loop videos and checkpoints, and where the Python of a bridged task's
 /// workers is (not what they run). Every other key changes the networks, the env, the data
 /// collected or the updates, which the checkpoint was made under.
-pub const RESUMABLE_KEYS: [&str; 6] = [
+pub const RESUMABLE_KEYS: [&str; 7] = [
     "run.steps",
     "run.python",
     "eval.every",
     "eval.episodes",
+    "eval.same_starts",
     "log.checkpoint_every",
     "log.openloop_every",
 ];

@@ -58,6 +58,9 @@ pub struct Agent {
     pub pcont: Option<Mlp>,
     pub actor: Actor,
     pub value: Mlp,
+    /// The value network the lambda-returns bootstrap from when `train.slow_value_rate` is
+    /// above 0.
+    pub slow_value: Option<SlowValue>,
     pub model_opt: Adam,
     pub actor_opt: Adam,
     pub value_opt: Adam,
@@ -103,6 +106,14 @@ impl Agent {
                 .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
                 .collect()
         };
+        let slow_value = (t.slow_value_rate > 0.0).then(|| {
+            SlowValue::new(
+                device,
+                |path| Mlp::new(path, feat, m.units, 3, Some(1)),
+                &take("value"),
+                t.slow_value_rate,
+            )
+        });
         let model_opt = Adam::new(take("model"), t.model_lr, t.adam_eps, t.grad_clip);
         let actor_opt = Adam::new(take("actor"), t.actor_lr, t.adam_eps, t.grad_clip);
         let value_opt = Adam::new(take("value"), t.value_lr, t.adam_eps, t.grad_clip);
@@ -117,6 +128,7 @@ impl Agent {
             pcont,
             actor,
             value,
+            slow_value,
             model_opt,
             actor_opt,
             value_opt,
@@ -168,6 +180,9 @@ impl Agent {
         let value_norm = self.value_opt.apply(&value_grads);
         let entropy = behaviour.entropy.double_value(&[]);
         self.adapt_entropy_scale(entropy);
+        if let Some(slow) = &mut self.slow_value {
+            slow.track(&self.value_opt.names, &self.value_opt.params);
+        }
         let rate = self.config.train.return_norm_rate;
         if rate > 0.0 {
             self.return_scale = next_return_scale(self.return_scale, &behaviour.returns, rate);
@@ -257,6 +272,79 @@ impl Agent {
     /// All network weights by name, sorted.
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
         sorted_variables(&self.vs)
+    }
+}
+
+/// A copy of the value network that follows it slowly: after every update each weight moves
+/// `rate` of the way towards the value network's (an EMA of its weights). It has its own
+/// variable store, so no optimiser trains it and the exported model does not hold it; its
+/// weights are training state, saved beside the optimisers'.
+#[derive(Debug)]
+pub struct SlowValue {
+    vs: nn::VarStore,
+    pub net: Mlp,
+    rate: f64,
+}
+
+impl SlowValue {
+    /// `build` makes the value network's layers under a path; the copy starts equal to
+    /// `value`, the value network's variables by name.
+    fn new(
+        device: Device,
+        build: impl FnOnce(&nn::Path) -> Mlp,
+        value: &[(String, Tensor)],
+        rate: f64,
+    ) -> SlowValue {
+        let mut vs = nn::VarStore::new(device);
+        let net = build(&(&vs.root() / "value"));
+        vs.freeze();
+        let slow = SlowValue { vs, net, rate };
+        slow.load(value).expect("the copy has the value network's layers");
+        slow
+    }
+
+    /// The slow weights by name (the value network's names), sorted.
+    pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+        sorted_variables(&self.vs)
+    }
+
+    /// Set the slow weights to `weights` (by name); names the first one missing or of
+    /// another shape.
+    pub fn load(&self, weights: &[(String, Tensor)]) -> Result<(), String> {
+        let weights: std::collections::HashMap<&str, &Tensor> =
+            weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        tch::no_grad(|| {
+            for (name, mut slow) in self.named_weights() {
+                match weights.get(name.as_str()) {
+                    Some(w) if w.size() == slow.size() => {
+                        slow.copy_(&w.to_kind(slow.kind()));
+                    }
+                    Some(w) => {
+                        return Err(format!(
+                            "`{name}` has shape {:?}, expected {:?}",
+                            w.size(),
+                            slow.size()
+                        ));
+                    }
+                    None => return Err(format!("missing `{name}`")),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Move every slow weight `rate` of the way towards the value network's (its variables
+    /// `params` named `names`).
+    fn track(&mut self, names: &[String], params: &[Tensor]) {
+        let value: std::collections::HashMap<&str, &Tensor> =
+            names.iter().map(String::as_str).zip(params).collect();
+        tch::no_grad(|| {
+            for (name, mut slow) in self.named_weights() {
+                let fast = value[name.as_str()];
+                let _ = slow.g_mul_scalar_(1.0 - self.rate);
+                let _ = slow.g_add_(&(fast * self.rate));
+            }
+        });
     }
 }
 

@@ -22,6 +22,9 @@ use crate::networks::Dims;
 /// The entropy weight in `optim.safetensors` (f64 `[1]`).
 const ENTROPY_SCALE: &str = "entropy.scale";
 const RETURN_SCALE: &str = "return.scale";
+/// Before the value network's names for the slow value network's weights in
+/// `optim.safetensors` (`slow.value.l0.weight`, ...).
+const SLOW_VALUE_PREFIX: &str = "slow.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -205,6 +208,13 @@ pub fn save(dir: &Path, agent: &Agent, state: &RunState) -> Result<(), Checkpoin
         ENTROPY_SCALE.to_string(),
         Tensor::from_slice(&[agent.entropy_scale]),
     ));
+    if let Some(slow) = &agent.slow_value {
+        optim.extend(
+            slow.named_weights()
+                .into_iter()
+                .map(|(name, w)| (format!("{SLOW_VALUE_PREFIX}{name}"), w)),
+        );
+    }
     optim.push((
         RETURN_SCALE.to_string(),
         Tensor::from_slice(&[agent.return_scale]),
@@ -336,6 +346,20 @@ pub fn load_into(dir: &Path, agent: &mut Agent) -> Result<(), CheckpointError> {
     // Absent from checkpoints written before return normalisation existed: 0, as it starts.
     if let Some(scale) = tensors.get(RETURN_SCALE) {
         agent.return_scale = scale.double_value(&[0]);
+    }
+    if let Some(slow) = &agent.slow_value {
+        let weights: Vec<(String, Tensor)> = tensors
+            .iter()
+            .filter_map(|(name, t)| {
+                let name = name.strip_prefix(SLOW_VALUE_PREFIX)?;
+                Some((name.to_string(), t.shallow_clone()))
+            })
+            .collect();
+        slow.load(&weights)
+            .map_err(|message| CheckpointError::Invalid {
+                path: optim_path.clone(),
+                message: format!("slow value network (train.slow_value_rate): {message}"),
+            })?;
     }
     Ok(())
 }

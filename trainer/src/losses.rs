@@ -160,7 +160,9 @@ impl Agent {
         let feat = Rssm::get_feat(&imag); // [H, N, F]
         let horizon = t.horizon;
         let reward = self.reward.forward(&feat).squeeze_dim(-1); // [H, N]
-        let value = self.value.forward(&feat).squeeze_dim(-1); // [H, N]
+        // What the returns bootstrap from: the slow copy when there is one.
+        let bootstrap = self.slow_value.as_ref().map_or(&self.value, |slow| &slow.net);
+        let value = bootstrap.forward(&feat).squeeze_dim(-1); // [H, N]
         let pcont = match &self.pcont {
             Some(head) => head.forward(&feat).squeeze_dim(-1).sigmoid() * t.gamma,
             None => reward.ones_like() * t.gamma,

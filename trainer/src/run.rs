@@ -467,7 +467,12 @@ pub(crate) fn evaluate_and_log(
             false,
         )?),
     };
-    let evaluation = env_loop::evaluate_in(envs, agent, state.eval_draws, false)?;
+    let draw = if agent.config.eval.same_starts {
+        0
+    } else {
+        state.eval_draws
+    };
+    let evaluation = env_loop::evaluate_in(envs, agent, draw, false)?;
     state.eval_draws += 1;
     let (mean, std) = (evaluation.mean(), evaluation.std());
     let at = state.env_steps;

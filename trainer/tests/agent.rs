@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use dreamer_trainer::agent::{TrainError, group_of};
+use dreamer_trainer::agent::{Agent, TrainError, group_of};
 use dreamer_trainer::losses::lambda_return;
 use dreamer_trainer::networks::unit_normal_log_prob;
 use dreamer_trainer::rssm::{State, kl_divergence};
@@ -416,4 +416,62 @@ fn a_symlog_encoder_sees_the_compressed_state() {
     ]));
     let y: Vec<f32> = Vec::try_from(y).unwrap();
     assert!((y[0] + 1.0).abs() < 1e-6 && y[1] == 0.0 && (y[2] - 1001f32.ln()).abs() < 1e-4);
+}
+
+#[test]
+fn the_slow_value_follows_the_value_and_the_returns_bootstrap_from_it() {
+    let dims = dims(false);
+    let batch = synthetic_batch(&tiny_config(false), dims, 3);
+    let mut config = tiny_config(false);
+    config.train.slow_value_rate = 0.25;
+    let mut slowed = agent(&config, dims);
+    let weights = |a: &Agent| a.slow_value.as_ref().unwrap().named_weights();
+    let value = |a: &Agent| -> Vec<(String, Tensor)> {
+        a.named_weights()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("value."))
+            .map(|(n, t)| (n, t.copy()))
+            .collect()
+    };
+    // It starts as a copy of the value network, under the same names.
+    let before = value(&slowed);
+    let start = weights(&slowed);
+    assert_eq!(start.len(), before.len());
+    for ((n, s), (m, v)) in start.iter().zip(&before) {
+        assert_eq!(n, m);
+        assert!(s.equal(v), "{n}");
+    }
+    // Off, the same seed gives the same value target: the copy changes nothing yet.
+    let plain = agent(&tiny_config(false), dims);
+    let target = |a: &Agent| {
+        let noise = dreamer_trainer::noise::UpdateNoise::draw(&a.config, dims, 5, Device::Cpu);
+        let wm = a.world_model_loss(&batch, &noise.posterior);
+        a.behaviour_loss(&wm.post, &noise.imag_state, &noise.imag_action)
+            .value_target
+    };
+    assert!(target(&slowed).equal(&target(&plain)));
+
+    // One update: each slow weight moves a quarter of the way to the updated value's.
+    slowed.update(&batch, 0).unwrap();
+    let after = value(&slowed);
+    assert!(!changed(&before, &after).is_empty());
+    for ((n, s), ((_, b), (_, a))) in weights(&slowed).iter().zip(before.iter().zip(&after)) {
+        let expected = b * 0.75 + a * 0.25;
+        assert!(s.allclose(&expected, 1e-6, 1e-7, false), "{n}");
+    }
+    // The returns bootstrap from the slow copy: zeroing its weights (the value network
+    // untouched) changes the target.
+    let target_before = target(&slowed);
+    let zeroed: Vec<(String, Tensor)> = weights(&slowed)
+        .into_iter()
+        .map(|(n, t)| (n, t.zeros_like()))
+        .collect();
+    slowed.slow_value.as_ref().unwrap().load(&zeroed).unwrap();
+    assert!(changed(&value(&slowed), &after).is_empty());
+    assert!(!target(&slowed).allclose(&target_before, 1e-6, 1e-6, false));
+    // With rate 1 the copy is the value network after every update.
+    config.train.slow_value_rate = 1.0;
+    let mut copied = agent(&config, dims);
+    copied.update(&batch, 0).unwrap();
+    assert!(changed(&weights(&copied), &value(&copied)).is_empty());
 }

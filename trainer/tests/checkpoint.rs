@@ -154,6 +154,8 @@ fn resumed_updates_equal_uninterrupted_updates() {
     // An adapted entropy weight is part of the state a resume must restore.
     config.train.actor_entropy = 1e-2;
     config.train.entropy_lr = 0.1;
+    // So is the slow value network.
+    config.train.slow_value_rate = 0.3;
     let dims = dims(false);
     let replay = synthetic_replay(&dir.path().join("replay"), dims, 3, 12);
 
@@ -177,6 +179,9 @@ fn resumed_updates_equal_uninterrupted_updates() {
     assert_eq!(straight.entropy_scale, resumed.entropy_scale);
     assert_identical(&snapshot(&straight), &snapshot(&resumed));
     assert_identical(&optimiser_state(&straight), &optimiser_state(&resumed));
+    let slow = |a: &dreamer_trainer::agent::Agent| a.slow_value.as_ref().unwrap().named_weights();
+    assert_identical(&slow(&straight), &slow(&resumed));
+    assert!(!changed(&slow(&straight), &slow(&agent(&config, dims))).is_empty());
 }
 
 #[test]
@@ -363,4 +368,26 @@ fn a_tiny_pixel_run_logs_open_loop_predictions() {
     assert_eq!(&gif[..6], b"GIF89a");
     let (_, state) = checkpoint::read_meta(&logdir.join("checkpoint")).unwrap();
     assert!(state.pixels && state.state_size == 0);
+}
+
+#[test]
+fn same_starts_give_one_policy_the_same_evaluation() {
+    // Evaluations at 0 and 100 env steps, both before the first update at 200: one policy.
+    let curve = |same_starts: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = tiny_config(false);
+        config.run.steps = 100;
+        config.eval.every = 100;
+        config.eval.episodes = 3;
+        config.eval.same_starts = same_starts;
+        let summary = run::train(&config, &options(&dir.path().join("run"), false)).unwrap();
+        summary.curve.iter().map(|&(_, r)| r).collect::<Vec<f64>>()
+    };
+    let same = curve(true);
+    assert_eq!(same.len(), 2);
+    assert_eq!(same[0], same[1]);
+    // New start states at every evaluation: the same policy scores differently.
+    let fresh = curve(false);
+    assert_eq!(fresh[0], same[0]);
+    assert_ne!(fresh[0], fresh[1]);
 }
