@@ -145,6 +145,12 @@ pub struct ModelConfig {
     /// |x|)` and the state decoder learns to reconstruct it (false: DreamerV1's raw values).
     #[serde(default)]
     pub symlog_obs: bool,
+    /// DreamerV3's reward and value heads: logits over this many bins evenly spaced in symlog
+    /// space on [-20, 20], trained by cross-entropy against the two-hot target and read as
+    /// the symexp of their expectation (0: DreamerV1's unit-variance Gaussian heads;
+    /// DreamerV3: 255).
+    #[serde(default)]
+    pub two_hot_bins: i64,
 }
 
 /// Losses and optimisation.
@@ -395,6 +401,15 @@ impl Config {
                 &format!(
                     "must be in [0, 1] (0: off), got {}",
                     self.train.return_norm_rate
+                ),
+            );
+        }
+        if self.model.two_hot_bins == 1 || self.model.two_hot_bins < 0 {
+            return invalid(
+                "model.two_hot_bins",
+                &format!(
+                    "must be 0 (Gaussian heads) or at least 2, got {}",
+                    self.model.two_hot_bins
                 ),
             );
         }

@@ -48,6 +48,8 @@ pub struct Sizes {
     pub units: usize,
     /// `C`, when pixels are used.
     pub cnn_depth: Option<usize>,
+    /// `K`: outputs of the reward and value heads (1; the bins with `model.two_hot_bins`).
+    pub head_outputs: usize,
 }
 
 impl Sizes {
@@ -249,6 +251,7 @@ fn derive_sizes(
     let hidden = dim(weights, path, "rssm.img_in.weight", 0, "[H, S + A]")?;
     let img_in_cols = dim(weights, path, "rssm.img_in.weight", 1, "[H, S + A]")?;
     let units = dim(weights, path, "actor.l0.weight", 0, "[U, D + S]")?;
+    let head_outputs = dim(weights, path, "value.out.weight", 0, "[K, U]")?;
     if stoch == 0 || img_in_cols <= stoch {
         return Err(ExportError::Sizes {
             path: path.to_path_buf(),
@@ -281,6 +284,7 @@ fn derive_sizes(
         hidden,
         units,
         cnn_depth,
+        head_outputs,
     })
 }
 
@@ -320,8 +324,8 @@ pub fn contract(sizes: &Sizes, obs: ObsMode, with_pcont: bool) -> Vec<(String, V
         }
         linear(&format!("{name}.out"), out, u);
     };
-    head("reward", 2, 1);
-    head("value", 3, 1);
+    head("reward", 2, sizes.head_outputs);
+    head("value", 3, sizes.head_outputs);
     if with_pcont {
         head("pcont", 3, 1);
     }
@@ -430,6 +434,8 @@ const KNOWN_MODEL_KEYS: &[&str] = &[
     "min_std",
     "pcont",
     "symlog_obs",
+    // Only the reward and value heads, which no exported graph holds.
+    "two_hot_bins",
 ];
 
 impl Config {
@@ -561,6 +567,22 @@ impl Config {
                     ),
                 });
             }
+        }
+        // Absent, as before the option existed: Gaussian heads.
+        let bins = match self.get("model.two_hot_bins") {
+            Some(v) => v
+                .as_integer()
+                .ok_or_else(|| self.type_error("model.two_hot_bins", "an integer", v))?,
+            None => 0,
+        };
+        if bins.max(1) != sizes.head_outputs as i64 {
+            return Err(ExportError::Config {
+                path: self.path.clone(),
+                message: format!(
+                    "`model.two_hot_bins` = {bins} but tensor `value.out.weight` has {} outputs",
+                    sizes.head_outputs
+                ),
+            });
         }
         Ok(())
     }

@@ -135,6 +135,23 @@ fn unsupported_model_option_is_named() {
 }
 
 #[test]
+fn two_hot_bins_that_the_heads_do_not_have_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ckpt, _) = checkpoint(tmp.path());
+    let config = fs::read_to_string(ckpt.join("config.toml")).unwrap();
+    fs::write(
+        ckpt.join("config.toml"),
+        config.replace("[model]\n", "[model]\ntwo_hot_bins = 255\n"),
+    )
+    .unwrap();
+    let msg = export_err(&ckpt, &tmp.path().join("out"), &ExportOptions::default()).to_string();
+    assert!(
+        msg.contains("`model.two_hot_bins` = 255 but tensor `value.out.weight` has 1 outputs"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn unsupported_observation_mode_and_batch_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let (ckpt, _) = checkpoint(tmp.path());

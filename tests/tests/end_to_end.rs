@@ -160,6 +160,22 @@ fn state_agent_trainer_export_runtime_agree() {
     check_chain(small_config("cpu-state", &[]));
 }
 
+/// The DreamerV3 options change only what the bundle does not hold (heads, losses) or what
+/// it reproduces (symlog of the state): the chain agrees as with DreamerV1's.
+#[test]
+fn state_agent_with_the_dreamerv3_options_trains_exports_and_agrees() {
+    check_chain(small_config(
+        "cpu-state",
+        &[
+            "model.symlog_obs=true",
+            "model.two_hot_bins=255",
+            "train.kl_balance=0.8",
+            "train.return_norm_rate=0.01",
+            "train.slow_value_rate=0.02",
+        ],
+    ));
+}
+
 #[test]
 fn pixel_agent_trainer_export_runtime_agree() {
     check_chain(small_config(

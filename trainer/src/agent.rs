@@ -7,6 +7,7 @@ use dreamer_config::Config;
 use tch::nn::{self};
 use tch::{Device, Kind, Tensor};
 
+use crate::heads::ScalarHead;
 use crate::init::initialise;
 use crate::networks::{Actor, Decoder, Dims, Encoder, Mlp, Obs};
 use crate::noise::UpdateNoise;
@@ -38,6 +39,17 @@ pub fn group_of(name: &str) -> &'static str {
     }
 }
 
+/// Set to zero every variable of `named` whose name starts with one of `prefixes`.
+fn zero_layers(named: &[(String, Tensor)], prefixes: &[&str]) {
+    tch::no_grad(|| {
+        for (name, tensor) in named {
+            if prefixes.iter().any(|p| name.starts_with(p)) {
+                let _ = tensor.shallow_clone().zero_();
+            }
+        }
+    });
+}
+
 /// Every variable of `vs` by name, sorted: the order of initialisation, of the optimisers'
 /// variables and of checkpoints.
 fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
@@ -54,10 +66,10 @@ pub struct Agent {
     pub encoder: Encoder,
     pub rssm: Rssm,
     pub decoder: Decoder,
-    pub reward: Mlp,
+    pub reward: ScalarHead,
     pub pcont: Option<Mlp>,
     pub actor: Actor,
-    pub value: Mlp,
+    pub value: ScalarHead,
     /// The value network the lambda-returns bootstrap from when `train.slow_value_rate` is
     /// above 0.
     pub slow_value: Option<SlowValue>,
@@ -89,15 +101,20 @@ impl Agent {
         );
         let rssm = Rssm::new(&(&root / "rssm"), m, dims.action, embed);
         let decoder = Decoder::new(&(&root / "decoder"), &dims, feat, m.units, m.cnn_depth);
-        let reward = Mlp::new(&(&root / "reward"), feat, m.units, 2, Some(1));
+        let bins = m.two_hot_bins;
+        let reward = ScalarHead::new(&(&root / "reward"), feat, m.units, 2, bins);
         let pcont = m
             .pcont
             .then(|| Mlp::new(&(&root / "pcont"), feat, m.units, 3, Some(1)));
         let actor = Actor::new(&(&root / "actor"), feat, m.units, dims.action);
-        let value = Mlp::new(&(&root / "value"), feat, m.units, 3, Some(1));
+        let value = ScalarHead::new(&(&root / "value"), feat, m.units, 3, bins);
 
         let named = sorted_variables(&vs);
         initialise(&named, config.run.seed);
+        if bins > 0 {
+            // DreamerV3 starts both two-hot heads at zero logits: a prediction of 0.
+            zero_layers(&named, &["reward.out.", "value.out."]);
+        }
         let t = &config.train;
         let take = |group: &str| -> Vec<(String, Tensor)> {
             named
@@ -109,7 +126,7 @@ impl Agent {
         let slow_value = (t.slow_value_rate > 0.0).then(|| {
             SlowValue::new(
                 device,
-                |path| Mlp::new(path, feat, m.units, 3, Some(1)),
+                |path| ScalarHead::new(path, feat, m.units, 3, bins),
                 &take("value"),
                 t.slow_value_rate,
             )
@@ -282,7 +299,7 @@ impl Agent {
 #[derive(Debug)]
 pub struct SlowValue {
     vs: nn::VarStore,
-    pub net: Mlp,
+    pub net: ScalarHead,
     rate: f64,
 }
 
@@ -291,7 +308,7 @@ impl SlowValue {
     /// `value`, the value network's variables by name.
     fn new(
         device: Device,
-        build: impl FnOnce(&nn::Path) -> Mlp,
+        build: impl FnOnce(&nn::Path) -> ScalarHead,
         value: &[(String, Tensor)],
         rate: f64,
     ) -> SlowValue {
@@ -299,7 +316,8 @@ impl SlowValue {
         let net = build(&(&vs.root() / "value"));
         vs.freeze();
         let slow = SlowValue { vs, net, rate };
-        slow.load(value).expect("the copy has the value network's layers");
+        slow.load(value)
+            .expect("the copy has the value network's layers");
         slow
     }
 

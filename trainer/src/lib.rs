@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod env_loop;
 pub mod envs;
+pub mod heads;
 pub mod init;
 pub mod learn;
 pub mod logging;

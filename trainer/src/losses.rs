@@ -103,9 +103,11 @@ impl Agent {
             };
             unit_normal_log_prob(&mean, &target, 1).mean(Kind::Float)
         });
-        let reward_pred = self.reward.forward(&feat).squeeze_dim(-1); // [B*T]
-        let reward_target = batch.reward.flatten(0, 1) * t.reward_scale;
-        let reward_loglik = unit_normal_log_prob(&reward_pred, &reward_target, 0).mean(Kind::Float);
+        let reward_target = batch.reward.flatten(0, 1) * t.reward_scale; // [B*T]
+        let reward_loglik = self
+            .reward
+            .log_prob(&feat, &reward_target)
+            .mean(Kind::Float);
         let pcont_loglik = self.pcont.as_ref().map(|head| {
             let logits = head.forward(&feat).squeeze_dim(-1);
             -logits.binary_cross_entropy_with_logits::<Tensor>(
@@ -159,10 +161,13 @@ impl Agent {
         let entropy = Tensor::stack(&entropy, 0); // [H, N]
         let feat = Rssm::get_feat(&imag); // [H, N, F]
         let horizon = t.horizon;
-        let reward = self.reward.forward(&feat).squeeze_dim(-1); // [H, N]
+        let reward = self.reward.mean(&feat); // [H, N]
         // What the returns bootstrap from: the slow copy when there is one.
-        let bootstrap = self.slow_value.as_ref().map_or(&self.value, |slow| &slow.net);
-        let value = bootstrap.forward(&feat).squeeze_dim(-1); // [H, N]
+        let bootstrap = self
+            .slow_value
+            .as_ref()
+            .map_or(&self.value, |slow| &slow.net);
+        let value = bootstrap.mean(&feat); // [H, N]
         let pcont = match &self.pcont {
             Some(head) => head.forward(&feat).squeeze_dim(-1).sigmoid() * t.gamma,
             None => reward.ones_like() * t.gamma,
@@ -185,13 +190,11 @@ impl Agent {
         .detach(); // [H-1, N]
         let actor_loss = -(&weight * &returns).mean(Kind::Float) / self.return_divisor()
             - entropy.mean(Kind::Float) * self.entropy_scale;
-        let value_pred = self
-            .value
-            .forward(&feat.narrow(0, 0, horizon - 1).detach())
-            .squeeze_dim(-1);
         let value_target = returns.detach();
-        let value_loss =
-            -(&weight * unit_normal_log_prob(&value_pred, &value_target, 0)).mean(Kind::Float);
+        let value_loglik = self
+            .value
+            .log_prob(&feat.narrow(0, 0, horizon - 1).detach(), &value_target); // [H-1, N]
+        let value_loss = -(&weight * value_loglik).mean(Kind::Float);
         BehaviourLoss {
             actor_loss,
             value_loss,

@@ -475,3 +475,44 @@ fn the_slow_value_follows_the_value_and_the_returns_bootstrap_from_it() {
     copied.update(&batch, 0).unwrap();
     assert!(changed(&weights(&copied), &value(&copied)).is_empty());
 }
+
+#[test]
+fn two_hot_heads_start_at_zero_and_train() {
+    let dims = dims(false);
+    let mut config = tiny_config(false);
+    config.model.two_hot_bins = 255;
+    config.train.model_lr = 1e-2;
+    let mut two_hot = agent(&config, dims);
+    let feat = Tensor::randn([5, 16], (Kind::Float, Device::Cpu));
+    // Zero up to the float sum of the symmetric bins.
+    assert!(two_hot.reward.mean(&feat).abs().max().double_value(&[]) < 1e-5);
+    assert!(two_hot.value.mean(&feat).abs().max().double_value(&[]) < 1e-5);
+    // Only the heads' output layers start at zero.
+    let weights = two_hot.named_weights();
+    let zero = |name: &str| {
+        weights
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .abs()
+            .max()
+            .double_value(&[])
+            == 0.0
+    };
+    assert!(zero("reward.out.weight") && zero("value.out.bias"));
+    assert!(!zero("reward.l0.weight") && !zero("actor.out.weight"));
+    // Rewards of a thousand: the same step sizes learn them (the Gaussian head's loss would
+    // be in the hundreds of thousands).
+    let mut batch = synthetic_batch(&config, dims, 3);
+    batch.reward = &batch.reward * 1000.0;
+    let first = two_hot.update(&batch, 0).unwrap();
+    let reward_loss = |m: &[(&str, f64)]| m.iter().find(|(n, _)| *n == "reward_loss").unwrap().1;
+    // Uniform logits over 255 bins: the cross-entropy is ln 255.
+    assert!(close(reward_loss(&first), 255f64.ln()), "{first:?}");
+    let mut last = first.clone();
+    for i in 1..30 {
+        last = two_hot.update(&batch, i).unwrap();
+    }
+    assert!(reward_loss(&last) < reward_loss(&first) - 0.5, "{last:?}");
+}
