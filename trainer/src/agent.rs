@@ -316,39 +316,21 @@ impl SlowValue {
         let net = build(&(&vs.root() / "value"));
         vs.freeze();
         let slow = SlowValue { vs, net, rate };
-        slow.load(value)
-            .expect("the copy has the value network's layers");
+        // Built by the same code under the same names, both sorted: pairwise equal layers.
+        tch::no_grad(|| {
+            for ((name, mut copy), (value_name, weight)) in
+                slow.named_weights().into_iter().zip(value)
+            {
+                debug_assert_eq!(&name, value_name);
+                copy.copy_(weight);
+            }
+        });
         slow
     }
 
     /// The slow weights by name (the value network's names), sorted.
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
         sorted_variables(&self.vs)
-    }
-
-    /// Set the slow weights to `weights` (by name); names the first one missing or of
-    /// another shape.
-    pub fn load(&self, weights: &[(String, Tensor)]) -> Result<(), String> {
-        let weights: std::collections::HashMap<&str, &Tensor> =
-            weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        tch::no_grad(|| {
-            for (name, mut slow) in self.named_weights() {
-                match weights.get(name.as_str()) {
-                    Some(w) if w.size() == slow.size() => {
-                        slow.copy_(&w.to_kind(slow.kind()));
-                    }
-                    Some(w) => {
-                        return Err(format!(
-                            "`{name}` has shape {:?}, expected {:?}",
-                            w.size(),
-                            slow.size()
-                        ));
-                    }
-                    None => return Err(format!("missing `{name}`")),
-                }
-            }
-            Ok(())
-        })
     }
 
     /// Move every slow weight `rate` of the way towards the value network's (its variables

@@ -298,6 +298,16 @@ fn load_named(path: &Path, targets: &[(String, Tensor)]) -> Result<(), Checkpoin
             shape: tensors[*name].size(),
         });
     }
+    copy_named(path, &tensors, targets)
+}
+
+/// Copy `tensors` (read from `path`) into `targets` by name: every target must be there, in
+/// its shape.
+fn copy_named(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    targets: &[(String, Tensor)],
+) -> Result<(), CheckpointError> {
     tch::no_grad(|| {
         for (name, target) in targets {
             let source = tensors.get(name).ok_or_else(|| CheckpointError::Missing {
@@ -348,18 +358,12 @@ pub fn load_into(dir: &Path, agent: &mut Agent) -> Result<(), CheckpointError> {
         agent.return_scale = scale.double_value(&[0]);
     }
     if let Some(slow) = &agent.slow_value {
-        let weights: Vec<(String, Tensor)> = tensors
-            .iter()
-            .filter_map(|(name, t)| {
-                let name = name.strip_prefix(SLOW_VALUE_PREFIX)?;
-                Some((name.to_string(), t.shallow_clone()))
-            })
+        let targets: Vec<(String, Tensor)> = slow
+            .named_weights()
+            .into_iter()
+            .map(|(name, w)| (format!("{SLOW_VALUE_PREFIX}{name}"), w))
             .collect();
-        slow.load(&weights)
-            .map_err(|message| CheckpointError::Invalid {
-                path: optim_path.clone(),
-                message: format!("slow value network (train.slow_value_rate): {message}"),
-            })?;
+        copy_named(&optim_path, &tensors, &targets)?;
     }
     Ok(())
 }
