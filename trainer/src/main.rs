@@ -215,7 +215,9 @@ enum Command {
         device: DeviceArgs,
     },
     /// Gather the runs under a folder (<runs>/<task>/seed<N>/) into learning.csv (task, seed,
-    /// env_steps, return) and one learning-curve PNG per task, published 100k scores drawn in
+    /// env_steps, return), one learning-curve PNG per task (published 100k scores drawn in)
+    /// and summary.md (per task: mean and worst seed at the last evaluations, each seed's
+    /// best, whether each curve holds)
     Table {
         /// The folder holding <task>/seed<N>/ run folders
         #[arg(long, default_value = "runs/learning")]
@@ -497,6 +499,11 @@ fn run_cli(cli: Cli) -> Result<()> {
             for picture in &report.pictures {
                 say!("wrote {}", picture.display());
             }
+            say!("wrote {}:", report.summary.display());
+            say!(
+                "{}",
+                dreamer_trainer::table::summary_markdown(&report.summaries).trim_end()
+            );
         }
         Command::Doctor { device } => doctor(&device)?,
     }

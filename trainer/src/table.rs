@@ -15,6 +15,11 @@ type Curve = Vec<(u64, f64)>;
 
 /// The CSV written next to the runs.
 pub const TABLE_FILE: &str = "learning.csv";
+/// The per-task summary written next to the runs (a Markdown table).
+pub const SUMMARY_FILE: &str = "summary.md";
+/// How far below its best evaluation a run's last may end and still count as holding:
+/// 10 % of the best's magnitude.
+pub const HOLD_FRACTION: f64 = 0.10;
 
 /// Published mean scores at 100k environment steps (DMC convention, action repeat 2) for the
 /// tasks that follow DeepMind Control's definitions, by the run folder's task name: DreamerV3
@@ -54,6 +59,125 @@ pub struct TableReport {
     pub runs: Vec<(String, u64, usize)>,
     pub csv: PathBuf,
     pub pictures: Vec<PathBuf>,
+    /// One per task, sorted by task.
+    pub summaries: Vec<TaskSummary>,
+    /// The summaries as a Markdown table ([`SUMMARY_FILE`]).
+    pub summary: PathBuf,
+}
+
+/// One run's last and best evaluations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedSummary {
+    pub seed: u64,
+    /// (env steps, return) of the last evaluation.
+    pub last: (u64, f64),
+    /// (env steps, return) of the best evaluation (the earliest of equal ones).
+    pub best: (u64, f64),
+}
+
+impl SeedSummary {
+    fn of(seed: u64, curve: &[(u64, f64)]) -> Option<SeedSummary> {
+        let last = *curve.last()?;
+        let best = curve
+            .iter()
+            .copied()
+            .fold(curve[0], |best, e| if e.1 > best.1 { e } else { best });
+        Some(SeedSummary { seed, last, best })
+    }
+
+    /// How far the last evaluation is below the best, as a fraction of the best's magnitude
+    /// (0 when the last is the best; the same rule for negative returns).
+    pub fn drop_from_best(&self) -> f64 {
+        let gap = self.best.1 - self.last.1;
+        if gap <= 0.0 {
+            0.0
+        } else {
+            gap / self.best.1.abs().max(f64::MIN_POSITIVE)
+        }
+    }
+
+    /// Whether the curve holds: the last evaluation within [`HOLD_FRACTION`] of the best.
+    pub fn holds(&self) -> bool {
+        self.drop_from_best() <= HOLD_FRACTION
+    }
+}
+
+/// A task's runs at their last evaluations: the mean over seeds and the worst seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSummary {
+    pub task: String,
+    /// Sorted by seed.
+    pub seeds: Vec<SeedSummary>,
+}
+
+impl TaskSummary {
+    /// Mean over seeds of the last evaluation.
+    pub fn mean_last(&self) -> f64 {
+        self.seeds.iter().map(|s| s.last.1).sum::<f64>() / self.seeds.len() as f64
+    }
+
+    /// The seed whose last evaluation is lowest.
+    pub fn worst(&self) -> &SeedSummary {
+        self.seeds.iter().fold(
+            &self.seeds[0],
+            |w, s| if s.last.1 < w.last.1 { s } else { w },
+        )
+    }
+
+    /// The Markdown row: task, seeds, env steps of the last evaluations, mean, worst seed,
+    /// each seed's last / best (steps), and how many seeds hold their curve.
+    fn row(&self) -> String {
+        let steps: Vec<u64> = self.seeds.iter().map(|s| s.last.0).collect();
+        let (lo, hi) = (
+            steps.iter().min().copied().unwrap_or(0),
+            steps.iter().max().copied().unwrap_or(0),
+        );
+        let steps = if lo == hi {
+            format!("{lo}")
+        } else {
+            format!("{lo}-{hi}")
+        };
+        let worst = self.worst();
+        let per_seed: Vec<String> = self
+            .seeds
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {:.0} / {:.0} at {}k{}",
+                    s.seed,
+                    s.last.1,
+                    s.best.1,
+                    s.best.0 / 1000,
+                    if s.holds() { "" } else { " (drops)" }
+                )
+            })
+            .collect();
+        format!(
+            "| {} | {} | {} | {:.0} | {:.0} (seed {}) | {} | {} of {} |\n",
+            self.task,
+            self.seeds.len(),
+            steps,
+            self.mean_last(),
+            worst.last.1,
+            worst.seed,
+            per_seed.join("; "),
+            self.seeds.iter().filter(|s| s.holds()).count(),
+            self.seeds.len()
+        )
+    }
+}
+
+/// The summaries as one Markdown table.
+pub fn summary_markdown(summaries: &[TaskSummary]) -> String {
+    let mut text = format!(
+        "| task | seeds | env steps | mean (last) | worst seed (last) | seed: last / best at | \
+         last within {:.0} % of best |\n|---|---|---|---|---|---|---|\n",
+        HOLD_FRACTION * 100.0
+    );
+    for summary in summaries {
+        text.push_str(&summary.row());
+    }
+    text
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +216,10 @@ fn subfolders(dir: &Path) -> Result<Vec<(String, PathBuf)>, TableError> {
 }
 
 /// Reads every `<runs>/<task>/seed<N>/metrics.jsonl`, writes `<runs>/learning.csv` (task,
-/// seed, env_steps, return: every noise-free evaluation) and `<runs>/<task>.png` (one curve
-/// per seed, the task's anchors at 100k). Both replaced whole.
+/// seed, env_steps, return: every noise-free evaluation), `<runs>/<task>.png` (one curve
+/// per seed, the task's anchors at 100k) and `<runs>/summary.md` (per task: mean and worst
+/// seed at the last evaluations, each seed's best, whether each curve holds). All replaced
+/// whole.
 pub fn write_table(runs: &Path) -> Result<TableReport, TableError> {
     let mut curves: BTreeMap<String, Vec<(u64, Curve)>> = BTreeMap::new();
     for (task, task_dir) in subfolders(runs)? {
@@ -115,14 +241,24 @@ pub fn write_table(runs: &Path) -> Result<TableReport, TableError> {
         runs: Vec::new(),
         csv: runs.join(TABLE_FILE),
         pictures: Vec::new(),
+        summaries: Vec::new(),
+        summary: runs.join(SUMMARY_FILE),
     };
-    for (task, seeds) in &curves {
-        for (seed, curve) in seeds {
+    for (task, seeds) in &mut curves {
+        seeds.sort_by_key(|(seed, _)| *seed);
+        for (seed, curve) in seeds.iter() {
             for (steps, value) in curve {
                 csv.push_str(&format!("{task},{seed},{steps},{value}\n"));
             }
             report.runs.push((task.clone(), *seed, curve.len()));
         }
+        report.summaries.push(TaskSummary {
+            task: task.clone(),
+            seeds: seeds
+                .iter()
+                .filter_map(|(seed, curve)| SeedSummary::of(*seed, curve))
+                .collect(),
+        });
         let picture = runs.join(format!("{task}.png"));
         let lines: Vec<Curve> = seeds.iter().map(|(_, c)| c.clone()).collect();
         write_curves(&picture, &lines, &anchors_for(task)).map_err(|source| TableError::Draw {
@@ -131,12 +267,15 @@ pub fn write_table(runs: &Path) -> Result<TableReport, TableError> {
         })?;
         report.pictures.push(picture);
     }
-    dreamer_persist::write_file(&report.csv, csv.as_bytes()).map_err(|source| {
-        TableError::Write {
-            path: report.csv.clone(),
+    for (path, text) in [
+        (&report.csv, csv),
+        (&report.summary, summary_markdown(&report.summaries)),
+    ] {
+        dreamer_persist::write_file(path, text.as_bytes()).map_err(|source| TableError::Write {
+            path: path.clone(),
             source,
-        }
-    })?;
+        })?;
+    }
     Ok(report)
 }
 
@@ -198,6 +337,66 @@ mod tests {
             assert_eq!(&bytes[1..4], b"PNG", "{}", picture.display());
         }
         assert_eq!(report.pictures.len(), 2);
+    }
+
+    #[test]
+    fn the_summary_gives_mean_worst_seed_and_whether_each_curve_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Seed 10 sorts after seed 2 by number, not by folder name.
+        run(
+            tmp.path(),
+            "cartpole-swingup",
+            10,
+            &[(5000, 300.0), (60000, 868.0), (100000, 844.0)],
+        );
+        run(
+            tmp.path(),
+            "cartpole-swingup",
+            2,
+            &[(5000, 250.0), (60000, 872.0), (100000, 729.0)],
+        );
+        // Negative returns: -185 is 61 % below the best -115; -120 is within 10 % of -110.
+        run(
+            tmp.path(),
+            "pendulum",
+            0,
+            &[(2000, -1300.0), (16000, -115.0), (20000, -185.0)],
+        );
+        run(
+            tmp.path(),
+            "pendulum",
+            1,
+            &[(2000, -1200.0), (14000, -110.0), (18000, -120.0)],
+        );
+        let report = write_table(tmp.path()).unwrap();
+        let [swingup, pendulum] = &report.summaries[..] else {
+            panic!("{:?}", report.summaries)
+        };
+        assert_eq!(
+            swingup.seeds.iter().map(|s| s.seed).collect::<Vec<_>>(),
+            [2, 10]
+        );
+        assert!((swingup.mean_last() - 786.5).abs() < 1e-9);
+        assert_eq!(swingup.worst().seed, 2);
+        assert_eq!(swingup.seeds[0].best, (60000, 872.0));
+        assert!(!swingup.seeds[0].holds(), "729 is 16 % below 872");
+        assert!(swingup.seeds[1].holds(), "844 is 3 % below 868");
+        assert!((pendulum.seeds[0].drop_from_best() - 70.0 / 115.0).abs() < 1e-12);
+        assert!(!pendulum.seeds[0].holds());
+        assert!(pendulum.seeds[1].holds());
+        assert_eq!(pendulum.worst().seed, 0);
+        let text = fs::read_to_string(&report.summary).unwrap();
+        assert!(
+            text.contains(
+                "| cartpole-swingup | 2 | 100000 | 786 | 729 (seed 2) | \
+                 2: 729 / 872 at 60k (drops); 10: 844 / 868 at 60k | 1 of 2 |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| pendulum | 2 | 18000-20000 | -152 | -185 (seed 0) |"),
+            "{text}"
+        );
     }
 
     #[test]
