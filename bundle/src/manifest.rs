@@ -111,7 +111,12 @@ pub struct ActionInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatentInfo {
     pub deter: u32,
+    /// Width of the stochastic state `s` (and of its noise and statistics).
     pub stoch: u32,
+    /// The stochastic state's kind: 0 (absent) Gaussian; otherwise `stoch / classes`
+    /// categoricals of this many classes, `s` their one-hots.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub classes: u32,
     pub embed: u32,
     /// `zeros`: h, s and the previous action all start at zero.
     pub initial: String,
@@ -370,4 +375,8 @@ fn check_depth(bytes: &[u8], origin: &Path) -> Result<(), BundleError> {
         }
     }
     Ok(())
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }

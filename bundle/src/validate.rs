@@ -159,6 +159,16 @@ impl Validator<'_> {
         self.at_least_one("latent.deter", m.latent.deter.into())?;
         self.at_least_one("latent.stoch", m.latent.stoch.into())?;
         self.at_least_one("latent.embed", m.latent.embed.into())?;
+        let classes = m.latent.classes;
+        if classes == 1 || (classes > 1 && !m.latent.stoch.is_multiple_of(classes)) {
+            return Err(self.bad(
+                "latent.classes",
+                format!(
+                    "is {classes} but must be 0 (Gaussian) or at least 2 and divide latent.stoch ({})",
+                    m.latent.stoch
+                ),
+            ));
+        }
         if m.latent.initial != "zeros" {
             return Err(self.bad(
                 "latent.initial",

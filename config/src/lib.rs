@@ -151,6 +151,28 @@ pub struct ModelConfig {
     /// DreamerV3: 255).
     #[serde(default)]
     pub two_hot_bins: i64,
+    /// DreamerV2/V3's discrete stochastic state: `stoch` categorical variables of this many
+    /// classes each (1 % uniform mix, one-hot samples with straight-through gradients), the
+    /// state `s` their concatenated one-hots `[S * classes]` (0: DreamerV1's Gaussian state;
+    /// DreamerV3: 32 of 32).
+    #[serde(default)]
+    pub classes: i64,
+}
+
+/// Share of the uniform distribution mixed into every categorical of a discrete stochastic
+/// state (DreamerV3's 1 %): no class has probability 0, so the KL stays finite and every
+/// class keeps a gradient. The trainer and the exported graphs share it.
+pub const UNIFORM_MIX: f64 = 0.01;
+/// The uniforms `u = Phi(noise)` behind a categorical's Gumbel noise `-ln(-ln u)` stay in
+/// [GUMBEL_EPS, 1 - GUMBEL_EPS], so the noise is finite for every float32 input.
+pub const GUMBEL_EPS: f64 = 1e-6;
+
+impl ModelConfig {
+    /// Width of the stochastic state `s` (and of its noise and statistics): `S`, or
+    /// `S * classes` with discrete latents.
+    pub fn stoch_width(&self) -> i64 {
+        self.stoch * self.classes.max(1)
+    }
 }
 
 /// Losses and optimisation.
@@ -410,6 +432,15 @@ impl Config {
                 &format!(
                     "must be 0 (Gaussian heads) or at least 2, got {}",
                     self.model.two_hot_bins
+                ),
+            );
+        }
+        if self.model.classes == 1 || self.model.classes < 0 {
+            return invalid(
+                "model.classes",
+                &format!(
+                    "must be 0 (Gaussian latents) or at least 2, got {}",
+                    self.model.classes
                 ),
             );
         }

@@ -40,8 +40,12 @@ pub struct Sizes {
     pub obs_state: Option<usize>,
     /// `D`
     pub deter: usize,
-    /// `S`
+    /// `S`: the width of the stochastic state (with discrete latents, `model.stoch`
+    /// categoricals times `classes`).
     pub stoch: usize,
+    /// Classes per categorical of a discrete stochastic state (`model.classes`); 0 for the
+    /// Gaussian state.
+    pub classes: usize,
     /// `H`
     pub hidden: usize,
     /// `U`
@@ -61,6 +65,16 @@ impl Sizes {
     /// `F = D + S`
     pub fn feat(&self) -> usize {
         self.deter + self.stoch
+    }
+
+    /// Rows of the distribution layers `rssm.{img,obs}_dist`: mean and std of each
+    /// Gaussian (`2S`), or one logit per class (`S`).
+    pub fn dist_outputs(&self) -> usize {
+        if self.classes == 0 {
+            2 * self.stoch
+        } else {
+            self.stoch
+        }
     }
 }
 
@@ -120,9 +134,11 @@ impl Checkpoint {
         config.check_model_keys()?;
         let symlog_obs = config.flag("model.symlog_obs")?;
 
+        let classes = config.classes()?;
+
         let model_path = dir.join(MODEL_FILE);
         let weights = read_f32_tensors(&model_path)?;
-        let sizes = derive_sizes(&weights, obs, &model_path)?;
+        let sizes = derive_sizes(&weights, obs, classes, &model_path)?;
         check_tensors(&weights, &sizes, obs, &model_path)?;
         config.check_sizes(&sizes)?;
         config.check_pcont(&weights)?;
@@ -241,13 +257,28 @@ fn dim(
     })
 }
 
+/// `classes`: of the discrete stochastic state, 0 for the Gaussian one.
 fn derive_sizes(
     weights: &BTreeMap<String, Tensor>,
     obs: ObsMode,
+    classes: usize,
     path: &Path,
 ) -> Result<Sizes, ExportError> {
     let deter = dim(weights, path, "rssm.gru.weight_hh", 1, "[3D, D]")?;
-    let stoch = dim(weights, path, "rssm.img_dist.weight", 0, "[2S, H]")? / 2;
+    let stoch = if classes == 0 {
+        dim(weights, path, "rssm.img_dist.weight", 0, "[2S, H]")? / 2
+    } else {
+        let rows = dim(weights, path, "rssm.img_dist.weight", 0, "[S, H]")?;
+        if !rows.is_multiple_of(classes) {
+            return Err(ExportError::Sizes {
+                path: path.to_path_buf(),
+                message: format!(
+                    "`rssm.img_dist.weight` has {rows} rows, not a whole number of categoricals of `model.classes` = {classes}"
+                ),
+            });
+        }
+        rows
+    };
     let hidden = dim(weights, path, "rssm.img_in.weight", 0, "[H, S + A]")?;
     let img_in_cols = dim(weights, path, "rssm.img_in.weight", 1, "[H, S + A]")?;
     let units = dim(weights, path, "actor.l0.weight", 0, "[U, D + S]")?;
@@ -281,6 +312,7 @@ fn derive_sizes(
         obs_state,
         deter,
         stoch,
+        classes,
         hidden,
         units,
         cnn_depth,
@@ -314,9 +346,9 @@ pub fn contract(sizes: &Sizes, obs: ObsMode, with_pcont: bool) -> Vec<(String, V
     }
     linear("rssm.img_in", h, s + a);
     linear("rssm.img_out", h, d);
-    linear("rssm.img_dist", 2 * s, h);
+    linear("rssm.img_dist", sizes.dist_outputs(), h);
     linear("rssm.obs_out", h, d + e);
-    linear("rssm.obs_dist", 2 * s, h);
+    linear("rssm.obs_dist", sizes.dist_outputs(), h);
     let mut head = |name: &str, hidden_layers: usize, out: usize| {
         linear(&format!("{name}.l0"), u, f);
         for i in 1..hidden_layers {
@@ -436,6 +468,7 @@ const KNOWN_MODEL_KEYS: &[&str] = &[
     "symlog_obs",
     // Only the reward and value heads, which no exported graph holds.
     "two_hot_bins",
+    "classes",
 ];
 
 impl Config {
@@ -518,6 +551,25 @@ impl Config {
         }
     }
 
+    /// `model.classes`: 0 (absent, as before the option existed) for the Gaussian state, or
+    /// the classes of each categorical (at least 2).
+    fn classes(&self) -> Result<usize, ExportError> {
+        let Some(v) = self.get("model.classes") else {
+            return Ok(0);
+        };
+        let classes = v
+            .as_integer()
+            .ok_or_else(|| self.type_error("model.classes", "an integer", v))?;
+        match usize::try_from(classes) {
+            Ok(k) if k != 1 => Ok(k),
+            _ => Err(ExportError::Unsupported {
+                option: "model.classes".to_string(),
+                value: classes.to_string(),
+                supported: "0 (Gaussian latents) or at least 2".to_string(),
+            }),
+        }
+    }
+
     /// `model.pcont`, when present, says whether the checkpoint has the `pcont.*` head.
     fn check_pcont(&self, weights: &BTreeMap<String, Tensor>) -> Result<(), ExportError> {
         let Some(v) = self.get("model.pcont") else {
@@ -543,7 +595,11 @@ impl Config {
     fn check_sizes(&self, sizes: &Sizes) -> Result<(), ExportError> {
         let checks = [
             ("model.deter", Some(sizes.deter), "rssm.gru.weight_hh"),
-            ("model.stoch", Some(sizes.stoch), "rssm.img_dist.weight"),
+            (
+                "model.stoch",
+                Some(sizes.stoch / sizes.classes.max(1)),
+                "rssm.img_dist.weight",
+            ),
             ("model.hidden", Some(sizes.hidden), "rssm.img_in.weight"),
             ("model.units", Some(sizes.units), "actor.l0.weight"),
             (

@@ -6,6 +6,7 @@
 //! graphs or from each other.
 
 use dreamer_bundle::{GraphForm, names};
+use dreamer_config::{GUMBEL_EPS, UNIFORM_MIX};
 
 use crate::calibrate::Calibration;
 use crate::checkpoint::{Checkpoint, PIXEL_CHANNELS, PIXEL_HW};
@@ -471,23 +472,79 @@ impl Net<'_> {
         (mean, std)
     }
 
+    /// Categoricals from a `[B, S]` layer output of logits, `S / K` of `K` classes: (the
+    /// class probabilities mixed with 1 % uniform, their one-hots' std `sqrt(p (1 - p))`).
+    fn categorical(&self, g: &mut GraphBuilder, prefix: &str, y: &str) -> (String, String) {
+        let (s, k) = (self.ckpt.sizes.stoch as i64, self.ckpt.sizes.classes as i64);
+        let logits = self.linear(g, prefix, y);
+        let grouped = g.reshape(&logits, &[0, s / k, k]);
+        let soft = g.softmax_last(&grouped);
+        let keep = g.scalar((1.0 - UNIFORM_MIX) as f32);
+        let kept = g.binary("Mul", &soft, &keep);
+        let floor = g.scalar((UNIFORM_MIX / k as f64) as f32);
+        let mixed = g.binary("Add", &kept, &floor);
+        let probs = g.reshape(&mixed, &[0, s]);
+        let one = g.scalar(1.0);
+        let rest = g.binary("Sub", &one, &probs);
+        let var = g.binary("Mul", &probs, &rest);
+        let std = g.unary("Sqrt", &var);
+        (probs, std)
+    }
+
+    /// The stochastic state's distribution from a distribution layer's input `y`: a
+    /// Gaussian's (mean, std) or the categoricals' (probabilities, std), [B, S] each.
+    fn latent_dist(&self, g: &mut GraphBuilder, prefix: &str, y: &str) -> (String, String) {
+        if self.ckpt.sizes.classes == 0 {
+            self.gaussian(g, prefix, y)
+        } else {
+            self.categorical(g, prefix, y)
+        }
+    }
+
     /// Prior from h' [B, D] -> (mean, std) [B, S].
     fn prior(&self, g: &mut GraphBuilder, h_next: &str) -> (String, String) {
         let y = self.linear_elu(g, "rssm.img_out", h_next);
-        self.gaussian(g, "rssm.img_dist", &y)
+        self.latent_dist(g, "rssm.img_dist", &y)
     }
 
     /// Posterior from h' [B, D] and embedding [B, E] -> (mean, std) [B, S].
     fn posterior(&self, g: &mut GraphBuilder, h_next: &str, embed: &str) -> (String, String) {
         let he = g.concat(&[h_next, embed]);
         let y = self.linear_elu(g, "rssm.obs_out", &he);
-        self.gaussian(g, "rssm.obs_dist", &y)
+        self.latent_dist(g, "rssm.obs_dist", &y)
     }
 
     /// `mean + std * noise`, [B, S] each.
     fn sample(&self, g: &mut GraphBuilder, mean: &str, std: &str, noise: &str) -> String {
         let scaled = g.binary("Mul", std, noise);
         g.binary("Add", mean, &scaled)
+    }
+
+    /// The stochastic state drawn with standard-normal `noise` [B, S] from its distribution
+    /// (`latent_dist`): `mean + std * noise`, or per categorical the one-hot of the class
+    /// that maximises `ln p + G`, `G = -ln(-ln u)` with `u = Phi(noise)` (Gumbel-max; zero
+    /// noise picks the most likely class).
+    fn latent_sample(&self, g: &mut GraphBuilder, mean: &str, std: &str, noise: &str) -> String {
+        if self.ckpt.sizes.classes == 0 {
+            return self.sample(g, mean, std, noise);
+        }
+        let (s, k) = (self.ckpt.sizes.stoch as i64, self.ckpt.sizes.classes as i64);
+        let inv_sqrt2 = g.scalar(std::f32::consts::FRAC_1_SQRT_2);
+        let scaled = g.binary("Mul", noise, &inv_sqrt2);
+        let erf = g.unary("Erf", &scaled);
+        let half = g.scalar(0.5);
+        let halved = g.binary("Mul", &erf, &half);
+        let u = g.binary("Add", &halved, &half);
+        let u = g.clip(&u, GUMBEL_EPS as f32, (1.0 - GUMBEL_EPS) as f32);
+        let log_u = g.unary("Log", &u);
+        let neg = g.unary("Neg", &log_u);
+        // -G = ln(-ln u)
+        let minus_gumbel = g.unary("Log", &neg);
+        let log_p = g.unary("Log", mean);
+        let score = g.binary("Sub", &log_p, &minus_gumbel);
+        let grouped = g.reshape(&score, &[0, s / k, k]);
+        let one_hot = g.one_hot_of_max(&grouped, k);
+        g.reshape(&one_hot, &[0, s])
     }
 
     /// Features [B, F] -> (action, mean, std) [B, A] of the tanh-Normal policy.
@@ -536,8 +593,16 @@ impl Net<'_> {
         (action, mean, std)
     }
 
-    /// `KL(N(mq, sq) || N(mp, sp))` summed over S -> [B].
+    /// `KL(N(mq, sq) || N(mp, sp))` summed over S -> [B]; for categoricals (probabilities
+    /// `mq`, `mp`) `sum mq (ln mq - ln mp)`.
     fn kl(&self, g: &mut GraphBuilder, mq: &str, sq: &str, mp: &str, sp: &str) -> String {
+        if self.ckpt.sizes.classes > 0 {
+            let log_q = g.unary("Log", mq);
+            let log_p = g.unary("Log", mp);
+            let diff = g.binary("Sub", &log_q, &log_p);
+            let terms = g.binary("Mul", mq, &diff);
+            return g.sum_axis1(&terms);
+        }
         if self.form == GraphForm::Compact {
             return self.kl_compact(g, mq, sq, mp, sp);
         }
@@ -593,7 +658,7 @@ impl Net<'_> {
         let h_next = self.transition(g, &h, &s, &a);
         let (prior_mean, prior_std) = self.prior(g, &h_next);
         let (mean, std) = self.posterior(g, &h_next, &e);
-        let s_next = self.sample(g, &mean, &std, &noise);
+        let s_next = self.latent_sample(g, &mean, &std, &noise);
         let ds = self.dims(sz.deter);
         let ss = self.dims(sz.stoch);
         g.output(&h_next, names::H_NEXT, &ds);
@@ -612,7 +677,7 @@ impl Net<'_> {
         let noise = self.f32_input(g, names::NOISE, sz.stoch);
         let h_next = self.transition(g, &h, &s, &a);
         let (mean, std) = self.prior(g, &h_next);
-        let s_next = self.sample(g, &mean, &std, &noise);
+        let s_next = self.latent_sample(g, &mean, &std, &noise);
         let ss = self.dims(sz.stoch);
         g.output(&h_next, names::H_NEXT, &self.dims(sz.deter));
         g.output(&s_next, names::S_NEXT, &ss);
@@ -644,7 +709,7 @@ impl Net<'_> {
         action_noise: &str,
     ) -> (String, String, String) {
         let (mean, std) = self.posterior(g, h_next, embed);
-        let s_next = self.sample(g, &mean, &std, noise);
+        let s_next = self.latent_sample(g, &mean, &std, noise);
         let surprise = self.kl(g, &mean, &std, prior_mean, prior_std);
         let feat = g.concat(&[h_next, &s_next]);
         let (action, _, _) = self.actor(g, &feat, action_noise);

@@ -61,6 +61,7 @@ pub fn manifest(
         latent: LatentInfo {
             deter: ckpt.sizes.deter as u32,
             stoch: ckpt.sizes.stoch as u32,
+            classes: ckpt.sizes.classes as u32,
             embed: ckpt.sizes.embed() as u32,
             initial: "zeros".to_string(),
             min_std: ckpt.min_std,

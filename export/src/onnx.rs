@@ -459,6 +459,38 @@ impl GraphBuilder {
         out
     }
 
+    /// `x` in the shape `shape` (a 0 keeps that dim of `x`, so the batch stays as it is).
+    pub fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
+        let shape = self.ints(shape);
+        self.op("Reshape", &[x, &shape], Vec::new())
+    }
+
+    /// Softmax over the last axis.
+    pub fn softmax_last(&mut self, x: &str) -> String {
+        self.op("Softmax", &[x], vec![int_attr("axis", -1)])
+    }
+
+    /// `min(max(x, lo), hi)`, elementwise.
+    pub fn clip(&mut self, x: &str, lo: f32, hi: f32) -> String {
+        let lo = self.scalar(lo);
+        let hi = self.scalar(hi);
+        self.op("Clip", &[x, &lo, &hi], Vec::new())
+    }
+
+    /// The one-hot of the largest entry along the last axis (the first of equal ones), as
+    /// float32 in the shape of `x`. [.., K] -> [.., K].
+    pub fn one_hot_of_max(&mut self, x: &str, classes: i64) -> String {
+        let index = self.op(
+            "ArgMax",
+            &[x],
+            vec![int_attr("axis", -1), int_attr("keepdims", 1)],
+        );
+        let range: Vec<i64> = (0..classes).collect();
+        let range = self.ints(&range);
+        let hit = self.binary("Equal", &index, &range);
+        self.cast_to_f32(&hit)
+    }
+
     /// Sum over axis 1, dropping it. [B, N] -> [B].
     pub fn sum_axis1(&mut self, x: &str) -> String {
         let axes = self.ints(&[1]);

@@ -176,6 +176,81 @@ fn state_agent_with_the_dreamerv3_options_trains_exports_and_agrees() {
     ));
 }
 
+/// Discrete latents (DreamerV3's categoricals): new graph pieces (Gumbel-max draws from the
+/// mixed class probabilities, the categorical KL) that must agree with the trainer as the
+/// Gaussian ones do, and a zero-noise runtime step that draws the most likely classes.
+#[test]
+fn state_agent_with_discrete_latents_trains_exports_and_agrees() {
+    check_chain(small_config(
+        "cpu-state",
+        &["model.classes=4", "train.kl_balance=0.8"],
+    ));
+}
+
+/// The other export options on discrete latents: the decomposed graph form meets the same
+/// bounds, float16 weights the return check, batch 3 the per-row bounds; the manifest
+/// records the latent's kind.
+#[test]
+fn discrete_latents_export_in_every_form_precision_and_batch() {
+    use dreamer_bundle::GraphForm;
+    use dreamer_export::{ExportOptions, Precision};
+    let config = small_config("cpu-state", &["model.classes=4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bundle) = trained_and_exported(&config, dir.path());
+    let manifest = dreamer_bundle::open(&bundle).unwrap();
+    assert_eq!((manifest.latent.stoch, manifest.latent.classes), (32, 4));
+    assert_eq!(manifest.training.config["model.classes"], "4");
+    let ckpt = dir.path().join("checkpoint");
+    for (name, options) in [
+        (
+            "decomposed",
+            ExportOptions {
+                graph_form: GraphForm::Decomposed,
+                ..Default::default()
+            },
+        ),
+        (
+            "float16",
+            ExportOptions {
+                precision: Precision::Float16,
+                ..Default::default()
+            },
+        ),
+        (
+            "batch3",
+            ExportOptions {
+                batch: 3,
+                ..Default::default()
+            },
+        ),
+    ] {
+        let out = dir.path().join(name);
+        dreamer_export::export(&ckpt, &out, &options)
+            .unwrap_or_else(|e| panic!("{name}: export failed: {e}"));
+        let m = dreamer_bundle::open(&out).unwrap();
+        let v = m.verification.expect("verified");
+        if name != "float16" {
+            assert!(v.trajectory_step_max_abs_err.unwrap() < 1e-5, "{name}");
+            for role in dreamer_bundle::GRAPH_ROLES {
+                assert!(v.random_max_abs_err[role] < 1e-5, "{name} {role}");
+            }
+        }
+    }
+}
+
+#[test]
+fn pixel_agent_with_discrete_latents_trainer_export_runtime_agree() {
+    check_chain(small_config(
+        "cpu-pixels",
+        &[
+            "run.obs_mode=pixels",
+            "run.action_repeat=2",
+            "model.cnn_depth=4",
+            "model.classes=4",
+        ],
+    ));
+}
+
 #[test]
 fn pixel_agent_trainer_export_runtime_agree() {
     check_chain(small_config(

@@ -90,7 +90,7 @@ impl Agent {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let m = &config.model;
-        let feat = m.deter + m.stoch;
+        let feat = m.deter + m.stoch_width();
         let embed = dims.embed(m.units, m.cnn_depth);
         let encoder = Encoder::new(
             &(&root / "encoder"),

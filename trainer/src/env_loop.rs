@@ -182,7 +182,7 @@ impl Collector {
                 let prev = Tensor::from_slice(&self.prev_action)
                     .reshape([n as i64, a as i64])
                     .to_device(device);
-                let stoch = agent.config.model.stoch;
+                let stoch = agent.config.model.stoch_width();
                 let latent_noise = Tensor::from_slice(&normal(rng, n * stoch as usize))
                     .reshape([n as i64, stoch])
                     .to_device(device);

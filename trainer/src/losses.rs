@@ -62,14 +62,20 @@ pub fn lambda_return(
 /// `balance` in (0, 1) the same value, but the prior is trained towards the stopped
 /// posterior with weight `balance` and the posterior towards the stopped prior with
 /// `1 - balance`, each term held at `free_nats` on its own.
-pub fn kl_loss(kl: &Tensor, post: &State, prior: &State, free_nats: f64, balance: f64) -> Tensor {
+/// `classes`: of the latents' categoricals (0: Gaussian).
+pub fn kl_loss(
+    kl: &Tensor,
+    (post, prior, classes): (&State, &State, i64),
+    free_nats: f64,
+    balance: f64,
+) -> Tensor {
     if balance == 0.0 {
         return kl.clamp_min(free_nats);
     }
-    let train_prior = kl_divergence(&post.detach(), prior)
+    let train_prior = kl_divergence(&post.detach(), prior, classes)
         .mean(Kind::Float)
         .clamp_min(free_nats);
-    let train_post = kl_divergence(post, &prior.detach())
+    let train_post = kl_divergence(post, &prior.detach(), classes)
         .mean(Kind::Float)
         .clamp_min(free_nats);
     train_prior * balance + train_post * (1.0 - balance)
@@ -117,8 +123,9 @@ impl Agent {
                 tch::Reduction::Mean,
             )
         });
-        let kl = kl_divergence(&post, &prior).mean(Kind::Float);
-        let kl_loss = kl_loss(&kl, &post, &prior, t.free_nats, t.kl_balance);
+        let classes = self.rssm.classes();
+        let kl = kl_divergence(&post, &prior, classes).mean(Kind::Float);
+        let kl_loss = kl_loss(&kl, (&post, &prior, classes), t.free_nats, t.kl_balance);
         let mut terms = vec![kl_loss * t.kl_scale, -&reward_loglik];
         terms.extend(
             [&pixels_loglik, &state_loglik]
@@ -235,8 +242,8 @@ mod tests {
             &[0.0, 0.2, -0.1, 0.5, 0.4, 0.1],
             &[1.0, 0.8, 1.1, 0.6, 1.3, 0.9],
         );
-        let kl = kl_divergence(&post, &prior).mean(Kind::Float);
-        let loss = kl_loss(&kl, &post, &prior, 0.0, balance);
+        let kl = kl_divergence(&post, &prior, 0).mean(Kind::Float);
+        let loss = kl_loss(&kl, (&post, &prior, 0), 0.0, balance);
         loss.backward();
         let g = |t: &Tensor| Vec::<f32>::try_from(t.grad().flatten(0, -1)).unwrap();
         (
@@ -266,8 +273,8 @@ mod tests {
         let post = state(&[0.0; 6], &[1.0; 6]);
         let prior = state(&[0.01; 6], &[1.0; 6]);
         for balance in [0.0, 0.8] {
-            let kl = kl_divergence(&post, &prior).mean(Kind::Float);
-            let loss = kl_loss(&kl, &post, &prior, 1.0, balance);
+            let kl = kl_divergence(&post, &prior, 0).mean(Kind::Float);
+            let loss = kl_loss(&kl, (&post, &prior, 0), 1.0, balance);
             assert!((loss.double_value(&[]) - 1.0).abs() < 1e-9, "{balance}");
             loss.backward();
             // Below the free nats nothing is trained.

@@ -30,7 +30,8 @@ pub struct UpdateNoise {
 
 impl UpdateNoise {
     /// The noise of update `update_index`, sized by `config.train` (batch B, length T,
-    /// horizon H), `config.model.stoch` (S) and `dims.action` (A).
+    /// horizon H), the width of the stochastic state (S, [`dreamer_config::ModelConfig::stoch_width`])
+    /// and `dims.action` (A).
     pub fn draw(config: &Config, dims: Dims, update_index: u64, device: Device) -> UpdateNoise {
         let mut rng =
             ChaCha8Rng::seed_from_u64(stream_seed(config.run.seed, STREAM_UPDATE, update_index));
@@ -39,7 +40,7 @@ impl UpdateNoise {
             config.train.length,
             config.train.horizon,
         );
-        let s = config.model.stoch;
+        let s = config.model.stoch_width();
         UpdateNoise {
             posterior: normal_tensor(&mut rng, &[b, t, s], device),
             imag_state: normal_tensor(&mut rng, &[h, b * t, s], device),

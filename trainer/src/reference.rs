@@ -35,6 +35,12 @@ pub enum ReferenceError {
 
 /// Seed of the recorded trajectory's resets and of the random cases.
 const REFERENCE_SEED: u64 = 20_200_101;
+/// Seed of the noise that moves a categorical's draw away from a tie.
+const TIE_SEED: u64 = 20_200_102;
+/// The smallest gap between a categorical's two largest Gumbel-max scores that the reference
+/// keeps: float32 evaluations of the same scores differ by far less, so every graph draws
+/// the reference's class and the comparison measures the graphs, not a coin toss at a tie.
+const TIE_GAP: f64 = 1e-3;
 
 /// Load the checkpoint in `checkpoint_dir` on the CPU, record a closed-loop trajectory of
 /// `steps` decisions of the deterministic policy in the real task (episodes are chained:
@@ -60,17 +66,22 @@ pub fn write_reference(
         let mut envs = make_envs(&agent.config, 1, false)?;
         envs.check_dims(&agent.config, dims)?;
         let mut rng = ChaCha8Rng::seed_from_u64(REFERENCE_SEED);
+        let mut tie_rng = ChaCha8Rng::seed_from_u64(TIE_SEED);
         let mut obs = envs.reset_all(&[rng.random()])?;
         let mut latent = agent.rssm.initial(1, Device::Cpu);
         let mut action = Tensor::zeros([1, dims.action], (Kind::Double, Device::Cpu));
-        let mut columns: Vec<Vec<Tensor>> = (0..10).map(|_| Vec::with_capacity(steps)).collect();
+        let mut columns: Vec<Vec<Tensor>> = (0..11).map(|_| Vec::with_capacity(steps)).collect();
         for _ in 0..steps {
             let input = exact(obs_tensors(&obs, dims, Device::Cpu));
             let embed = agent.encoder.forward(&input);
+            // Zero noise: the Gaussian's mean, the categoricals' most likely classes (where
+            // two are not nearly tied).
             let zeros = latent.s.zeros_like();
-            let (post, prior) = agent.rssm.obs_step(&latent, &action, &embed, &zeros);
+            let (post, _) = agent.rssm.obs_step(&latent, &action, &embed, &zeros);
+            let noise = clear_of_ties(&agent.rssm, zeros, &[&post.mean], TieBreak::Lead);
+            let (post, prior) = agent.rssm.obs_step(&latent, &action, &embed, &noise);
             let next_action = agent.actor.mode(&Rssm::get_feat(&post));
-            let surprise = kl_divergence(&post, &prior);
+            let surprise = kl_divergence(&post, &prior, agent.rssm.classes());
             let row = [
                 input.pixels.as_ref().map(|p| p.shallow_clone()),
                 input.state.as_ref().map(|s| s.shallow_clone()),
@@ -82,6 +93,7 @@ pub fn write_reference(
                 Some(prior.mean.shallow_clone()),
                 Some(prior.std.shallow_clone()),
                 Some(surprise),
+                Some(noise),
             ];
             for (column, value) in columns.iter_mut().zip(row) {
                 if let Some(value) = value {
@@ -115,6 +127,7 @@ pub fn write_reference(
             "traj.prior_mean",
             "traj.prior_std",
             "traj.surprise",
+            "traj.noise",
         ];
         for (name, column) in names.iter().zip(&columns) {
             if !column.is_empty() {
@@ -133,9 +146,9 @@ pub fn write_reference(
                 .to_kind(Kind::Double)
         };
         let h = normal(&[cases, m.deter]);
-        let s = normal(&[cases, m.stoch]);
+        let s = normal(&[cases, m.stoch_width()]);
         let embed = normal(&[cases, embed_size]);
-        let noise = normal(&[cases, m.stoch]);
+        let noise = normal(&[cases, m.stoch_width()]);
         let state_obs = dims.state.map(|o| normal(&[cases, o]));
         let a = (normal(&[cases, dims.action]) * 0.5).tanh();
         let pixels_obs = dims.pixels.then(|| {
@@ -154,11 +167,24 @@ pub fn write_reference(
             s: s.shallow_clone(),
             ..prev
         };
+        let encoded = agent.encoder.forward(&obs);
+        // Every categorical the noise draws from: the prior, the posterior on `rand.embed`
+        // and the posterior on the encoded observations (`policy_step`'s).
+        let tables = [
+            agent.rssm.img_step(&prev, &a, &noise).mean,
+            agent.rssm.obs_step(&prev, &a, &embed, &noise).0.mean,
+            agent.rssm.obs_step(&prev, &a, &encoded, &noise).0.mean,
+        ];
+        let noise = clear_of_ties(
+            &agent.rssm,
+            noise,
+            &tables.iter().collect::<Vec<_>>(),
+            TieBreak::Redraw(&mut tie_rng),
+        );
         let img = agent.rssm.img_step(&prev, &a, &noise);
         let (post, prior) = agent.rssm.obs_step(&prev, &a, &embed, &noise);
         let (mean, std) = agent.actor.dist(&Tensor::cat(&[&h, &s], 1));
         let mode = mean.tanh();
-        let encoded = agent.encoder.forward(&obs);
         let mut push = |name: &str, t: &Tensor| named.push((name.to_string(), t.shallow_clone()));
         push("rand.h", &h);
         push("rand.s", &s);
@@ -208,6 +234,75 @@ pub fn write_reference(
     Tensor::write_safetensors(&named, file.tmp_path()).map_err(|e| write_err(e.to_string()))?;
     file.commit().map_err(|e| write_err(e.to_string()))?;
     Ok(path)
+}
+
+/// How [`clear_of_ties`] moves a categorical out of a tie.
+enum TieBreak<'r> {
+    /// Raise the noise of the class with the largest score (in the first table) by
+    /// [`LEAD_NUDGE`]: the class drawn stays the same, only further ahead. For zero noise,
+    /// whose draw is the most likely class, so that a runtime's zero-noise step draws the
+    /// same classes.
+    Lead,
+    /// Draw the categorical's noise again (float32 standard-normal values).
+    Redraw(&'r mut ChaCha8Rng),
+}
+
+/// Raises a class's Gumbel score by about 0.054 from zero noise (3/64: a float32 value, as
+/// every recorded input is).
+const LEAD_NUDGE: f64 = 0.046_875;
+
+/// `noise` [N, W] for categorical latents whose probabilities are `tables` ([N, W] each,
+/// drawn with the same noise), with each categorical whose two largest Gumbel-max scores in
+/// any table are within [`TIE_GAP`] moved apart by `tie_break` until none is. A Gaussian
+/// state's noise is returned as it is.
+fn clear_of_ties(
+    rssm: &Rssm,
+    noise: Tensor,
+    tables: &[&Tensor],
+    mut tie_break: TieBreak,
+) -> Tensor {
+    let classes = rssm.classes();
+    if classes == 0 {
+        return noise;
+    }
+    let shape = noise.size();
+    let k = classes as usize;
+    let mut values: Vec<f64> = Vec::try_from(noise.flatten(0, -1)).expect("f64 noise");
+    // Redraws until no tie is left; each redraw of a categorical lands in a tie with
+    // probability about TIE_GAP, so a handful of rounds suffices.
+    for _ in 0..1000 {
+        let current = Tensor::from_slice(&values).reshape(&shape[..]);
+        let mut tied = vec![false; values.len() / k];
+        let mut leaders: Vec<i64> = Vec::new();
+        for (t, probs) in tables.iter().enumerate() {
+            let grouped = probs.reshape([-1, classes]);
+            let scores = rssm.gumbel_scores(&grouped, &current); // [N * S, K]
+            let (top, index) = scores.topk(2, -1, true, true);
+            let gap: Vec<f64> =
+                Vec::try_from(top.select(-1, 0) - top.select(-1, 1)).expect("f64 gaps");
+            for (tie, gap) in tied.iter_mut().zip(gap) {
+                *tie |= gap < TIE_GAP;
+            }
+            if t == 0 {
+                leaders = Vec::try_from(index.select(-1, 0)).expect("i64 classes");
+            }
+        }
+        if !tied.contains(&true) {
+            return current;
+        }
+        for (i, _) in tied.iter().enumerate().filter(|(_, tie)| **tie) {
+            let group = &mut values[i * k..(i + 1) * k];
+            match &mut tie_break {
+                TieBreak::Lead => group[leaders[i] as usize] += LEAD_NUDGE,
+                TieBreak::Redraw(rng) => {
+                    for value in group {
+                        *value = f64::from(rng.sample::<f32, _>(StandardNormal));
+                    }
+                }
+            }
+        }
+    }
+    Tensor::from_slice(&values).reshape(&shape[..])
 }
 
 /// Float64 values that are exactly representable in float32 (rounded once).

@@ -1,22 +1,25 @@
-//! The recurrent state-space model: a GRU deterministic state `h` and a Gaussian stochastic
-//! state `s`, with the equations of docs/checkpoint-format.md. Every step takes its
-//! standard-normal noise (`[N, S]`, zeros give the mean) from the caller, so results never
-//! depend on torch's global generator.
+//! The recurrent state-space model: a GRU deterministic state `h` and a stochastic state `s`,
+//! Gaussian or categorical (`model.classes`), with the equations of
+//! docs/checkpoint-format.md. Every step takes its standard-normal noise (`[N, W]`, `W` the
+//! width of `s`; zeros give the mean, or the most likely classes) from the caller, so results
+//! never depend on torch's global generator.
 
+use dreamer_config::{GUMBEL_EPS, UNIFORM_MIX};
 use tch::nn::{self, Module};
 use tch::{Device, Tensor};
 
-/// A latent state with the Gaussian it was drawn from. Leading dims are the batch (`[N]`
-/// for one step, `[B, T]` or `[H, N]` for sequences).
+/// A latent state with the distribution it was drawn from. Leading dims are the batch (`[N]`
+/// for one step, `[B, T]` or `[H, N]` for sequences); `W` is the width of `s`
+/// ([`dreamer_config::ModelConfig::stoch_width`]).
 #[derive(Debug)]
 pub struct State {
     /// [.., D]
     pub h: Tensor,
-    /// [.., S]
+    /// [.., W]: a Gaussian sample, or the one-hots of the categoricals' samples.
     pub s: Tensor,
-    /// [.., S]
+    /// [.., W]: the Gaussian's mean, or the class probabilities (the one-hots' mean).
     pub mean: Tensor,
-    /// [.., S]
+    /// [.., W]: the Gaussian's std, or the one-hots' std `sqrt(p (1 - p))`.
     pub std: Tensor,
 }
 
@@ -77,6 +80,8 @@ pub struct Rssm {
     obs_dist: nn::Linear,
     deter: i64,
     stoch: i64,
+    /// Classes per categorical; 0 for the Gaussian state.
+    classes: i64,
     min_std: f64,
 }
 
@@ -88,6 +93,12 @@ impl Rssm {
         embed: i64,
     ) -> Rssm {
         let (d, s, h) = (sizes.deter, sizes.stoch, sizes.hidden);
+        // Width of the state, and of the distribution layers' output: mean and std of each
+        // Gaussian, or the logits of every class.
+        let (w, dist) = match sizes.classes {
+            0 => (s, 2 * s),
+            k => (s * k, s * k),
+        };
         let gru = path / "gru";
         // A placeholder, like the default initialisation of every layer here: `Agent::new`
         // re-draws all variables from the run seed (`init::initialise`), the GRU's uniform in
@@ -98,29 +109,36 @@ impl Rssm {
             up: bound,
         };
         Rssm {
-            img_in: nn::linear(path / "img_in", s + action, h, Default::default()),
+            img_in: nn::linear(path / "img_in", w + action, h, Default::default()),
             weight_ih: gru.var("weight_ih", &[3 * d, h], init),
             weight_hh: gru.var("weight_hh", &[3 * d, d], init),
             bias_ih: gru.var("bias_ih", &[3 * d], init),
             bias_hh: gru.var("bias_hh", &[3 * d], init),
             img_out: nn::linear(path / "img_out", d, h, Default::default()),
-            img_dist: nn::linear(path / "img_dist", h, 2 * s, Default::default()),
+            img_dist: nn::linear(path / "img_dist", h, dist, Default::default()),
             obs_out: nn::linear(path / "obs_out", d + embed, h, Default::default()),
-            obs_dist: nn::linear(path / "obs_dist", h, 2 * s, Default::default()),
+            obs_dist: nn::linear(path / "obs_dist", h, dist, Default::default()),
             deter: d,
             stoch: s,
+            classes: sizes.classes,
             min_std: sizes.min_std,
         }
+    }
+
+    /// Width `W` of the stochastic state.
+    pub fn stoch_width(&self) -> i64 {
+        self.stoch * self.classes.max(1)
     }
 
     /// The all-zero state of `n` sequences, in the weights' precision.
     pub fn initial(&self, n: i64, device: Device) -> State {
         let zeros = |size| Tensor::zeros([n, size], (self.weight_hh.kind(), device));
+        let w = self.stoch_width();
         State {
             h: zeros(self.deter),
-            s: zeros(self.stoch),
-            mean: zeros(self.stoch),
-            std: zeros(self.stoch),
+            s: zeros(w),
+            mean: zeros(w),
+            std: zeros(w),
         }
     }
 
@@ -129,11 +147,31 @@ impl Rssm {
         Tensor::cat(&[&state.h, &state.s], -1)
     }
 
-    /// Mean and std from a `[.., 2S]` output: std = softplus + min_std.
-    fn gaussian(&self, out: &Tensor) -> (Tensor, Tensor) {
-        let parts = out.split(self.stoch, -1);
-        let std = parts[1].softplus() + self.min_std;
-        (parts[0].shallow_clone(), std)
+    /// The sample `s` with the distribution's mean and std, `[.., W]` each, from a
+    /// distribution layer's output and standard-normal `noise` `[.., W]`.
+    fn sample(&self, out: &Tensor, noise: &Tensor) -> (Tensor, Tensor, Tensor) {
+        if self.classes == 0 {
+            // [.., 2S]: mean, then std = softplus + min_std; s = mean + std * noise.
+            let parts = out.split(self.stoch, -1);
+            let std = parts[1].softplus() + self.min_std;
+            let s = &parts[0] + &std * noise;
+            return (s, parts[0].shallow_clone(), std);
+        }
+        // [.., S * K] logits: S categoricals of K classes.
+        let mut grouped = out.size();
+        let last = grouped.pop().expect("a distribution output has dims");
+        grouped.extend([self.stoch, self.classes]);
+        let probs = out.reshape(&grouped[..]).softmax(-1, out.kind()) * (1.0 - UNIFORM_MIX)
+            + UNIFORM_MIX / self.classes as f64;
+        let index = self.gumbel_scores(&probs, noise).argmax(-1, true);
+        let one_hot = probs.zeros_like().scatter_value(-1, &index, 1.0);
+        // Straight-through: the one-hot forward, the probabilities' gradient backward.
+        let s = one_hot + (&probs - probs.detach());
+        let mut flat = grouped;
+        flat.truncate(flat.len() - 2);
+        flat.push(last);
+        let std = (&probs * (-&probs + 1.0)).sqrt().reshape(&flat[..]);
+        (s.reshape(&flat[..]), probs.reshape(&flat[..]), std)
     }
 
     /// Prior transition: `(h [N, D], s [N, S])`, action `[N, A]` -> next prior state.
@@ -150,8 +188,7 @@ impl Rssm {
             Some(&self.bias_hh),
         );
         let y = self.img_out.forward(&h).elu();
-        let (mean, std) = self.gaussian(&self.img_dist.forward(&y));
-        let s = &mean + &std * noise;
+        let (s, mean, std) = self.sample(&self.img_dist.forward(&y), noise);
         State { h, s, mean, std }
     }
 
@@ -170,8 +207,7 @@ impl Rssm {
             .obs_out
             .forward(&Tensor::cat(&[&prior.h, embed], -1))
             .elu();
-        let (mean, std) = self.gaussian(&self.obs_dist.forward(&y));
-        let s = &mean + &std * noise;
+        let (s, mean, std) = self.sample(&self.obs_dist.forward(&y), noise);
         let post = State {
             h: prior.h.shallow_clone(),
             s,
@@ -223,10 +259,38 @@ impl Rssm {
         }
         State::stack(&states, 0)
     }
+
+    /// Gumbel-max scores `ln p + G` of categoricals, probabilities `[.., S, K]` and
+    /// standard-normal noise `[.., S * K]` -> `[.., S, K]`; a sample is the largest score's
+    /// class. The noise is made uniform, `u = Phi(noise)`, and `G = -ln(-ln u)`: zero noise
+    /// (u = 1/2 for every class) picks the most likely class.
+    pub fn gumbel_scores(&self, probs: &Tensor, noise: &Tensor) -> Tensor {
+        let u = ((noise / std::f64::consts::SQRT_2).erf() * 0.5 + 0.5)
+            .clamp(GUMBEL_EPS, 1.0 - GUMBEL_EPS)
+            .reshape(probs.size());
+        probs.log() - (-u.log()).log()
+    }
+
+    /// Classes per categorical; 0 for the Gaussian state.
+    pub fn classes(&self) -> i64 {
+        self.classes
+    }
+}
+
+/// `KL(post || prior)` of two stochastic states of `classes` classes per categorical (0:
+/// Gaussian), summed over the latent: `[.., W]` -> `[..]`.
+pub fn kl_divergence(post: &State, prior: &State, classes: i64) -> Tensor {
+    if classes == 0 {
+        gaussian_kl(post, prior)
+    } else {
+        // sum p (ln p - ln q) over every class of every categorical.
+        let (p, q) = (&post.mean, &prior.mean);
+        (p * (p.log() - q.log())).sum_dim_intlist(-1, false, p.kind())
+    }
 }
 
 /// `KL(N(post) || N(prior))` summed over the last dim: `[.., S]` -> `[..]`.
-pub fn kl_divergence(post: &State, prior: &State) -> Tensor {
+fn gaussian_kl(post: &State, prior: &State) -> Tensor {
     let var_ratio = (&post.std / &prior.std).square();
     let mean_term = ((&post.mean - &prior.mean) / &prior.std).square();
     ((var_ratio + mean_term - 1.0) * 0.5 - (&post.std / &prior.std).log()).sum_dim_intlist(
@@ -234,4 +298,127 @@ pub fn kl_divergence(post: &State, prior: &State) -> Tensor {
         false,
         post.mean.kind(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    /// An RSSM of 3 categoricals of 4 classes (W = 12).
+    fn categorical() -> (nn::VarStore, Rssm) {
+        let config = dreamer_config::Config::resolve(
+            "cpu-state",
+            None,
+            &["model.stoch=3".into(), "model.classes=4".into()],
+        )
+        .unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let rssm = Rssm::new(&vs.root(), &config.model, 1, 5);
+        (vs, rssm)
+    }
+
+    fn logits(n: i64) -> Tensor {
+        let row = Tensor::from_slice(&[
+            2.0f32, 0.0, -1.0, 0.5, // categorical 0
+            0.0, 0.0, 0.0, 0.0, // categorical 1: uniform
+            -3.0, 4.0, 1.0, 0.0, // categorical 2
+        ]);
+        row.unsqueeze(0).repeat([n, 1])
+    }
+
+    #[test]
+    fn categorical_samples_are_one_hots_drawn_at_the_mixed_probabilities() {
+        let (_vs, rssm) = categorical();
+        let n = 20_000;
+        let noise = Tensor::randn([n, 12], (Kind::Float, Device::Cpu));
+        let (s, probs, std) = rssm.sample(&logits(n), &noise);
+        let groups = s.reshape([n, 3, 4]);
+        // Exactly one 1 per categorical, the rest exactly 0.
+        assert_eq!(
+            groups.sum_dim_intlist(-1, false, Kind::Float),
+            Tensor::ones([n, 3], (Kind::Float, Device::Cpu))
+        );
+        assert_eq!(
+            groups
+                .eq(0.0)
+                .logical_or(&groups.eq(1.0))
+                .all()
+                .int64_value(&[]),
+            1
+        );
+        let expected = logits(1).reshape([3, 4]).softmax(-1, Kind::Float) * 0.99 + 0.0025;
+        assert!(
+            probs
+                .get(0)
+                .reshape([3, 4])
+                .allclose(&expected, 1e-6, 1e-7, false)
+        );
+        let frequency = groups.mean_dim(0, false, Kind::Float);
+        let gap = (&frequency - &expected).abs().max().double_value(&[]);
+        assert!(
+            gap < 0.015,
+            "frequencies {frequency} vs probabilities {expected}"
+        );
+        let var = &expected * (-&expected + 1.0);
+        assert!(
+            std.get(0)
+                .reshape([3, 4])
+                .square()
+                .allclose(&var, 1e-6, 1e-7, false)
+        );
+    }
+
+    #[test]
+    fn zero_noise_picks_the_most_likely_class() {
+        let (_vs, rssm) = categorical();
+        let (s, _, _) = rssm.sample(
+            &logits(1),
+            &Tensor::zeros([1, 12], (Kind::Float, Device::Cpu)),
+        );
+        let picked = Vec::<i64>::try_from(s.reshape([3, 4]).argmax(-1, false)).unwrap();
+        // The uniform categorical's tie goes to its first class.
+        assert_eq!(picked, [0, 0, 1]);
+    }
+
+    #[test]
+    fn categorical_samples_pass_the_probabilities_gradient_straight_through() {
+        let (_vs, rssm) = categorical();
+        let out = logits(2).set_requires_grad(true);
+        let noise = Tensor::randn([2, 12], (Kind::Float, Device::Cpu));
+        let weights = Tensor::randn([2, 12], (Kind::Float, Device::Cpu));
+        let (s, probs, _) = rssm.sample(&out, &noise);
+        let through_sample =
+            Tensor::run_backward(&[(&s * &weights).sum(Kind::Float)], &[&out], true, false);
+        let through_probs = Tensor::run_backward(
+            &[(&probs * &weights).sum(Kind::Float)],
+            &[&out],
+            false,
+            false,
+        );
+        assert!(through_sample[0].allclose(&through_probs[0], 1e-6, 1e-7, false));
+        assert!(through_sample[0].abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn categorical_kl_is_zero_for_equal_states_and_the_sum_over_classes() {
+        let (_vs, rssm) = categorical();
+        let zeros = Tensor::zeros([1, 12], (Kind::Float, Device::Cpu));
+        let state = |logits: &Tensor| {
+            let (s, mean, std) = rssm.sample(logits, &zeros);
+            State {
+                h: zeros.shallow_clone(),
+                s,
+                mean,
+                std,
+            }
+        };
+        let post = state(&logits(1));
+        let prior = state(&(logits(1) * -0.5));
+        assert_eq!(kl_divergence(&post, &post, 4).double_value(&[0]), 0.0);
+        let (p, q) = (&post.mean, &prior.mean);
+        let by_hand = (p * (p / q).log()).sum(Kind::Float).double_value(&[]);
+        let kl = kl_divergence(&post, &prior, 4).double_value(&[0]);
+        assert!(kl > 0.1 && (kl - by_hand).abs() < 1e-5, "{kl} vs {by_hand}");
+    }
 }

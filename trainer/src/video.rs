@@ -99,7 +99,7 @@ pub fn openloop_frames(
             .forward(&obs.flatten_time())
             .reshape([b, context, -1]);
         let zeros = Tensor::zeros(
-            [b, context, agent.config.model.stoch],
+            [b, context, agent.config.model.stoch_width()],
             (Kind::Float, embed.device()),
         );
         let (post, _) = agent

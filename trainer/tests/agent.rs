@@ -51,9 +51,9 @@ fn gaussian(mean: f32, std: f32, dims: i64) -> State {
 fn kl_divergence_of_gaussians() {
     // KL(N(1, 2^2) || N(0, 1)) = ln(1/2) + (4 + 1) / 2 - 1/2 per dimension.
     let per_dim = (0.5f64).ln() + 2.5 - 0.5;
-    let kl = kl_divergence(&gaussian(1.0, 2.0, 3), &gaussian(0.0, 1.0, 3));
+    let kl = kl_divergence(&gaussian(1.0, 2.0, 3), &gaussian(0.0, 1.0, 3), 0);
     assert!(close(kl.double_value(&[0]), 3.0 * per_dim));
-    let same = kl_divergence(&gaussian(0.3, 0.7, 3), &gaussian(0.3, 0.7, 3));
+    let same = kl_divergence(&gaussian(0.3, 0.7, 3), &gaussian(0.3, 0.7, 3), 0);
     assert!(same.double_value(&[0]).abs() < 1e-6);
 }
 
@@ -177,16 +177,24 @@ fn behaviour_gradients_are_isolated() {
 
 #[test]
 fn a_full_update_moves_every_part_state() {
-    full_update(false);
+    full_update(false, 0);
 }
 
 #[test]
 fn a_full_update_moves_every_part_pixels() {
-    full_update(true);
+    full_update(true, 0);
 }
 
-fn full_update(pixels: bool) {
+/// The one-hot draws pass the probabilities' gradient straight through: the distribution
+/// layers, the posterior's inputs and the prior's train like the Gaussian's.
+#[test]
+fn a_full_update_with_discrete_latents_moves_every_part() {
+    full_update(false, 5);
+}
+
+fn full_update(pixels: bool, classes: i64) {
     let mut config = tiny_config(pixels);
+    config.model.classes = classes;
     // With the KL under the free nats the prior would (correctly) get no gradient.
     config.train.free_nats = 0.0;
     let dims = dims(pixels);
@@ -217,7 +225,17 @@ fn full_update(pixels: bool) {
 
 #[test]
 fn world_model_overfits_a_fixed_batch() {
+    world_model_overfits(0);
+}
+
+#[test]
+fn world_model_with_discrete_latents_overfits_a_fixed_batch() {
+    world_model_overfits(8);
+}
+
+fn world_model_overfits(classes: i64) {
     let mut config = tiny_config(false);
+    config.model.classes = classes;
     config.model.deter = 32;
     config.model.stoch = 8;
     config.model.hidden = 32;
@@ -383,7 +401,9 @@ fn the_return_scale_follows_the_percentile_range_and_divides_the_actor_loss() {
     };
     assert!(close(loss(&scaled), loss(&plain) / 4.0));
     // Off: the scale stays 0 and the divisor 1.
-    let mut off = agent(&tiny_config(false), dims);
+    let mut config = tiny_config(false);
+    config.train.return_norm_rate = 0.0;
+    let mut off = agent(&config, dims);
     off.update(&batch, 0).unwrap();
     assert_eq!((off.return_scale, off.return_divisor()), (0.0, 1.0));
 }

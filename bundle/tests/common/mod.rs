@@ -150,6 +150,7 @@ pub fn manifest() -> Manifest {
         latent: LatentInfo {
             deter: DETER as u32,
             stoch: STOCH as u32,
+            classes: 0,
             embed: EMBED as u32,
             initial: "zeros".into(),
             min_std: 0.1,

@@ -19,6 +19,8 @@ pub struct Dims {
     pub d: usize,
     /// `S`
     pub s: usize,
+    /// Classes per categorical of a discrete stochastic state; 0 for the Gaussian one.
+    pub classes: usize,
     /// `A`
     pub a: usize,
     /// `E`
@@ -35,6 +37,7 @@ impl Dims {
             batch: manifest.batch as usize,
             d: manifest.latent.deter as usize,
             s: manifest.latent.stoch as usize,
+            classes: manifest.latent.classes as usize,
             a: manifest.action.size as usize,
             e: manifest.latent.embed as usize,
             o: manifest.observation.state.as_ref().map(|s| s.size as usize),

@@ -284,6 +284,21 @@ fn policy_err(actual: &Outputs, expected: &[Expected<'_>], surprise: &[f32], cou
 /// summed over S, computed in f64. [B]
 fn kl_rows(post: &Outputs, d: &Dims) -> Vec<f32> {
     let get = |name: &str| post[name].chunks(d.s);
+    if d.classes > 0 {
+        // Categoricals: sum q (ln q - ln p) over the class probabilities.
+        return get(names::MEAN)
+            .zip(get(names::PRIOR_MEAN))
+            .map(|(q, p)| {
+                q.iter()
+                    .zip(p)
+                    .map(|(&q, &p)| {
+                        let (q, p) = (f64::from(q), f64::from(p));
+                        q * (q.ln() - p.ln())
+                    })
+                    .sum::<f64>() as f32
+            })
+            .collect();
+    }
     get(names::MEAN)
         .zip(get(names::STD))
         .zip(get(names::PRIOR_MEAN).zip(get(names::PRIOR_STD)))

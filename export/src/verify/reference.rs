@@ -61,6 +61,11 @@ impl Reference {
         }
     }
 
+    /// Whether the file has a tensor `name` (for tensors that older trainers did not write).
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
     /// Leading dimension of a tensor that must exist (`T` or `N`).
     pub fn count(&self, name: &str) -> Result<usize, ExportError> {
         match self.tensors.get(name) {

@@ -20,9 +20,11 @@ pub struct TrajectoryErrors {
     pub action_max_abs_err: f64,
 }
 
-/// Runs `policy_step` from the initial state over the recorded observations with zero noise,
-/// feeding back its own h and s, and compares every step with the trainer's. Every batch row
-/// gets the same observation, so every row must match.
+/// Runs `policy_step` from the initial state over the recorded observations with the
+/// recorded state noise (`traj.noise`: zeros, except where the trainer moved a categorical
+/// latent's draw away from a tie; zeros when absent), feeding back its own h and s, and
+/// compares every step with the trainer's. Every batch row gets the same observation, so
+/// every row must match.
 ///
 /// The action fed back is the trainer's recorded one: the observations are a recording, so
 /// they cannot answer a different action, and with a policy that is not saturated the loop
@@ -54,6 +56,11 @@ pub fn closed_loop(
         r.f32(name, &[t_len, d.s])?;
     }
     let observations = Observations::read(r, "traj", t_len, d)?;
+    let recorded_noise = if r.has("traj.noise") {
+        Some(r.f32("traj.noise", &[t_len, d.s])?)
+    } else {
+        None
+    };
 
     let b = d.batch;
     // Row `t` of a recorded [T, width] table, for every batch entry: [B, width].
@@ -83,8 +90,13 @@ pub fn closed_loop(
     };
     for (t, &recorded_surprise) in want_surprise.iter().enumerate() {
         let observation = || observations.row(t).rows(0, b);
-        let mut step =
-            |from: Latent| policy.run(feeds::policy_step(observation(), from, Noise::zeros(d)));
+        // The step's noise: the recorded state noise, no action noise.
+        let noise = || Noise {
+            state: recorded_noise
+                .map_or_else(|| vec![0.0; b * d.s], |table| recorded_row(table, d.s, t)),
+            ..Noise::zeros(d)
+        };
+        let mut step = |from: Latent| policy.run(feeds::policy_step(observation(), from, noise()));
         // Largest difference of an output from the trainer's value at step t.
         let err = |out: &Outputs, name: &str, want: &[f32], n: usize| {
             max_abs_err(
@@ -117,11 +129,7 @@ pub fn closed_loop(
             prior_mean: prepared.remove(names::MEAN).unwrap_or_default(),
             prior_std: prepared.remove(names::STD).unwrap_or_default(),
         };
-        let split = observe.run(feeds::policy_observe(
-            observation(),
-            prepared,
-            Noise::zeros(d),
-        ))?;
+        let split = observe.run(feeds::policy_observe(observation(), prepared, noise()))?;
         let split_action_err = err(&split, names::ACTION, want_a, d.a);
         let split_err = err(&split, names::S_NEXT, want_s, d.s).max(split_action_err);
         errors.action_max_abs_err = errors

@@ -792,6 +792,7 @@ pub fn write_bundle(dir: &Path, w: &Weights, faults: Faults) -> Manifest {
         latent: LatentInfo {
             deter: z.deter as u32,
             stoch: z.stoch as u32,
+            classes: 0,
             embed: z.embed() as u32,
             initial: "zeros".into(),
             min_std: MIN_STD,

@@ -99,8 +99,12 @@ pub fn info(target: &InfoTarget) -> Result<()> {
         a.physical_low,
         a.physical_high
     );
+    let kind = match m.latent.classes {
+        0 => "Gaussian".to_string(),
+        k => format!("{} categoricals of {k}", m.latent.stoch / k),
+    };
     outln!(
-        "latent    deter {}, stoch {}, embed {}, start {}, min std {}",
+        "latent    deter {}, stoch {} ({kind}), embed {}, start {}, min std {}",
         m.latent.deter,
         m.latent.stoch,
         m.latent.embed,
