@@ -696,6 +696,24 @@ mod tests {
         let err =
             Config::resolve("paper", None, &["train.entropy_lr=0.01".to_string()]).unwrap_err();
         assert!(err.to_string().contains("train.actor_entropy"), "{err}");
+        for classes in ["1", "-2"] {
+            let err = Config::resolve("paper", None, &[format!("model.classes={classes}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("model.classes") && err.contains("at least 2"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stochastic_state_is_as_wide_as_its_categoricals() {
+        let gaussian = Config::resolve("cpu-state", None, &[]).unwrap();
+        assert_eq!(gaussian.model.stoch_width(), gaussian.model.stoch);
+        let sets = ["model.stoch=32".to_string(), "model.classes=32".to_string()];
+        let discrete = Config::resolve("cpu-state", None, &sets).unwrap();
+        assert_eq!(discrete.model.stoch_width(), 1024);
     }
 
     #[test]

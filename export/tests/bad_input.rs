@@ -151,6 +151,41 @@ fn two_hot_bins_that_the_heads_do_not_have_are_named() {
     );
 }
 
+/// A Gaussian checkpoint (S = 5: `rssm.img_dist.weight` has 10 rows) claimed to have
+/// discrete latents: every wrong `model.classes` is named with what it contradicts.
+#[test]
+fn classes_that_the_latent_layers_do_not_have_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ckpt, _) = checkpoint(tmp.path());
+    let config = fs::read_to_string(ckpt.join("config.toml")).unwrap();
+    for (classes, expected) in [
+        (
+            "1",
+            "`model.classes` = 1: supported is 0 (Gaussian latents) or at least 2",
+        ),
+        ("-4", "`model.classes` = -4: supported is"),
+        (
+            "3",
+            "`rssm.img_dist.weight` has 10 rows, not a whole number of categoricals of `model.classes` = 3",
+        ),
+        // 5 categoricals of 2: the state would be 10 wide, the transition's input is 6.
+        (
+            "2",
+            "`rssm.img_in.weight` has 6 columns for S + A with S = 10",
+        ),
+        ("\"two\"", "`model.classes` must be an integer"),
+    ] {
+        fs::write(
+            ckpt.join("config.toml"),
+            config.replace("[model]\n", &format!("[model]\nclasses = {classes}\n")),
+        )
+        .unwrap();
+        let msg = export_err(&ckpt, &tmp.path().join("out"), &ExportOptions::default()).to_string();
+        assert!(msg.contains(expected), "classes = {classes}: {msg}");
+        assert!(!tmp.path().join("out").exists(), "{classes}");
+    }
+}
+
 #[test]
 fn unsupported_observation_mode_and_batch_are_named() {
     let tmp = tempfile::tempdir().unwrap();
