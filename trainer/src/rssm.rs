@@ -157,9 +157,9 @@ impl Rssm {
             let s = &parts[0] + &std * noise;
             return (s, parts[0].shallow_clone(), std);
         }
-        // [.., S * K] logits: S categoricals of K classes.
-        let mut grouped = out.size();
-        let last = grouped.pop().expect("a distribution output has dims");
+        // [.., S * K] logits: S categoricals of K classes, grouped [.., S, K].
+        let flat = out.size();
+        let mut grouped = flat[..flat.len() - 1].to_vec();
         grouped.extend([self.stoch, self.classes]);
         let probs = out.reshape(&grouped[..]).softmax(-1, out.kind()) * (1.0 - UNIFORM_MIX)
             + UNIFORM_MIX / self.classes as f64;
@@ -167,9 +167,6 @@ impl Rssm {
         let one_hot = probs.zeros_like().scatter_value(-1, &index, 1.0);
         // Straight-through: the one-hot forward, the probabilities' gradient backward.
         let s = one_hot + (&probs - probs.detach());
-        let mut flat = grouped;
-        flat.truncate(flat.len() - 2);
-        flat.push(last);
         let std = (&probs * (-&probs + 1.0)).sqrt().reshape(&flat[..]);
         (s.reshape(&flat[..]), probs.reshape(&flat[..]), std)
     }
@@ -193,7 +190,8 @@ impl Rssm {
     }
 
     /// Posterior step: previous state, action `[N, A]`, embedding `[N, E]` ->
-    /// (posterior, prior). The prior's `s` is its mean (it is never used as a sample).
+    /// (posterior, prior). The prior's `s` is drawn with zero noise (the Gaussian's mean, the
+    /// categoricals' most likely classes); it is never used as a sample.
     pub fn obs_step(
         &self,
         prev: &State,
