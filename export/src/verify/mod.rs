@@ -154,7 +154,11 @@ pub fn verify(
         onnxruntime_version: onnxruntime.version_and_commit(),
         returns,
     };
-    check_goals(&info, goals(&manifest.precision))?;
+    check_goals(
+        &info,
+        goals(&manifest.precision),
+        manifest.latent.classes > 0,
+    )?;
     Ok(info)
 }
 
@@ -163,7 +167,9 @@ fn misses(err: f64, goal: f64) -> bool {
     err.is_nan() || err >= goal
 }
 
-fn check_goals(info: &VerificationInfo, goals: Goals) -> Result<(), ExportError> {
+/// `discrete`: the bundle's stochastic state is categorical, whose closed loop is not held to
+/// the final-latent goal (see below).
+fn check_goals(info: &VerificationInfo, goals: Goals, discrete: bool) -> Result<(), ExportError> {
     let fail = |what: String, err: f64, goal: f64| ExportError::Verification { what, err, goal };
     for (graph, &err) in &info.random_max_abs_err {
         if misses(err, goals.step) {
@@ -189,9 +195,18 @@ fn check_goals(info: &VerificationInfo, goals: Goals) -> Result<(), ExportError>
             info.trajectory_surprise_max_rel_err,
             goals.step,
         ),
+        // A Gaussian latent recurrence contracts, so the bundle's own loop stays within
+        // rounding of the trainer's. A categorical one need not: its draws pass no rounding
+        // on to the next step, and a trained model's `h` can then amplify it (a 1e-6 change
+        // of `h` grew to 2e-3 in 100 steps and changed a class by step 150 in one float32
+        // graph on a trained pendulum agent), until some draw lands on the other side of a
+        // tie. Any float32 implementation, the trainer's included, does the same, so for
+        // discrete latents the figure is recorded, and each step is held to the goal from
+        // the trainer's own latent (above) instead.
         (
             "closed-loop trajectory, final latent",
-            info.trajectory_final_latent_max_abs_err,
+            info.trajectory_final_latent_max_abs_err
+                .filter(|_| !discrete),
             goals.final_latent,
         ),
     ];
