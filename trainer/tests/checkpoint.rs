@@ -149,8 +149,19 @@ fn load_errors_name_the_tensor_and_shapes() {
 
 #[test]
 fn resumed_updates_equal_uninterrupted_updates() {
+    resumed_updates_equal(0);
+}
+
+/// The categorical draws come from the update's own noise, as the Gaussian's do.
+#[test]
+fn resumed_updates_with_discrete_latents_equal_uninterrupted_updates() {
+    resumed_updates_equal(3);
+}
+
+fn resumed_updates_equal(classes: i64) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = tiny_config(false);
+    config.model.classes = classes;
     // An adapted entropy weight is part of the state a resume must restore.
     config.train.actor_entropy = 1e-2;
     config.train.entropy_lr = 0.1;
