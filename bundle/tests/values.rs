@@ -143,6 +143,16 @@ fn other_values_are_checked() {
     assert_names(&e, &["precision is `int4`"]);
     let e = error_for(|m| m.latent.min_std = -0.5);
     assert_names(&e, &["latent.min_std is -0.5"]);
+    // The fixture's stochastic state is 4 wide: 2 categoricals of 2, or of 4 would do.
+    for classes in [1, 3] {
+        let e = error_for(|m| m.latent.classes = classes);
+        assert_names(
+            &e,
+            &[&format!(
+                "latent.classes is {classes} but must be 0 (Gaussian) or at least 2 and divide latent.stoch (4)"
+            )],
+        );
+    }
     let e = error_for(|m| m.latent.initial = "random".into());
     assert_names(&e, &["latent.initial is `random`"]);
     let e = error_for(|m| {
