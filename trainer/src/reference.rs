@@ -77,9 +77,12 @@ pub fn write_reference(
             // Zero noise: the Gaussian's mean, the categoricals' most likely classes (where
             // two are not nearly tied).
             let zeros = latent.s.zeros_like();
-            let (post, _) = agent.rssm.obs_step(&latent, &action, &embed, &zeros);
-            let noise = clear_of_ties(&agent.rssm, zeros, &[&post.mean], TieBreak::Lead);
-            let (post, prior) = agent.rssm.obs_step(&latent, &action, &embed, &noise);
+            let (mut post, mut prior) = agent.rssm.obs_step(&latent, &action, &embed, &zeros);
+            let mut noise = zeros;
+            if agent.rssm.classes() > 0 {
+                noise = clear_of_ties(&agent.rssm, noise, &[&post.mean], TieBreak::Lead);
+                (post, prior) = agent.rssm.obs_step(&latent, &action, &embed, &noise);
+            }
             let next_action = agent.actor.mode(&Rssm::get_feat(&post));
             let surprise = kl_divergence(&post, &prior, agent.rssm.classes());
             let row = [
@@ -168,19 +171,18 @@ pub fn write_reference(
             ..prev
         };
         let encoded = agent.encoder.forward(&obs);
-        // Every categorical the noise draws from: the prior, the posterior on `rand.embed`
-        // and the posterior on the encoded observations (`policy_step`'s).
-        let tables = [
-            agent.rssm.img_step(&prev, &a, &noise).mean,
-            agent.rssm.obs_step(&prev, &a, &embed, &noise).0.mean,
-            agent.rssm.obs_step(&prev, &a, &encoded, &noise).0.mean,
-        ];
-        let noise = clear_of_ties(
-            &agent.rssm,
-            noise,
-            &tables.iter().collect::<Vec<_>>(),
-            TieBreak::Redraw(&mut tie_rng),
-        );
+        let mut noise = noise;
+        if agent.rssm.classes() > 0 {
+            // Every categorical the noise draws from: the prior, the posterior on
+            // `rand.embed` and the posterior on the encoded observations (`policy_step`'s).
+            let tables = [
+                agent.rssm.img_step(&prev, &a, &noise).mean,
+                agent.rssm.obs_step(&prev, &a, &embed, &noise).0.mean,
+                agent.rssm.obs_step(&prev, &a, &encoded, &noise).0.mean,
+            ];
+            let tables: Vec<&Tensor> = tables.iter().collect();
+            noise = clear_of_ties(&agent.rssm, noise, &tables, TieBreak::Redraw(&mut tie_rng));
+        }
         let img = agent.rssm.img_step(&prev, &a, &noise);
         let (post, prior) = agent.rssm.obs_step(&prev, &a, &embed, &noise);
         let (mean, std) = agent.actor.dist(&Tensor::cat(&[&h, &s], 1));
@@ -253,8 +255,7 @@ const LEAD_NUDGE: f64 = 0.046_875;
 
 /// `noise` [N, W] for categorical latents whose probabilities are `tables` ([N, W] each,
 /// drawn with the same noise), with each categorical whose two largest Gumbel-max scores in
-/// any table are within [`TIE_GAP`] moved apart by `tie_break` until none is. A Gaussian
-/// state's noise is returned as it is.
+/// any table are within [`TIE_GAP`] moved apart by `tie_break` until none is.
 fn clear_of_ties(
     rssm: &Rssm,
     noise: Tensor,
@@ -262,9 +263,6 @@ fn clear_of_ties(
     mut tie_break: TieBreak,
 ) -> Tensor {
     let classes = rssm.classes();
-    if classes == 0 {
-        return noise;
-    }
     let shape = noise.size();
     let k = classes as usize;
     let mut values: Vec<f64> = Vec::try_from(noise.flatten(0, -1)).expect("f64 noise");

@@ -80,6 +80,8 @@ pub struct Rssm {
     obs_dist: nn::Linear,
     deter: i64,
     stoch: i64,
+    /// `W`, the width of `s` ([`dreamer_config::ModelConfig::stoch_width`]).
+    width: i64,
     /// Classes per categorical; 0 for the Gaussian state.
     classes: i64,
     min_std: f64,
@@ -95,10 +97,8 @@ impl Rssm {
         let (d, s, h) = (sizes.deter, sizes.stoch, sizes.hidden);
         // Width of the state, and of the distribution layers' output: mean and std of each
         // Gaussian, or the logits of every class.
-        let (w, dist) = match sizes.classes {
-            0 => (s, 2 * s),
-            k => (s * k, s * k),
-        };
+        let w = sizes.stoch_width();
+        let dist = if sizes.classes == 0 { 2 * s } else { w };
         let gru = path / "gru";
         // A placeholder, like the default initialisation of every layer here: `Agent::new`
         // re-draws all variables from the run seed (`init::initialise`), the GRU's uniform in
@@ -120,25 +120,20 @@ impl Rssm {
             obs_dist: nn::linear(path / "obs_dist", h, dist, Default::default()),
             deter: d,
             stoch: s,
+            width: w,
             classes: sizes.classes,
             min_std: sizes.min_std,
         }
     }
 
-    /// Width `W` of the stochastic state.
-    pub fn stoch_width(&self) -> i64 {
-        self.stoch * self.classes.max(1)
-    }
-
     /// The all-zero state of `n` sequences, in the weights' precision.
     pub fn initial(&self, n: i64, device: Device) -> State {
         let zeros = |size| Tensor::zeros([n, size], (self.weight_hh.kind(), device));
-        let w = self.stoch_width();
         State {
             h: zeros(self.deter),
-            s: zeros(w),
-            mean: zeros(w),
-            std: zeros(w),
+            s: zeros(self.width),
+            mean: zeros(self.width),
+            std: zeros(self.width),
         }
     }
 
